@@ -1,0 +1,1 @@
+//! Configuration: TOML file and command-line overrides.
