@@ -1,2 +1,7 @@
 //! lb: an HTTP/1.1 load balancer on a single-threaded mio reactor.
+pub mod buffer;
 pub mod config;
+pub mod http;
+pub mod token;
+pub mod session;
+pub mod upstream;

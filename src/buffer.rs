@@ -1,0 +1,141 @@
+//! Per-connection byte buffers, taken from a shared free list only while they hold bytes.
+//!
+//! An idle keep-alive connection holds no buffer at all, which is what keeps ten thousand idle
+//! clients cheap; a busy one reuses storage from the free list instead of the allocator.
+
+use std::io::{self, Read};
+
+/// A fixed-capacity buffer: bytes live in `storage[start..end]`.
+#[derive(Debug, Default)]
+pub struct Buf {
+    storage: Option<Box<[u8]>>,
+    start: usize,
+    end: usize,
+}
+
+impl Buf {
+    pub fn len(&self) -> usize {
+        self.end - self.start
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.start == self.end
+    }
+
+    pub fn data(&self) -> &[u8] {
+        match &self.storage {
+            Some(s) => &s[self.start..self.end],
+            None => &[],
+        }
+    }
+
+    /// Whether another read could add bytes (counting room that compaction would make).
+    pub fn is_full(&self, capacity: usize) -> bool {
+        self.len() >= capacity
+    }
+
+    /// Drops `n` bytes from the front.
+    pub fn consume(&mut self, n: usize) {
+        debug_assert!(n <= self.len());
+        self.start += n.min(self.len());
+        if self.start == self.end {
+            self.start = 0;
+            self.end = 0;
+        }
+    }
+
+    /// Keeps only the first `len` bytes.
+    pub fn truncate(&mut self, len: usize) {
+        if len < self.len() {
+            self.end = self.start + len;
+        }
+    }
+
+    pub fn clear(&mut self) {
+        self.start = 0;
+        self.end = 0;
+    }
+
+    /// Reads once from `source` into the free space, taking storage from `pool` if needed.
+    pub fn read_from<R: Read>(&mut self, source: &mut R, pool: &mut BufPool) -> io::Result<usize> {
+        let storage = self.storage.get_or_insert_with(|| pool.take());
+        if self.end == storage.len() && self.start > 0 {
+            storage.copy_within(self.start..self.end, 0);
+            self.end -= self.start;
+            self.start = 0;
+        }
+        if self.end == storage.len() {
+            // Callers check is_full first; reading into nothing would look like end of stream.
+            return Err(io::Error::new(io::ErrorKind::OutOfMemory, "buffer full"));
+        }
+        let n = source.read(&mut storage[self.end..])?;
+        self.end += n;
+        Ok(n)
+    }
+
+    /// Gives the storage back to the pool when no byte is left in it.
+    pub fn release_if_empty(&mut self, pool: &mut BufPool) {
+        if self.is_empty() {
+            if let Some(storage) = self.storage.take() {
+                pool.give(storage);
+            }
+        }
+    }
+}
+
+/// Free list of equally sized buffers.
+#[derive(Debug)]
+pub struct BufPool {
+    size: usize,
+    free: Vec<Box<[u8]>>,
+    max_free: usize,
+}
+
+impl BufPool {
+    pub fn new(size: usize, max_free: usize) -> BufPool {
+        BufPool {
+            size,
+            free: Vec::new(),
+            max_free,
+        }
+    }
+
+    pub fn buffer_size(&self) -> usize {
+        self.size
+    }
+
+    fn take(&mut self) -> Box<[u8]> {
+        self.free
+            .pop()
+            .unwrap_or_else(|| vec![0; self.size].into_boxed_slice())
+    }
+
+    fn give(&mut self, storage: Box<[u8]>) {
+        if self.free.len() < self.max_free && storage.len() == self.size {
+            self.free.push(storage);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_compacts_and_releases() {
+        let mut pool = BufPool::new(8, 4);
+        let mut buf = Buf::default();
+        let mut src: &[u8] = b"abcdefghijkl";
+        assert_eq!(buf.read_from(&mut src, &mut pool).unwrap(), 8);
+        assert!(buf.is_full(8));
+        buf.consume(6);
+        assert_eq!(buf.data(), b"gh");
+        // The tail is full: the next read moves "gh" to the front first.
+        assert_eq!(buf.read_from(&mut src, &mut pool).unwrap(), 4);
+        assert_eq!(buf.data(), b"ghijkl");
+        buf.consume(6);
+        buf.release_if_empty(&mut pool);
+        assert!(buf.storage.is_none());
+        assert_eq!(pool.free.len(), 1);
+    }
+}

@@ -1,0 +1,174 @@
+//! HTTP/1.1 message handling for the proxy: request and response heads (parse, validate,
+//! rewrite for forwarding), body framing, and the answers the proxy makes itself.
+
+pub mod answer;
+pub mod framing;
+pub mod request;
+pub mod response;
+
+pub use answer::Answer;
+pub use framing::{BodyKind, BodyScanner, FramingError};
+pub use request::{HeadLimits, Request, RequestError};
+pub use response::{Response, ResponseError};
+
+/// Header names that describe one connection and never cross the proxy (RFC 9110 §7.6.1).
+/// `upgrade` is re-added by the proxy itself when it forwards an upgrade.
+const HOP_BY_HOP: [&str; 6] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "upgrade",
+];
+
+pub(crate) fn is_hop_by_hop(name: &str) -> bool {
+    HOP_BY_HOP.iter().any(|h| h.eq_ignore_ascii_case(name))
+}
+
+/// Splits a comma-separated header value into its trimmed, non-empty elements.
+pub(crate) fn list_elements(value: &[u8]) -> impl Iterator<Item = &[u8]> {
+    value
+        .split(|&b| b == b',')
+        .map(trim_ows)
+        .filter(|e| !e.is_empty())
+}
+
+/// Strips optional whitespace (SP / HTAB) from both ends.
+pub(crate) fn trim_ows(mut value: &[u8]) -> &[u8] {
+    while let [b' ' | b'\t', rest @ ..] = value {
+        value = rest;
+    }
+    while let [rest @ .., b' ' | b'\t'] = value {
+        value = rest;
+    }
+    value
+}
+
+/// Parses a Content-Length value: digits only, no sign, no whitespace inside, no overflow.
+pub(crate) fn parse_content_length(value: &[u8]) -> Option<u64> {
+    let value = trim_ows(value);
+    if value.is_empty() || value.len() > 19 {
+        return None;
+    }
+    let mut n: u64 = 0;
+    for &b in value {
+        if !b.is_ascii_digit() {
+            return None;
+        }
+        n = n.checked_mul(10)?.checked_add(u64::from(b - b'0'))?;
+    }
+    Some(n)
+}
+
+/// Which tokens a Connection header carries, and which other headers it names as hop-by-hop.
+#[derive(Debug, Default)]
+pub(crate) struct ConnectionOptions<'a> {
+    pub close: bool,
+    pub keep_alive: bool,
+    pub upgrade: bool,
+    /// Other header names listed, to be removed before forwarding.
+    pub named: Vec<&'a [u8]>,
+}
+
+impl<'a> ConnectionOptions<'a> {
+    pub fn add(&mut self, value: &'a [u8]) {
+        for token in list_elements(value) {
+            if token.eq_ignore_ascii_case(b"close") {
+                self.close = true;
+            } else if token.eq_ignore_ascii_case(b"keep-alive") {
+                self.keep_alive = true;
+            } else if token.eq_ignore_ascii_case(b"upgrade") {
+                self.upgrade = true;
+            } else if !is_protected(token) {
+                self.named.push(token);
+            }
+        }
+    }
+
+    pub fn names(&self, name: &str) -> bool {
+        self.named
+            .iter()
+            .any(|n| n.eq_ignore_ascii_case(name.as_bytes()))
+    }
+}
+
+/// Headers a Connection option may not remove: dropping framing or Host on a peer's say-so
+/// would let a client make the backend read a different message than the proxy did.
+fn is_protected(name: &[u8]) -> bool {
+    [
+        &b"host"[..],
+        b"content-length",
+        b"transfer-encoding",
+        b"x-forwarded-for",
+        b"x-forwarded-proto",
+        b"x-forwarded-host",
+    ]
+    .iter()
+    .any(|p| p.eq_ignore_ascii_case(name))
+}
+
+/// Where a message head ends: the index just past the empty line, if the head is complete.
+///
+/// `searched` remembers how far earlier calls looked, so a head that arrives a byte at a time is
+/// scanned once in total rather than once per byte.
+pub fn find_head_end(buf: &[u8], searched: &mut usize) -> Option<usize> {
+    let mut i = (*searched).min(buf.len());
+    while let Some(offset) = buf[i..].iter().position(|&b| b == b'\n') {
+        let lf = i + offset;
+        match buf.get(lf + 1..) {
+            Some([b'\n', ..]) => return Some(lf + 2),
+            Some([b'\r', b'\n', ..]) => return Some(lf + 3),
+            // The bytes after this LF have not arrived yet: look here again next time.
+            Some([]) | Some([b'\r']) => {
+                *searched = lf;
+                return None;
+            }
+            _ => i = lf + 1,
+        }
+    }
+    *searched = buf.len();
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn content_length_is_plain_decimal() {
+        assert_eq!(parse_content_length(b"0"), Some(0));
+        assert_eq!(parse_content_length(b" 42 "), Some(42));
+        assert_eq!(parse_content_length(b"18446744073709551615"), None); // 20 digits
+        assert_eq!(parse_content_length(b"9999999999999999999"), Some(9999999999999999999));
+        for bad in [&b""[..], b"+1", b"-1", b"1 2", b"0x10", b"1,1", b"1e3", b"\x001"] {
+            assert_eq!(parse_content_length(bad), None, "{:?}", bad);
+        }
+    }
+
+    #[test]
+    fn head_end_found_across_calls() {
+        let head = b"GET / HTTP/1.1\r\nHost: a\r\n\r\nBODY";
+        let mut searched = 0;
+        for len in 0..head.len() {
+            let found = find_head_end(&head[..len], &mut searched);
+            if len < 27 {
+                assert_eq!(found, None, "len {len}");
+            } else {
+                assert_eq!(found, Some(27), "len {len}");
+            }
+        }
+        let mut searched = 0;
+        assert_eq!(find_head_end(b"GET / HTTP/1.1\n\nx", &mut searched), Some(16));
+    }
+
+    #[test]
+    fn connection_options_keep_framing_headers() {
+        let mut opts = ConnectionOptions::default();
+        opts.add(b"close, X-Secret , content-length, Host,Upgrade");
+        assert!(opts.close && opts.upgrade && !opts.keep_alive);
+        assert!(opts.names("x-secret"));
+        assert!(!opts.names("content-length"));
+        assert!(!opts.names("host"));
+    }
+}

@@ -1,0 +1,462 @@
+//! Request heads: parse with httparse, refuse what could be framed two ways, and write the head
+//! that goes to the backend (hop-by-hop headers removed, X-Forwarded-* added).
+
+use std::fmt;
+use std::io::Write as _;
+use std::net::IpAddr;
+
+use super::{list_elements, parse_content_length, trim_ows, BodyKind, ConnectionOptions};
+
+/// Limits a request head must respect; from `[limits]` in the config.
+#[derive(Debug, Clone, Copy)]
+pub struct HeadLimits {
+    pub max_header_bytes: usize,
+    pub max_headers: usize,
+    pub max_target_bytes: usize,
+}
+
+/// httparse needs its header slots up front; the configured limit is capped here so the slots
+/// fit on the stack.
+pub const MAX_HEADERS_CAP: usize = 512;
+
+/// A request head the proxy accepted.
+#[derive(Debug, Clone)]
+pub struct Request {
+    /// Bytes of the head in the client's buffer, empty line included.
+    pub head_len: usize,
+    pub method: Method,
+    /// `1` for HTTP/1.1, `0` for HTTP/1.0.
+    pub version_minor: u8,
+    pub body: BodyKind,
+    /// The client wants the connection kept open after this exchange.
+    pub keep_alive: bool,
+    pub expect_continue: bool,
+    /// The client asked for a protocol upgrade (`Connection: upgrade` + `Upgrade`).
+    pub upgrade: bool,
+    /// `METHOD target HTTP/1.x`, kept for the access log when it is on.
+    pub request_line: Option<String>,
+}
+
+/// The methods the proxy treats specially; the rest pass through untouched.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Method {
+    Get,
+    Head,
+    Options,
+    Put,
+    Delete,
+    Trace,
+    Post,
+    Other,
+}
+
+impl Method {
+    fn from_token(token: &str) -> Method {
+        match token {
+            "GET" => Method::Get,
+            "HEAD" => Method::Head,
+            "OPTIONS" => Method::Options,
+            "PUT" => Method::Put,
+            "DELETE" => Method::Delete,
+            "TRACE" => Method::Trace,
+            "POST" => Method::Post,
+            _ => Method::Other,
+        }
+    }
+
+    /// Idempotent methods (RFC 9110 §9.2.2) may be sent again after a failure.
+    pub fn is_idempotent(self) -> bool {
+        matches!(
+            self,
+            Method::Get | Method::Head | Method::Options | Method::Put | Method::Delete | Method::Trace
+        )
+    }
+}
+
+/// Why a request head was refused; each maps to one status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RequestError {
+    /// 400: the head is not valid HTTP/1.1 or its framing is ambiguous.
+    Malformed(&'static str),
+    /// 431: the head or the number of header fields is over the limit.
+    HeadTooLarge,
+    /// 414: the request target is over the limit.
+    TargetTooLong,
+    /// 501: a transfer coding we do not implement.
+    NotImplemented(&'static str),
+    /// 405: a method a reverse proxy does not serve (CONNECT).
+    MethodNotAllowed,
+}
+
+impl fmt::Display for RequestError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RequestError::Malformed(why) => write!(f, "malformed request: {why}"),
+            RequestError::HeadTooLarge => f.write_str("request head too large"),
+            RequestError::TargetTooLong => f.write_str("request target too long"),
+            RequestError::NotImplemented(why) => write!(f, "not implemented: {why}"),
+            RequestError::MethodNotAllowed => f.write_str("method not allowed"),
+        }
+    }
+}
+
+/// Checks a head that is still arriving against the limits, so an endless head is refused
+/// before the buffer fills.
+pub fn check_partial(buf: &[u8], limits: &HeadLimits) -> Result<(), RequestError> {
+    // The request line is the method, the target and "HTTP/1.1": 64 bytes of slack cover a long
+    // method.
+    let line_limit = limits.max_target_bytes + 64;
+    let line_end = buf.iter().position(|&b| b == b'\n');
+    if line_end.is_none_or(|end| end > line_limit) && buf.len() > line_limit {
+        return Err(RequestError::TargetTooLong);
+    }
+    if buf.len() >= limits.max_header_bytes {
+        return Err(RequestError::HeadTooLarge);
+    }
+    Ok(())
+}
+
+/// Parses the complete head at the start of `buf` (`head_end` from [`super::find_head_end`]) and
+/// writes the head to forward into `out`.
+pub fn parse(
+    buf: &[u8],
+    limits: &HeadLimits,
+    client_ip: IpAddr,
+    keep_request_line: bool,
+    out: &mut Vec<u8>,
+) -> Result<Option<Request>, RequestError> {
+    let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS_CAP];
+    let slots = &mut slots[..limits.max_headers.clamp(1, MAX_HEADERS_CAP)];
+    let mut req = httparse::Request::new(slots);
+    let head_len = match req.parse(buf) {
+        Ok(httparse::Status::Complete(n)) => n,
+        // Leading empty lines made the apparent end of the head something else.
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(httparse::Error::TooManyHeaders) => return Err(RequestError::HeadTooLarge),
+        Err(e) => return Err(RequestError::Malformed(parse_error_reason(e))),
+    };
+    if head_len > limits.max_header_bytes {
+        return Err(RequestError::HeadTooLarge);
+    }
+    let (Some(method_token), Some(target), Some(version_minor)) =
+        (req.method, req.path, req.version)
+    else {
+        return Err(RequestError::Malformed("incomplete request line"));
+    };
+    if target.len() > limits.max_target_bytes {
+        return Err(RequestError::TargetTooLong);
+    }
+    let method = Method::from_token(method_token);
+    if method_token == "CONNECT" {
+        return Err(RequestError::MethodNotAllowed);
+    }
+    let absolute_authority = check_target(method, target)?;
+
+    // First pass: what the headers say about framing, the connection and the host.
+    let mut content_length: Option<u64> = None;
+    let mut chunked = false;
+    let mut transfer_encoding = false;
+    let mut host: Option<&[u8]> = None;
+    let mut connection = ConnectionOptions::default();
+    let mut upgrade_value: Option<&[u8]> = None;
+    let mut expect_continue = false;
+    for h in req.headers.iter() {
+        let name = h.name;
+        if name.eq_ignore_ascii_case("content-length") {
+            let n = parse_content_length(h.value)
+                .ok_or(RequestError::Malformed("invalid Content-Length"))?;
+            if content_length.is_some_and(|prev| prev != n) {
+                return Err(RequestError::Malformed("conflicting Content-Length headers"));
+            }
+            content_length = Some(n);
+        } else if name.eq_ignore_ascii_case("transfer-encoding") {
+            transfer_encoding = true;
+            for coding in list_elements(h.value) {
+                if chunked {
+                    // Anything after chunked, even chunked again, leaves the length undecidable.
+                    return Err(RequestError::Malformed("chunked is not the final transfer coding"));
+                }
+                if coding.eq_ignore_ascii_case(b"chunked") {
+                    chunked = true;
+                } else {
+                    return Err(RequestError::NotImplemented("transfer coding other than chunked"));
+                }
+            }
+        } else if name.eq_ignore_ascii_case("host") {
+            if host.is_some() {
+                return Err(RequestError::Malformed("several Host headers"));
+            }
+            host = Some(trim_ows(h.value));
+        } else if name.eq_ignore_ascii_case("connection") {
+            connection.add(h.value);
+        } else if name.eq_ignore_ascii_case("upgrade") {
+            upgrade_value = Some(trim_ows(h.value));
+        } else if name.eq_ignore_ascii_case("expect") {
+            expect_continue = trim_ows(h.value).eq_ignore_ascii_case(b"100-continue");
+        }
+    }
+
+    if transfer_encoding {
+        if version_minor == 0 {
+            return Err(RequestError::Malformed("Transfer-Encoding in an HTTP/1.0 request"));
+        }
+        if !chunked {
+            return Err(RequestError::Malformed("empty Transfer-Encoding"));
+        }
+        if content_length.is_some() {
+            return Err(RequestError::Malformed("both Content-Length and Transfer-Encoding"));
+        }
+    }
+    if version_minor == 1 && host.is_none() {
+        return Err(RequestError::Malformed("HTTP/1.1 request without Host"));
+    }
+    if let (Some(authority), Some(host)) = (absolute_authority, host) {
+        if !authority.eq_ignore_ascii_case(host) {
+            return Err(RequestError::Malformed("absolute-form target disagrees with Host"));
+        }
+    }
+    let body = if chunked {
+        BodyKind::Chunked
+    } else {
+        match content_length {
+            Some(n) => BodyKind::Length(n),
+            None => BodyKind::None,
+        }
+    };
+    let keep_alive = if version_minor == 1 {
+        !connection.close
+    } else {
+        connection.keep_alive && !connection.close
+    };
+    let upgrade = version_minor == 1 && connection.upgrade && upgrade_value.is_some();
+
+    // Second pass: the head the backend will see.
+    out.clear();
+    let version = if version_minor == 1 { "HTTP/1.1" } else { "HTTP/1.0" };
+    push_all(out, &[method_token.as_bytes(), b" ", target.as_bytes(), b" ", version.as_bytes(), b"\r\n"]);
+    let mut forwarded_for: Vec<&[u8]> = Vec::new();
+    let mut wrote_length = false;
+    let mut wrote_coding = false;
+    for h in req.headers.iter() {
+        let name = h.name;
+        if super::is_hop_by_hop(name) || connection.names(name) {
+            continue;
+        }
+        if name.eq_ignore_ascii_case("content-length") {
+            if !wrote_length {
+                wrote_length = true;
+                let _ = write!(out, "Content-Length: {}\r\n", content_length.unwrap_or(0));
+            }
+        } else if name.eq_ignore_ascii_case("transfer-encoding") {
+            if !wrote_coding {
+                wrote_coding = true;
+                out.extend_from_slice(b"Transfer-Encoding: chunked\r\n");
+            }
+        } else if name.eq_ignore_ascii_case("x-forwarded-for") {
+            forwarded_for.push(trim_ows(h.value));
+        } else if name.eq_ignore_ascii_case("x-forwarded-proto")
+            || name.eq_ignore_ascii_case("x-forwarded-host")
+        {
+            // Set by us below: a client must not choose what the backend believes about them.
+        } else {
+            push_all(out, &[name.as_bytes(), b": ", h.value, b"\r\n"]);
+        }
+    }
+    out.extend_from_slice(b"X-Forwarded-For: ");
+    for prior in forwarded_for.iter().filter(|v| !v.is_empty()) {
+        push_all(out, &[prior, b", "]);
+    }
+    let _ = write!(out, "{client_ip}\r\nX-Forwarded-Proto: http\r\n");
+    if let Some(host) = host.filter(|h| !h.is_empty()) {
+        push_all(out, &[b"X-Forwarded-Host: ", host, b"\r\n"]);
+    }
+    if upgrade {
+        push_all(out, &[b"Connection: Upgrade\r\nUpgrade: ", upgrade_value.unwrap_or_default(), b"\r\n"]);
+    } else if version_minor == 0 {
+        // Ask a 1.0 backend to keep the connection for the pool; without it the backend closes.
+        out.extend_from_slice(b"Connection: keep-alive\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+
+    let request_line = keep_request_line.then(|| format!("{method_token} {target} {version}"));
+    Ok(Some(Request {
+        head_len,
+        method,
+        version_minor,
+        body,
+        keep_alive,
+        expect_continue: expect_continue && version_minor == 1,
+        upgrade,
+        request_line,
+    }))
+}
+
+fn push_all(out: &mut Vec<u8>, parts: &[&[u8]]) {
+    for part in parts {
+        out.extend_from_slice(part);
+    }
+}
+
+/// Accepts origin-form, absolute-form (returning its authority) and `OPTIONS *`.
+fn check_target(method: Method, target: &str) -> Result<Option<&[u8]>, RequestError> {
+    if target.starts_with('/') {
+        return Ok(None);
+    }
+    if target == "*" {
+        return if method == Method::Options {
+            Ok(None)
+        } else {
+            Err(RequestError::Malformed("asterisk-form target outside OPTIONS"))
+        };
+    }
+    let bytes = target.as_bytes();
+    let rest = if bytes.len() >= 7 && bytes[..7].eq_ignore_ascii_case(b"http://") {
+        &bytes[7..]
+    } else if bytes.len() >= 8 && bytes[..8].eq_ignore_ascii_case(b"https://") {
+        &bytes[8..]
+    } else {
+        return Err(RequestError::Malformed("invalid request target"));
+    };
+    let end = rest
+        .iter()
+        .position(|&b| matches!(b, b'/' | b'?' | b'#'))
+        .unwrap_or(rest.len());
+    let authority = &rest[..end];
+    if authority.is_empty() || authority.contains(&b'@') {
+        return Err(RequestError::Malformed("invalid authority in request target"));
+    }
+    Ok(Some(authority))
+}
+
+fn parse_error_reason(e: httparse::Error) -> &'static str {
+    match e {
+        httparse::Error::HeaderName => "invalid header name",
+        httparse::Error::HeaderValue => "invalid header value",
+        httparse::Error::NewLine => "invalid line ending",
+        httparse::Error::Status => "invalid status",
+        httparse::Error::Token => "invalid method or target",
+        httparse::Error::TooManyHeaders => "too many headers",
+        httparse::Error::Version => "invalid HTTP version",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::Ipv4Addr;
+
+    const LIMITS: HeadLimits = HeadLimits {
+        max_header_bytes: 8192,
+        max_headers: 100,
+        max_target_bytes: 1024,
+    };
+    const CLIENT: IpAddr = IpAddr::V4(Ipv4Addr::new(10, 0, 0, 7));
+
+    fn forward(head: &str) -> Result<(Request, String), RequestError> {
+        let mut out = Vec::new();
+        let req = parse(head.as_bytes(), &LIMITS, CLIENT, true, &mut out)?
+            .expect("complete head");
+        Ok((req, String::from_utf8(out).expect("utf-8 head")))
+    }
+
+    #[test]
+    fn forwards_headers_in_order_and_strips_hop_by_hop() {
+        let (req, out) = forward(
+            "GET /a?b=c HTTP/1.1\r\nHost: example.com\r\nX-A: 1\r\nConnection: keep-alive, X-Drop\r\n\
+             Keep-Alive: timeout=5\r\nX-A: 2\r\nX-Drop: gone\r\nTE: trailers\r\nProxy-Connection: x\r\n\
+             Trailer: X\r\nUpgrade: h2c\r\nX-Forwarded-For: 1.2.3.4\r\nX-Forwarded-Proto: https\r\n\r\n",
+        )
+        .unwrap();
+        assert_eq!(
+            out,
+            "GET /a?b=c HTTP/1.1\r\nHost: example.com\r\nX-A: 1\r\nX-A: 2\r\n\
+             X-Forwarded-For: 1.2.3.4, 10.0.0.7\r\nX-Forwarded-Proto: http\r\n\
+             X-Forwarded-Host: example.com\r\n\r\n"
+        );
+        assert!(req.keep_alive && !req.upgrade);
+        assert_eq!(req.body, BodyKind::None);
+        assert_eq!(req.request_line.as_deref(), Some("GET /a?b=c HTTP/1.1"));
+    }
+
+    #[test]
+    fn framing_headers_are_normalised() {
+        let (req, out) = forward("POST / HTTP/1.1\r\nHost: a\r\ncontent-length: 5\r\nContent-Length: 5\r\n\r\n").unwrap();
+        assert_eq!(req.body, BodyKind::Length(5));
+        assert_eq!(out.matches("Content-Length: 5\r\n").count(), 1);
+        let (req, out) = forward("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: Chunked\r\n\r\n").unwrap();
+        assert_eq!(req.body, BodyKind::Chunked);
+        assert!(out.contains("Transfer-Encoding: chunked\r\n"));
+    }
+
+    #[test]
+    fn refuses_ambiguous_framing() {
+        let cases = [
+            "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n",
+            "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n",
+            "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5, 5\r\n\r\n",
+            "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: -5\r\n\r\n",
+            "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked, chunked\r\n\r\n",
+            "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n",
+            "POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n",
+            "GET / HTTP/1.1\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
+            "GET http://a/ HTTP/1.1\r\nHost: b\r\n\r\n",
+            "GET x HTTP/1.1\r\nHost: a\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost : a\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: a\r\nX: a\r\n b\r\n\r\n",
+        ];
+        for head in cases {
+            assert!(
+                matches!(forward(head), Err(RequestError::Malformed(_))),
+                "{head:?} gave {:?}",
+                forward(head)
+            );
+        }
+        assert_eq!(
+            forward("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip\r\n\r\n").unwrap_err(),
+            RequestError::NotImplemented("transfer coding other than chunked")
+        );
+        assert_eq!(
+            forward("CONNECT a:443 HTTP/1.1\r\nHost: a:443\r\n\r\n").unwrap_err(),
+            RequestError::MethodNotAllowed
+        );
+    }
+
+    #[test]
+    fn http10_keep_alive_and_upgrade() {
+        let (req, out) = forward("GET / HTTP/1.0\r\n\r\n").unwrap();
+        assert!(!req.keep_alive);
+        assert!(out.ends_with("Connection: keep-alive\r\n\r\n"));
+        let (req, _) = forward("GET / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n").unwrap();
+        assert!(req.keep_alive);
+        let (req, out) = forward(
+            "GET /ws HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n",
+        )
+        .unwrap();
+        assert!(req.upgrade);
+        assert!(out.ends_with("Connection: Upgrade\r\nUpgrade: websocket\r\n\r\n"));
+    }
+
+    #[test]
+    fn absolute_form_and_asterisk_targets() {
+        assert!(forward("GET http://a:80/x HTTP/1.1\r\nHost: A:80\r\n\r\n").is_ok());
+        assert!(forward("OPTIONS * HTTP/1.1\r\nHost: a\r\n\r\n").is_ok());
+        assert!(forward("GET * HTTP/1.1\r\nHost: a\r\n\r\n").is_err());
+    }
+
+    #[test]
+    fn limits_map_to_their_statuses() {
+        let long_target = format!("GET /{} HTTP/1.1\r\nHost: a\r\n\r\n", "a".repeat(2000));
+        assert_eq!(forward(&long_target).unwrap_err(), RequestError::TargetTooLong);
+        assert_eq!(
+            check_partial(long_target.as_bytes(), &LIMITS),
+            Err(RequestError::TargetTooLong)
+        );
+        let many = format!("GET / HTTP/1.1\r\nHost: a\r\n{}\r\n", "X: y\r\n".repeat(150));
+        assert_eq!(forward(&many).unwrap_err(), RequestError::HeadTooLarge);
+        let big = vec![b'a'; 9000];
+        let mut head = b"GET / HTTP/1.1\r\nX: ".to_vec();
+        head.extend_from_slice(&big);
+        assert_eq!(check_partial(&head, &LIMITS), Err(RequestError::HeadTooLarge));
+    }
+}
