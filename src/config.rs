@@ -1,1 +1,327 @@
-//! Configuration: TOML file and command-line overrides.
+//! Configuration: the TOML file, its defaults, and command-line overrides.
+//!
+//! This module owns everything the operator can set: the schema and its
+//! defaults (`DEFAULT_*`), parsing, validation, the command-line flags
+//! ([`Cli`]) and the error messages for all of them. The rest of the program
+//! only ever sees a validated [`Config`]: addresses already resolved,
+//! durations already parsed, every limit already range-checked.
+//!
+//! ```text
+//!  lb.toml ──toml + serde_path_to_error──▶ raw::RawConfig ──validate──▶ Config ──apply(&Cli)──▶ Config
+//!  (text)    types, unknown keys,           (as written,       defaults,          flags win:
+//!            key paths, lines               with spans)        ranges, DNS        --listen, --backend, …
+//! ```
+//!
+//! Errors name the dotted key (`timeouts.connect`, `backend[0].address`,
+//! with 0-based `[N]` as in serde_path_to_error and TOML path tools) and the
+//! line, or the flag for command-line values.
+//!
+//! Every key is optional: [`Config::default`] holds every default and no
+//! backends. A file may leave all backends to `--backend`; [`Config::apply`]
+//! is where "at least one backend" is enforced.
+//!
+//! ```no_run
+//! use clap::Parser;
+//! use lb::config::{Cli, Config};
+//!
+//! fn main() -> Result<(), Box<dyn std::error::Error>> {
+//!     let cli = Cli::parse();
+//!     let mut cfg = match &cli.config {
+//!         Some(path) => Config::load(path)?,
+//!         None => Config::default(),
+//!     };
+//!     cfg.apply(&cli)?;
+//!     if cli.check {
+//!         println!("{cfg}");
+//!         return Ok(());
+//!     }
+//!     Ok(())
+//! }
+//! ```
+
+use std::fmt;
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::path::Path;
+use std::time::Duration;
+
+use log::LevelFilter;
+use serde::Deserialize;
+
+mod cli;
+mod duration;
+mod error;
+mod raw;
+mod validate;
+
+#[cfg(test)]
+mod tests;
+
+pub use cli::{Cli, Overrides};
+pub use duration::{format_duration, parse_duration};
+pub use error::ConfigError;
+
+/// `listen`: where client connections are accepted.
+pub const DEFAULT_LISTEN: SocketAddr =
+    SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::new(127, 0, 0, 1), 8000));
+/// `admin`: where the management API and dashboard are served.
+pub const DEFAULT_ADMIN: SocketAddr =
+    SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::new(127, 0, 0, 1), 8004));
+/// `algorithm`: how a backend is picked for each request.
+pub const DEFAULT_ALGORITHM: Algorithm = Algorithm::RoundRobin;
+/// `workers`: number of reactor threads.
+pub const DEFAULT_WORKERS: usize = 1;
+/// `log_level`: most verbose level that is logged.
+pub const DEFAULT_LOG_LEVEL: LevelFilter = LevelFilter::Info;
+/// `access_log`: whether each request produces one log line.
+pub const DEFAULT_ACCESS_LOG: bool = true;
+
+/// `health.path`: the path probed with `GET` on each backend.
+pub const DEFAULT_HEALTH_PATH: &str = "/health";
+/// `health.interval`: time between two probes of the same backend.
+pub const DEFAULT_HEALTH_INTERVAL: Duration = Duration::from_secs(5);
+/// `health.timeout`: a probe with no complete answer by then counts as failed.
+pub const DEFAULT_HEALTH_TIMEOUT: Duration = Duration::from_secs(1);
+/// `health.rise`: consecutive successful probes that bring a backend up.
+pub const DEFAULT_HEALTH_RISE: u32 = 2;
+/// `health.fall`: consecutive failed probes that take a backend down.
+pub const DEFAULT_HEALTH_FALL: u32 = 2;
+
+/// `timeouts.connect`: limit on establishing a backend connection.
+pub const DEFAULT_TIMEOUT_CONNECT: Duration = Duration::from_secs(2);
+/// `timeouts.client_header`: the whole request head must arrive within this.
+pub const DEFAULT_TIMEOUT_CLIENT_HEADER: Duration = Duration::from_secs(10);
+/// `timeouts.client_idle`: keep-alive idle time between requests, and the
+/// longest silence while reading a request body or writing to a client.
+pub const DEFAULT_TIMEOUT_CLIENT_IDLE: Duration = Duration::from_secs(60);
+/// `timeouts.backend_response`: longest silence from a backend while a
+/// response is expected.
+pub const DEFAULT_TIMEOUT_BACKEND_RESPONSE: Duration = Duration::from_secs(30);
+/// `timeouts.backend_idle`: how long an idle pooled backend connection is kept.
+pub const DEFAULT_TIMEOUT_BACKEND_IDLE: Duration = Duration::from_secs(30);
+/// `timeouts.tunnel`: idle timeout of an upgraded (WebSocket) tunnel.
+pub const DEFAULT_TIMEOUT_TUNNEL: Duration = Duration::from_secs(3600);
+
+/// `limits.max_connections`: concurrent client connections accepted.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
+/// `limits.max_header_bytes`: request head size limit (larger gets 431).
+pub const DEFAULT_MAX_HEADER_BYTES: usize = 32_768;
+/// `limits.max_headers`: header count limit (more gets 431).
+pub const DEFAULT_MAX_HEADERS: usize = 100;
+/// `limits.max_target_bytes`: request target length limit (longer gets 414).
+pub const DEFAULT_MAX_TARGET_BYTES: usize = 8192;
+/// `limits.pool_max_idle`: idle keep-alive connections kept per backend;
+/// 0 disables connection reuse.
+pub const DEFAULT_POOL_MAX_IDLE: usize = 64;
+/// Smallest accepted `limits.max_header_bytes`: below this, ordinary browser
+/// requests would already be rejected.
+pub const MIN_MAX_HEADER_BYTES: usize = 1024;
+/// Smallest accepted `limits.max_target_bytes`: below this, ordinary request
+/// targets would already be rejected.
+pub const MIN_MAX_TARGET_BYTES: usize = 16;
+
+/// `backend.weight`: relative share of traffic (used by weighted algorithms).
+pub const DEFAULT_BACKEND_WEIGHT: u32 = 1;
+
+/// How a backend is chosen for a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Algorithm {
+    /// Each healthy backend in turn.
+    #[default]
+    RoundRobin,
+}
+
+impl Algorithm {
+    /// The spelling used in the config file.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Algorithm::RoundRobin => "round_robin",
+        }
+    }
+}
+
+impl fmt::Display for Algorithm {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The validated configuration the program runs on.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub admin: SocketAddr,
+    pub algorithm: Algorithm,
+    pub workers: usize,
+    pub log_level: LevelFilter,
+    pub access_log: bool,
+    pub health: HealthConfig,
+    pub timeouts: Timeouts,
+    pub limits: Limits,
+    pub backends: Vec<BackendConfig>,
+}
+
+/// `[health]`: active health checks of the backends.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HealthConfig {
+    pub path: String,
+    pub interval: Duration,
+    pub timeout: Duration,
+    pub rise: u32,
+    pub fall: u32,
+}
+
+/// `[timeouts]`: all greater than zero.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Timeouts {
+    pub connect: Duration,
+    pub client_header: Duration,
+    pub client_idle: Duration,
+    pub backend_response: Duration,
+    pub backend_idle: Duration,
+    pub tunnel: Duration,
+}
+
+/// `[limits]`: `max_target_bytes < max_header_bytes` always holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limits {
+    pub max_connections: usize,
+    pub max_header_bytes: usize,
+    pub max_headers: usize,
+    pub max_target_bytes: usize,
+    pub pool_max_idle: usize,
+}
+
+/// One `[[backend]]`; names are unique within a [`Config`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BackendConfig {
+    pub name: String,
+    pub address: SocketAddr,
+    pub weight: u32,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: DEFAULT_LISTEN,
+            admin: DEFAULT_ADMIN,
+            algorithm: DEFAULT_ALGORITHM,
+            workers: DEFAULT_WORKERS,
+            log_level: DEFAULT_LOG_LEVEL,
+            access_log: DEFAULT_ACCESS_LOG,
+            health: HealthConfig::default(),
+            timeouts: Timeouts::default(),
+            limits: Limits::default(),
+            backends: Vec::new(),
+        }
+    }
+}
+
+impl Default for HealthConfig {
+    fn default() -> Self {
+        HealthConfig {
+            path: DEFAULT_HEALTH_PATH.to_string(),
+            interval: DEFAULT_HEALTH_INTERVAL,
+            timeout: DEFAULT_HEALTH_TIMEOUT,
+            rise: DEFAULT_HEALTH_RISE,
+            fall: DEFAULT_HEALTH_FALL,
+        }
+    }
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Timeouts {
+            connect: DEFAULT_TIMEOUT_CONNECT,
+            client_header: DEFAULT_TIMEOUT_CLIENT_HEADER,
+            client_idle: DEFAULT_TIMEOUT_CLIENT_IDLE,
+            backend_response: DEFAULT_TIMEOUT_BACKEND_RESPONSE,
+            backend_idle: DEFAULT_TIMEOUT_BACKEND_IDLE,
+            tunnel: DEFAULT_TIMEOUT_TUNNEL,
+        }
+    }
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            max_header_bytes: DEFAULT_MAX_HEADER_BYTES,
+            max_headers: DEFAULT_MAX_HEADERS,
+            max_target_bytes: DEFAULT_MAX_TARGET_BYTES,
+            pool_max_idle: DEFAULT_POOL_MAX_IDLE,
+        }
+    }
+}
+
+impl Config {
+    /// Parses and validates a configuration file's text.
+    ///
+    /// Backend host names are resolved here, once. A file without backends
+    /// is accepted because `--backend` may supply them; see [`Config::apply`].
+    pub fn from_toml_str(text: &str) -> Result<Config, ConfigError> {
+        let raw = raw::parse(text)?;
+        validate::build(raw, text)
+    }
+
+    /// Reads and validates a configuration file; every error names `path`.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::read(path, &e))?;
+        Config::from_toml_str(&text).map_err(|e| e.in_file(path))
+    }
+}
+
+/// The `--check` summary: every effective value, in config-file notation.
+impl fmt::Display for Config {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let d = |d: Duration| format_duration(d);
+        let h = &self.health;
+        let t = &self.timeouts;
+        let l = &self.limits;
+        writeln!(f, "listen      {}", self.listen)?;
+        writeln!(f, "admin       {}", self.admin)?;
+        writeln!(f, "algorithm   {}", self.algorithm)?;
+        writeln!(f, "workers     {}", self.workers)?;
+        writeln!(
+            f,
+            "log_level   {}",
+            self.log_level.as_str().to_ascii_lowercase()
+        )?;
+        writeln!(f, "access_log  {}", self.access_log)?;
+        writeln!(
+            f,
+            "health      GET {} every {}, timeout {}, rise {}, fall {}",
+            h.path,
+            d(h.interval),
+            d(h.timeout),
+            h.rise,
+            h.fall
+        )?;
+        writeln!(
+            f,
+            "timeouts    connect {}, client_header {}, client_idle {}, backend_response {}, \
+             backend_idle {}, tunnel {}",
+            d(t.connect),
+            d(t.client_header),
+            d(t.client_idle),
+            d(t.backend_response),
+            d(t.backend_idle),
+            d(t.tunnel)
+        )?;
+        writeln!(
+            f,
+            "limits      max_connections {}, max_header_bytes {}, max_headers {}, \
+             max_target_bytes {}, pool_max_idle {}",
+            l.max_connections,
+            l.max_header_bytes,
+            l.max_headers,
+            l.max_target_bytes,
+            l.pool_max_idle
+        )?;
+        write!(f, "backends    {}", self.backends.len())?;
+        for b in &self.backends {
+            write!(f, "\n  {}  {}  weight {}", b.name, b.address, b.weight)?;
+        }
+        Ok(())
+    }
+}

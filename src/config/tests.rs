@@ -1,0 +1,903 @@
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use clap::Parser;
+use log::LevelFilter;
+
+use super::*;
+
+const ONE_BACKEND: &str = "[[backend]]\naddress = \"127.0.0.1:8001\"\n";
+
+fn addr(s: &str) -> SocketAddr {
+    s.parse().expect("test address literal")
+}
+
+fn parse(text: &str) -> Config {
+    Config::from_toml_str(text).unwrap_or_else(|e| panic!("expected {text:?} to parse: {e}"))
+}
+
+fn parse_err(text: &str) -> ConfigError {
+    match Config::from_toml_str(text) {
+        Ok(cfg) => panic!("expected {text:?} to fail, got {cfg:?}"),
+        Err(e) => e,
+    }
+}
+
+/// The error names `key` and `line`, both structurally and in the message,
+/// and the message explains with `fragment`.
+fn assert_err(text: &str, key: &str, line: usize, fragment: &str) {
+    let e = parse_err(text);
+    let shown = e.to_string();
+    assert_eq!(e.key(), Some(key), "key of {shown:?}");
+    assert_eq!(e.line(), Some(line), "line of {shown:?}");
+    assert!(shown.contains(key), "{shown:?} should name {key}");
+    assert!(
+        shown.contains(&format!("on line {line}")),
+        "{shown:?} should give line {line}"
+    );
+    assert!(
+        shown.contains(fragment),
+        "{shown:?} should contain {fragment:?}"
+    );
+}
+
+fn cli(args: &[&str]) -> Cli {
+    let argv = std::iter::once("lb").chain(args.iter().copied());
+    Cli::try_parse_from(argv).unwrap_or_else(|e| panic!("flags {args:?}: {e}"))
+}
+
+// --- whole files -----------------------------------------------------------
+
+/// The schema as documented, comments and all.
+const DOCUMENTED_EXAMPLE: &str = r#"
+listen = "127.0.0.1:8000"
+admin = "127.0.0.1:8004"        # management API and dashboard
+algorithm = "round_robin"       # only "round_robin" for now
+workers = 1                     # reactors (later issue); must be >= 1
+log_level = "info"              # off|error|warn|info|debug|trace
+access_log = true               # one log line per request
+
+[health]
+path = "/health"                # must start with '/'
+interval = "5s"
+timeout = "1s"
+rise = 2                        # >= 1
+fall = 2                        # >= 1
+
+[timeouts]
+connect = "2s"                  # backend connect
+client_header = "10s"
+client_idle = "60s"
+backend_response = "30s"
+backend_idle = "30s"
+tunnel = "1h"
+
+[limits]
+max_connections = 10000         # client connections; >= 1
+max_header_bytes = 32768        # request head size limit (431); >= 1024
+max_headers = 100               # header count limit; >= 1
+max_target_bytes = 8192         # request target limit (414)
+pool_max_idle = 64              # 0 disables reuse
+
+[[backend]]
+name = "backend-1"
+address = "127.0.0.1:8001"
+weight = 1
+"#;
+
+#[test]
+fn documented_example_parses_to_documented_values() {
+    let cfg = parse(DOCUMENTED_EXAMPLE);
+    // Spelled out rather than compared to Default, so a wrong constant fails.
+    assert_eq!(cfg.listen, addr("127.0.0.1:8000"));
+    assert_eq!(cfg.admin, addr("127.0.0.1:8004"));
+    assert_eq!(cfg.algorithm, Algorithm::RoundRobin);
+    assert_eq!(cfg.workers, 1);
+    assert_eq!(cfg.log_level, LevelFilter::Info);
+    assert!(cfg.access_log);
+    assert_eq!(
+        cfg.health,
+        HealthConfig {
+            path: "/health".into(),
+            interval: Duration::from_secs(5),
+            timeout: Duration::from_secs(1),
+            rise: 2,
+            fall: 2,
+        }
+    );
+    assert_eq!(
+        cfg.timeouts,
+        Timeouts {
+            connect: Duration::from_secs(2),
+            client_header: Duration::from_secs(10),
+            client_idle: Duration::from_secs(60),
+            backend_response: Duration::from_secs(30),
+            backend_idle: Duration::from_secs(30),
+            tunnel: Duration::from_secs(3600),
+        }
+    );
+    assert_eq!(
+        cfg.limits,
+        Limits {
+            max_connections: 10_000,
+            max_header_bytes: 32_768,
+            max_headers: 100,
+            max_target_bytes: 8192,
+            pool_max_idle: 64,
+        }
+    );
+    assert_eq!(
+        cfg.backends,
+        vec![BackendConfig {
+            name: "backend-1".into(),
+            address: addr("127.0.0.1:8001"),
+            weight: 1,
+        }]
+    );
+    // The documented values are the defaults.
+    let defaults = Config {
+        backends: cfg.backends.clone(),
+        ..Config::default()
+    };
+    assert_eq!(cfg, defaults);
+}
+
+#[test]
+fn minimal_file_gets_every_default() {
+    let cfg = parse(&format!(
+        "listen = \"127.0.0.1:9000\"\n{ONE_BACKEND}[[backend]]\naddress = \"127.0.0.1:8002\"\n"
+    ));
+    let expected = Config {
+        listen: addr("127.0.0.1:9000"),
+        backends: vec![
+            BackendConfig {
+                name: "backend-1".into(),
+                address: addr("127.0.0.1:8001"),
+                weight: DEFAULT_BACKEND_WEIGHT,
+            },
+            BackendConfig {
+                name: "backend-2".into(),
+                address: addr("127.0.0.1:8002"),
+                weight: DEFAULT_BACKEND_WEIGHT,
+            },
+        ],
+        ..Config::default()
+    };
+    assert_eq!(cfg, expected);
+}
+
+#[test]
+fn every_key_is_wired_to_its_field() {
+    let cfg = parse(
+        r#"
+listen = "127.0.0.1:7000"
+admin = "127.0.0.1:7001"
+algorithm = "round_robin"
+workers = 4
+log_level = "DEBUG"
+access_log = false
+[health]
+path = "/ready?full=1"
+interval = "2s"
+timeout = "250ms"
+rise = 3
+fall = 5
+[timeouts]
+connect = "1s"
+client_header = "3s"
+client_idle = "4s"
+backend_response = "5s"
+backend_idle = "6s"
+tunnel = "7m"
+[limits]
+max_connections = 11
+max_header_bytes = 2048
+max_headers = 12
+max_target_bytes = 1024
+pool_max_idle = 0
+[[backend]]
+name = "web"
+address = "127.0.0.1:7002"
+weight = 9
+[[backend]]
+address = "127.0.0.1:7003"
+"#,
+    );
+    assert_eq!(cfg.listen, addr("127.0.0.1:7000"));
+    assert_eq!(cfg.admin, addr("127.0.0.1:7001"));
+    assert_eq!(cfg.workers, 4);
+    assert_eq!(cfg.log_level, LevelFilter::Debug);
+    assert!(!cfg.access_log);
+    assert_eq!(cfg.health.path, "/ready?full=1");
+    assert_eq!(cfg.health.interval, Duration::from_secs(2));
+    assert_eq!(cfg.health.timeout, Duration::from_millis(250));
+    assert_eq!((cfg.health.rise, cfg.health.fall), (3, 5));
+    let t = &cfg.timeouts;
+    let secs = [
+        t.connect,
+        t.client_header,
+        t.client_idle,
+        t.backend_response,
+        t.backend_idle,
+    ]
+    .map(|d| d.as_secs());
+    assert_eq!(secs, [1, 3, 4, 5, 6]);
+    assert_eq!(t.tunnel, Duration::from_secs(420));
+    assert_eq!(
+        cfg.limits,
+        Limits {
+            max_connections: 11,
+            max_header_bytes: 2048,
+            max_headers: 12,
+            max_target_bytes: 1024,
+            pool_max_idle: 0,
+        }
+    );
+    assert_eq!(cfg.backends[0].name, "web");
+    assert_eq!(cfg.backends[0].weight, 9);
+    // Default names count every position, named or not.
+    assert_eq!(cfg.backends[1].name, "backend-2");
+    assert_eq!(cfg.backends[1].weight, 1);
+}
+
+#[test]
+fn default_config_has_no_backends() {
+    let cfg = Config::default();
+    assert!(cfg.backends.is_empty());
+    assert_eq!(cfg.listen, DEFAULT_LISTEN);
+    assert_eq!(cfg.limits, Limits::default());
+}
+
+#[test]
+fn host_names_are_resolved_once() {
+    let cfg = parse("[[backend]]\naddress = \"localhost:8001\"\n");
+    let a = cfg.backends[0].address;
+    assert!(a.ip().is_loopback(), "{a}");
+    assert_eq!(a.port(), 8001);
+}
+
+#[test]
+fn ipv6_literals_are_accepted() {
+    let cfg = parse("listen = \"[::1]:8000\"\n[[backend]]\naddress = \"[::1]:8001\"\n");
+    assert_eq!(cfg.listen, addr("[::1]:8000"));
+    assert_eq!(cfg.backends[0].address, addr("[::1]:8001"));
+}
+
+#[test]
+fn demo_lb_toml_parses() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("lb.toml");
+    let cfg = Config::load(&path).unwrap_or_else(|e| panic!("{e}"));
+    let names: Vec<&str> = cfg.backends.iter().map(|b| b.name.as_str()).collect();
+    assert_eq!(names, ["backend-1", "backend-2", "backend-3"]);
+    let ports: Vec<u16> = cfg.backends.iter().map(|b| b.address.port()).collect();
+    assert_eq!(ports, [8001, 8002, 8003]);
+    assert_eq!(cfg.listen, addr("127.0.0.1:8000"));
+    assert_eq!(cfg.admin, addr("127.0.0.1:8004"));
+    // The demo documents the defaults, so it must not drift from them.
+    let defaults = Config {
+        backends: cfg.backends.clone(),
+        ..Config::default()
+    };
+    assert_eq!(cfg, defaults);
+}
+
+#[test]
+fn summary_lists_effective_values() {
+    let mut cfg = parse(DOCUMENTED_EXAMPLE);
+    cfg.timeouts.connect = Duration::from_millis(1500);
+    let summary = cfg.to_string();
+    for expected in [
+        "listen      127.0.0.1:8000",
+        "log_level   info",
+        "connect 1500ms",
+        "tunnel 1h",
+        "client_idle 1m",
+        "backend-1  127.0.0.1:8001  weight 1",
+    ] {
+        assert!(summary.contains(expected), "{expected:?} not in\n{summary}");
+    }
+}
+
+// --- durations -------------------------------------------------------------
+
+#[test]
+fn every_duration_form_parses() {
+    let cases = [
+        ("250ms", Duration::from_millis(250)),
+        ("1ms", Duration::from_millis(1)),
+        ("5s", Duration::from_secs(5)),
+        ("1m", Duration::from_secs(60)),
+        ("90m", Duration::from_secs(5400)),
+        ("1h", Duration::from_secs(3600)),
+        ("1.5s", Duration::from_millis(1500)),
+        ("0.1s", Duration::from_millis(100)),
+        ("0.5m", Duration::from_secs(30)),
+        ("1.25h", Duration::from_secs(4500)),
+        ("2.5ms", Duration::from_micros(2500)),
+        ("0s", Duration::ZERO),
+        ("007s", Duration::from_secs(7)),
+    ];
+    for (text, expected) in cases {
+        assert_eq!(parse_duration(text), Ok(expected), "{text}");
+    }
+}
+
+#[test]
+fn durations_parse_in_the_file() {
+    let cfg = parse(&format!(
+        "[timeouts]\nconnect = \"250ms\"\nclient_header = \"1.5s\"\nclient_idle = \"2m\"\ntunnel = \"3h\"\n{ONE_BACKEND}"
+    ));
+    assert_eq!(cfg.timeouts.connect, Duration::from_millis(250));
+    assert_eq!(cfg.timeouts.client_header, Duration::from_millis(1500));
+    assert_eq!(cfg.timeouts.client_idle, Duration::from_secs(120));
+    assert_eq!(cfg.timeouts.tunnel, Duration::from_secs(3 * 3600));
+}
+
+#[test]
+fn malformed_durations_are_rejected() {
+    for text in [
+        "", "5", "s", "5x", "5S", "5 s", " 5s", "5s ", "-1s", "+1s", "1.5.5s", "1.s", ".5s",
+        "1e3ms", "5sec", "5ms5", "1_000s", "١s",
+    ] {
+        let err = parse_duration(text).expect_err(text);
+        assert!(err.contains("invalid duration"), "{text:?}: {err}");
+    }
+    assert!(parse_duration("0.0000000001s").is_err());
+    assert!(parse_duration("99999999999999999999999h").is_err());
+    assert!(parse_duration("5124095576030432h").is_err());
+}
+
+#[test]
+fn durations_format_back_to_file_notation() {
+    for text in ["250ms", "5s", "1m", "1h", "90s", "1500ms", "0s"] {
+        let d = parse_duration(text).expect(text);
+        assert_eq!(format_duration(d), text);
+    }
+    assert_eq!(format_duration(Duration::from_micros(2500)), "0.0025s");
+}
+
+#[test]
+fn bad_duration_message_matches_the_documented_form() {
+    let mut text = String::from(ONE_BACKEND); // lines 1-2
+    text.push_str("\n\n\n\n\n\n\n\n[timeouts]\n"); // through line 11
+    text.push_str("connect = \"5x\"\n"); // line 12
+    assert_eq!(
+        parse_err(&text).to_string(),
+        "timeouts.connect = \"5x\" on line 12: invalid duration, expected a number \
+         followed by ms, s, m or h, like \"250ms\" or \"5s\""
+    );
+}
+
+#[test]
+fn zero_durations_are_rejected_for_every_key() {
+    let keys = [
+        ("health", "interval"),
+        ("health", "timeout"),
+        ("timeouts", "connect"),
+        ("timeouts", "client_header"),
+        ("timeouts", "client_idle"),
+        ("timeouts", "backend_response"),
+        ("timeouts", "backend_idle"),
+        ("timeouts", "tunnel"),
+    ];
+    for (table, key) in keys {
+        let text = format!("{ONE_BACKEND}[{table}]\n{key} = \"0ms\"\n");
+        assert_err(
+            &text,
+            &format!("{table}.{key}"),
+            4,
+            "must be greater than zero",
+        );
+        let text = format!("{ONE_BACKEND}[{table}]\n{key} = \"soon\"\n");
+        assert_err(&text, &format!("{table}.{key}"), 4, "invalid duration");
+        let text = format!("{ONE_BACKEND}[{table}]\n{key} = 5\n");
+        assert_err(
+            &text,
+            &format!("{table}.{key}"),
+            4,
+            "expected a duration string",
+        );
+    }
+}
+
+// --- bad values ------------------------------------------------------------
+
+#[test]
+fn bad_top_level_values_name_key_and_line() {
+    let cases: &[(&str, &str, &str)] = &[
+        ("listen = \"nope\"", "listen", "missing port"),
+        ("listen = \"127.0.0.1:99999\"", "listen", "invalid port"),
+        ("listen = \"bad host:80\"", "listen", "invalid host name"),
+        ("listen = \"::1:80\"", "listen", "brackets"),
+        ("listen = 8000", "listen", "expected an address string"),
+        ("admin = \":8004\"", "admin", "missing host"),
+        ("admin = \"127.0.0.1:8000\"", "admin", "must be different"),
+        (
+            "algorithm = \"random\"",
+            "algorithm",
+            "expected one of: round_robin",
+        ),
+        (
+            "algorithm = 1",
+            "algorithm",
+            "expected a string naming the algorithm",
+        ),
+        ("workers = 0", "workers", "must be at least 1"),
+        ("workers = -3", "workers", "must be at least 1"),
+        ("workers = \"2\"", "workers", "expected an integer"),
+        ("workers = 1.5", "workers", "expected an integer"),
+        (
+            "log_level = \"loud\"",
+            "log_level",
+            "off, error, warn, info, debug, trace",
+        ),
+        ("log_level = 3", "log_level", "expected a string"),
+        (
+            "access_log = \"yes\"",
+            "access_log",
+            "expected true or false",
+        ),
+    ];
+    for (line, key, fragment) in cases {
+        // The bad key sits on line 3, after a comment and a blank line.
+        let text = format!("# lb\n\n{line}\n{ONE_BACKEND}");
+        assert_err(&text, key, 3, fragment);
+    }
+}
+
+#[test]
+fn bad_table_values_name_key_and_line() {
+    let cases: &[(&str, &str, &str, &str)] = &[
+        (
+            "health",
+            "path = \"health\"",
+            "health.path",
+            "must start with '/'",
+        ),
+        ("health", "path = \"/a b\"", "health.path", "spaces"),
+        ("health", "rise = 0", "health.rise", "must be at least 1"),
+        ("health", "fall = -1", "health.fall", "must be at least 1"),
+        (
+            "health",
+            "rise = 4294967296",
+            "health.rise",
+            "must be at most 4294967295",
+        ),
+        (
+            "limits",
+            "max_connections = 0",
+            "limits.max_connections",
+            "at least 1",
+        ),
+        (
+            "limits",
+            "max_header_bytes = 512",
+            "limits.max_header_bytes",
+            "at least 1024",
+        ),
+        (
+            "limits",
+            "max_headers = 0",
+            "limits.max_headers",
+            "at least 1",
+        ),
+        (
+            "limits",
+            "max_target_bytes = 8",
+            "limits.max_target_bytes",
+            "at least 16",
+        ),
+        (
+            "limits",
+            "max_target_bytes = 32768",
+            "limits.max_target_bytes",
+            "less than",
+        ),
+        (
+            "limits",
+            "max_header_bytes = 4096",
+            "limits.max_header_bytes",
+            "greater than",
+        ),
+        (
+            "limits",
+            "pool_max_idle = -1",
+            "limits.pool_max_idle",
+            "at least 0",
+        ),
+        (
+            "limits",
+            "max_headers = true",
+            "limits.max_headers",
+            "expected an integer",
+        ),
+    ];
+    for (table, line, key, fragment) in cases {
+        let text = format!("{ONE_BACKEND}\n[{table}]\n{line}\n");
+        assert_err(&text, key, 5, fragment);
+    }
+}
+
+#[test]
+fn bad_backend_values_name_index_and_line() {
+    let two = |second: &str| format!("{ONE_BACKEND}[[backend]]\n{second}\n");
+    // Second backend's table starts on line 3, its first key is line 4.
+    assert_err(
+        &two("address = \"127.0.0.1\""),
+        "backend[1].address",
+        4,
+        "missing port",
+    );
+    assert_err(
+        &two("address = \"127.0.0.1:0\""),
+        "backend[1].address",
+        4,
+        "port 0",
+    );
+    assert_err(
+        &two("address = 8001"),
+        "backend[1].address",
+        4,
+        "expected an address string",
+    );
+    assert_err(
+        &two("address = \"127.0.0.1:8002\"\nweight = 0"),
+        "backend[1].weight",
+        5,
+        "at least 1",
+    );
+    assert_err(
+        &two("name = \"\"\naddress = \"127.0.0.1:8002\""),
+        "backend[1].name",
+        4,
+        "must not be empty",
+    );
+    assert_err(
+        &two("name = \"web\""),
+        "backend[1].address",
+        3,
+        "required key is missing",
+    );
+}
+
+#[test]
+fn duplicate_backend_names_point_at_both() {
+    let text = "[[backend]]\nname = \"web\"\naddress = \"127.0.0.1:8001\"\n\
+                [[backend]]\nname = \"web\"\naddress = \"127.0.0.1:8002\"\n";
+    assert_err(
+        text,
+        "backend[1].name",
+        5,
+        "already used by backend[0] on line 2",
+    );
+
+    // A default name can collide with an explicit one.
+    let text = "[[backend]]\nname = \"backend-2\"\naddress = \"127.0.0.1:8001\"\n\
+                [[backend]]\naddress = \"127.0.0.1:8002\"\n";
+    assert_err(
+        text,
+        "backend[1].name",
+        4,
+        "default name \"backend-2\" is already used by backend[0] on line 2",
+    );
+}
+
+#[test]
+fn wrongly_shaped_tables_are_explained() {
+    assert_err("health = 5\n", "health", 1, "a table: [health]");
+    assert_err(
+        "[backend]\naddress = \"127.0.0.1:8001\"\n",
+        "backend",
+        1,
+        "double brackets",
+    );
+    assert_err("backend = [5]\n", "backend[0]", 1, "expected a table");
+}
+
+#[test]
+fn syntax_errors_give_the_line() {
+    let e = parse_err("listen = \"127.0.0.1:8000\"\nworkers = \n");
+    assert_eq!(e.key(), None);
+    assert_eq!(e.line(), Some(2));
+    assert!(e.to_string().starts_with("invalid TOML on line 2:"), "{e}");
+
+    let e = parse_err("workers = 1\nworkers = 2\n");
+    assert_eq!(e.line(), Some(2));
+    assert!(e.to_string().contains("duplicate key"), "{e}");
+}
+
+// --- unknown keys ----------------------------------------------------------
+
+#[test]
+fn unknown_top_level_key() {
+    let e = parse_err(&format!(
+        "listen = \"127.0.0.1:8000\"\nbogus = 1\n{ONE_BACKEND}"
+    ));
+    assert_eq!(e.key(), Some("bogus"));
+    assert_eq!(e.line(), Some(2));
+    let shown = e.to_string();
+    assert!(
+        shown.starts_with("unknown key 'bogus' on line 2: "),
+        "{shown}"
+    );
+    assert!(
+        shown.contains("valid keys at the top level are: listen, admin"),
+        "{shown}"
+    );
+}
+
+#[test]
+fn unknown_table_suggests_the_right_one() {
+    let e = parse_err(&format!("{ONE_BACKEND}\n[timeout]\nconnect = \"1s\"\n"));
+    assert_eq!(e.key(), Some("timeout"));
+    assert_eq!(e.line(), Some(4));
+    assert!(e.to_string().contains("did you mean 'timeouts'?"), "{e}");
+
+    let e = parse_err("[[backends]]\naddress = \"127.0.0.1:8001\"\n");
+    assert!(e.to_string().contains("did you mean 'backend'?"), "{e}");
+}
+
+#[test]
+fn unknown_keys_in_every_table() {
+    let cases = [
+        (
+            "[health]\nfoo = 1\n",
+            "health.foo",
+            "in [health] are: path, interval, timeout, rise, fall",
+        ),
+        (
+            "[timeouts]\nfoo = \"1s\"\n",
+            "timeouts.foo",
+            "in [timeouts] are: connect, client_header",
+        ),
+        (
+            "[limits]\nfoo = 1\n",
+            "limits.foo",
+            "in [limits] are: max_connections",
+        ),
+        (
+            "[limits]\nmax_conections = 1\n",
+            "limits.max_conections",
+            "did you mean 'max_connections'?",
+        ),
+    ];
+    for (table, key, fragment) in cases {
+        let text = format!("{ONE_BACKEND}\n{table}");
+        assert_err(&text, key, 5, fragment);
+        assert!(parse_err(&text)
+            .to_string()
+            .contains(&format!("unknown key '{key}'")));
+    }
+}
+
+#[test]
+fn unknown_keys_inside_backend() {
+    let text = format!("{ONE_BACKEND}[[backend]]\nname = \"b\"\nadress = \"127.0.0.1:8002\"\n");
+    assert_err(&text, "backend[1].adress", 5, "did you mean 'address'?");
+    assert_err(
+        &text,
+        "backend[1].adress",
+        5,
+        "valid keys in [[backend]] are: name, address, weight",
+    );
+
+    let inline = "backend = [{ address = \"127.0.0.1:8001\", zz = 1 }]\n";
+    assert_err(inline, "backend[0].zz", 1, "valid keys in [[backend]]");
+}
+
+#[test]
+fn unknown_dotted_keys() {
+    let text = format!("{ONE_BACKEND}health.intervall = \"5s\"\n");
+    // Dotted keys after [[backend]] belong to that backend in TOML.
+    assert_err(&text, "backend[0].health", 3, "valid keys in [[backend]]");
+    let text = format!("health.intervall = \"5s\"\n{ONE_BACKEND}");
+    assert_err(&text, "health.intervall", 1, "did you mean 'interval'?");
+}
+
+// --- loading files ---------------------------------------------------------
+
+/// A file in the temp dir, removed when dropped.
+struct TempFile(std::path::PathBuf);
+
+impl TempFile {
+    fn new(name: &str, contents: &str) -> Self {
+        let path = std::env::temp_dir().join(format!("lb-config-{}-{name}", std::process::id()));
+        std::fs::write(&path, contents).expect("write temp config");
+        TempFile(path)
+    }
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+#[test]
+fn load_errors_name_the_file() {
+    let missing = Path::new("/nonexistent/lb-test.toml");
+    let e = Config::load(missing).expect_err("missing file");
+    assert_eq!(e.file(), Some(missing));
+    assert!(
+        e.to_string()
+            .starts_with("/nonexistent/lb-test.toml: cannot read config file"),
+        "{e}"
+    );
+
+    let file = TempFile::new(
+        "bad.toml",
+        &format!("{ONE_BACKEND}[limits]\nmax_headers = 0\n"),
+    );
+    let e = Config::load(&file.0).expect_err("bad file");
+    let shown = e.to_string();
+    assert!(
+        shown.starts_with(&format!(
+            "{}: limits.max_headers = 0 on line 4",
+            file.0.display()
+        )),
+        "{shown}"
+    );
+}
+
+// --- command line ----------------------------------------------------------
+
+#[test]
+fn flags_replace_backends_and_listen() {
+    let mut cfg = parse(DOCUMENTED_EXAMPLE);
+    cfg.apply(&cli(&[
+        "--listen",
+        "127.0.0.1:9100",
+        "--backend",
+        "web=127.0.0.1:9000",
+        "--backend",
+        "127.0.0.1:9001",
+    ]))
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(cfg.listen, addr("127.0.0.1:9100"));
+    assert_eq!(
+        cfg.backends,
+        vec![
+            BackendConfig {
+                name: "web".into(),
+                address: addr("127.0.0.1:9000"),
+                weight: 1,
+            },
+            BackendConfig {
+                name: "backend-2".into(),
+                address: addr("127.0.0.1:9001"),
+                weight: 1,
+            },
+        ]
+    );
+    // Untouched keys keep the file's values.
+    assert_eq!(cfg.admin, addr("127.0.0.1:8004"));
+}
+
+#[test]
+fn named_backend_flag() {
+    let mut cfg = Config::default();
+    cfg.apply(&cli(&["--backend", "web=127.0.0.1:9000"]))
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(cfg.backends.len(), 1);
+    assert_eq!(cfg.backends[0].name, "web");
+    assert_eq!(cfg.backends[0].address, addr("127.0.0.1:9000"));
+}
+
+#[test]
+fn plain_backend_flag_gets_default_name() {
+    let mut cfg = Config::default();
+    cfg.apply(&cli(&["--backend", "127.0.0.1:9000"]))
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(cfg.backends.len(), 1);
+    assert_eq!(cfg.backends[0].name, "backend-1");
+    assert_eq!(cfg.backends[0].address, addr("127.0.0.1:9000"));
+    assert_eq!(cfg.backends[0].weight, DEFAULT_BACKEND_WEIGHT);
+}
+
+#[test]
+fn no_backend_flags_keep_the_files_backends() {
+    let mut cfg = parse(DOCUMENTED_EXAMPLE);
+    let before = cfg.backends.clone();
+    cfg.apply(&cli(&["--log-level", "trace", "--admin", "127.0.0.1:9999"]))
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(cfg.backends, before);
+    assert_eq!(cfg.log_level, LevelFilter::Trace);
+    assert_eq!(cfg.admin, addr("127.0.0.1:9999"));
+}
+
+#[test]
+fn bad_flags_name_the_flag() {
+    let cases: &[(&[&str], &str, &str)] = &[
+        (&["--listen", "nowhere"], "--listen", "missing port"),
+        (&["--admin", "127.0.0.1:x"], "--admin", "invalid port"),
+        (&["--log-level", "loud"], "--log-level", "unknown log level"),
+        (&["--backend", "127.0.0.1"], "--backend", "missing port"),
+        (
+            &["--backend", "=127.0.0.1:9000"],
+            "--backend",
+            "must not be empty",
+        ),
+        (&["--backend", "web=127.0.0.1:0"], "--backend", "port 0"),
+        (
+            &[
+                "--backend",
+                "a=127.0.0.1:9000",
+                "--backend",
+                "a=127.0.0.1:9001",
+            ],
+            "--backend",
+            "duplicate backend name \"a\"",
+        ),
+        (
+            &[
+                "--backend",
+                "127.0.0.1:9000",
+                "--backend",
+                "backend-1=127.0.0.1:9001",
+            ],
+            "--backend",
+            "duplicate backend name \"backend-1\"",
+        ),
+        (
+            &["--listen", "127.0.0.1:8004"],
+            "--listen",
+            "must be different",
+        ),
+    ];
+    for (args, flag, fragment) in cases {
+        let mut cfg = parse(DOCUMENTED_EXAMPLE);
+        let before = cfg.clone();
+        let e = cfg.apply(&cli(args)).expect_err(&format!("{args:?}"));
+        let shown = e.to_string();
+        assert_eq!(e.key(), Some(*flag), "{shown}");
+        assert!(shown.starts_with(flag), "{shown}");
+        assert!(
+            shown.contains(fragment),
+            "{shown:?} should contain {fragment:?}"
+        );
+        assert_eq!(cfg, before, "a failed apply must not change the config");
+    }
+}
+
+#[test]
+fn some_backend_is_required_after_overrides() {
+    let mut cfg = Config::default();
+    let e = cfg.apply(&cli(&[])).expect_err("no backends anywhere");
+    assert_eq!(e.key(), Some("backend"));
+    assert!(e.to_string().contains("--backend"), "{e}");
+    // A file without backends is fine as long as flags supply them.
+    let mut cfg = parse("listen = \"127.0.0.1:8000\"\n");
+    cfg.apply(&cli(&["--backend", "127.0.0.1:9000"]))
+        .unwrap_or_else(|e| panic!("{e}"));
+}
+
+#[test]
+fn cli_parses_every_flag() {
+    let parsed = cli(&[
+        "--config",
+        "lb.toml",
+        "--listen",
+        "127.0.0.1:1",
+        "--admin",
+        "127.0.0.1:2",
+        "--log-level",
+        "warn",
+        "--backend",
+        "a=127.0.0.1:3",
+        "--check",
+    ]);
+    assert_eq!(parsed.config.as_deref(), Some(Path::new("lb.toml")));
+    assert_eq!(parsed.listen.as_deref(), Some("127.0.0.1:1"));
+    assert_eq!(parsed.admin.as_deref(), Some("127.0.0.1:2"));
+    assert_eq!(parsed.log_level.as_deref(), Some("warn"));
+    assert_eq!(parsed.backend, ["a=127.0.0.1:3"]);
+    assert!(parsed.check);
+    assert_eq!(cli(&[]), Cli::default());
+}
+
+#[test]
+fn cli_definition_is_consistent() {
+    use clap::CommandFactory;
+    Cli::command().debug_assert();
+}

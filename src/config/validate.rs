@@ -1,0 +1,409 @@
+//! Raw file values -> the validated [`Config`]: defaults filled in, ranges
+//! checked, addresses resolved. Every check names its key and line.
+
+use std::collections::HashMap;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::ops::Range;
+use std::time::Duration;
+
+use log::LevelFilter;
+use toml::Spanned;
+
+use super::duration::parse_duration;
+use super::error::{line_of, ConfigError};
+use super::raw::{RawBackend, RawConfig};
+use super::*;
+
+pub(super) fn build(raw: RawConfig, text: &str) -> Result<Config, ConfigError> {
+    let v = Values { text };
+
+    let listen = v.address("listen", raw.listen.as_ref(), DEFAULT_LISTEN)?;
+    let admin = v.address("admin", raw.admin.as_ref(), DEFAULT_ADMIN)?;
+    if conflicting(listen, admin) {
+        return Err(match (&raw.admin, &raw.listen) {
+            (Some(a), _) => v.fail("admin", a.span(), SAME_ADDRESS),
+            (None, Some(l)) => v.fail("listen", l.span(), SAME_ADDRESS),
+            // Only reachable if the two default constants ever collide.
+            (None, None) => ConfigError::at_key("admin", None, SAME_ADDRESS),
+        });
+    }
+
+    let algorithm = raw.algorithm.map_or(DEFAULT_ALGORITHM, Spanned::into_inner);
+    let workers = v.int("workers", raw.workers.as_ref(), DEFAULT_WORKERS, 1)?;
+    let log_level = match &raw.log_level {
+        Some(s) => parse_log_level(s.get_ref()).map_err(|m| v.fail("log_level", s.span(), m))?,
+        None => DEFAULT_LOG_LEVEL,
+    };
+    let access_log = raw.access_log.unwrap_or(DEFAULT_ACCESS_LOG);
+
+    let h = &raw.health;
+    let health = HealthConfig {
+        path: match &h.path {
+            Some(p) => {
+                check_health_path(p.get_ref()).map_err(|m| v.fail("health.path", p.span(), m))?;
+                p.get_ref().clone()
+            }
+            None => DEFAULT_HEALTH_PATH.to_string(),
+        },
+        interval: v.duration(
+            "health.interval",
+            h.interval.as_ref(),
+            DEFAULT_HEALTH_INTERVAL,
+        )?,
+        timeout: v.duration("health.timeout", h.timeout.as_ref(), DEFAULT_HEALTH_TIMEOUT)?,
+        rise: v.int("health.rise", h.rise.as_ref(), DEFAULT_HEALTH_RISE, 1)?,
+        fall: v.int("health.fall", h.fall.as_ref(), DEFAULT_HEALTH_FALL, 1)?,
+    };
+
+    let t = &raw.timeouts;
+    let timeouts = Timeouts {
+        connect: v.duration(
+            "timeouts.connect",
+            t.connect.as_ref(),
+            DEFAULT_TIMEOUT_CONNECT,
+        )?,
+        client_header: v.duration(
+            "timeouts.client_header",
+            t.client_header.as_ref(),
+            DEFAULT_TIMEOUT_CLIENT_HEADER,
+        )?,
+        client_idle: v.duration(
+            "timeouts.client_idle",
+            t.client_idle.as_ref(),
+            DEFAULT_TIMEOUT_CLIENT_IDLE,
+        )?,
+        backend_response: v.duration(
+            "timeouts.backend_response",
+            t.backend_response.as_ref(),
+            DEFAULT_TIMEOUT_BACKEND_RESPONSE,
+        )?,
+        backend_idle: v.duration(
+            "timeouts.backend_idle",
+            t.backend_idle.as_ref(),
+            DEFAULT_TIMEOUT_BACKEND_IDLE,
+        )?,
+        tunnel: v.duration("timeouts.tunnel", t.tunnel.as_ref(), DEFAULT_TIMEOUT_TUNNEL)?,
+    };
+
+    let l = &raw.limits;
+    let limits = Limits {
+        max_connections: v.int(
+            "limits.max_connections",
+            l.max_connections.as_ref(),
+            DEFAULT_MAX_CONNECTIONS,
+            1,
+        )?,
+        max_header_bytes: v.int(
+            "limits.max_header_bytes",
+            l.max_header_bytes.as_ref(),
+            DEFAULT_MAX_HEADER_BYTES,
+            MIN_MAX_HEADER_BYTES as i64,
+        )?,
+        max_headers: v.int(
+            "limits.max_headers",
+            l.max_headers.as_ref(),
+            DEFAULT_MAX_HEADERS,
+            1,
+        )?,
+        max_target_bytes: v.int(
+            "limits.max_target_bytes",
+            l.max_target_bytes.as_ref(),
+            DEFAULT_MAX_TARGET_BYTES,
+            MIN_MAX_TARGET_BYTES as i64,
+        )?,
+        pool_max_idle: v.int(
+            "limits.pool_max_idle",
+            l.pool_max_idle.as_ref(),
+            DEFAULT_POOL_MAX_IDLE,
+            0,
+        )?,
+    };
+    // The target is part of the request head, so a target limit at or above
+    // the head limit could never trigger its 414 and would be misleading.
+    if limits.max_target_bytes >= limits.max_header_bytes {
+        return Err(match (&l.max_target_bytes, &l.max_header_bytes) {
+            (Some(target), _) => v.fail(
+                "limits.max_target_bytes",
+                target.span(),
+                format!(
+                    "must be less than limits.max_header_bytes ({})",
+                    limits.max_header_bytes
+                ),
+            ),
+            (None, Some(header)) => v.fail(
+                "limits.max_header_bytes",
+                header.span(),
+                format!(
+                    "must be greater than limits.max_target_bytes ({}, the default); \
+                     raise it or lower limits.max_target_bytes",
+                    limits.max_target_bytes
+                ),
+            ),
+            // Both defaults: the constants themselves are inconsistent.
+            (None, None) => ConfigError::at_key(
+                "limits.max_target_bytes",
+                None,
+                "default must be less than the default limits.max_header_bytes",
+            ),
+        });
+    }
+
+    let mut backends = Vec::with_capacity(raw.backend.len());
+    // name -> (index, line) of the first backend using it, to point at both.
+    let mut seen: HashMap<String, (usize, usize)> = HashMap::new();
+    for (index, entry) in raw.backend.iter().enumerate() {
+        let table_line = line_of(text, entry.span().start);
+        let backend = v.backend(index, entry.get_ref())?;
+        if let Some(&(first, first_line)) = seen.get(&backend.name) {
+            let used = format!("already used by backend[{first}] on line {first_line}");
+            return Err(match &entry.get_ref().name {
+                Some(n) => v.fail(
+                    &format!("backend[{index}].name"),
+                    n.span(),
+                    format!("duplicate backend name, {used}"),
+                ),
+                None => ConfigError::at_key(
+                    &format!("backend[{index}].name"),
+                    Some(table_line),
+                    format!(
+                        "the default name {:?} is {used}; give one of them another name",
+                        backend.name
+                    ),
+                ),
+            });
+        }
+        let name_line = entry
+            .get_ref()
+            .name
+            .as_ref()
+            .map_or(table_line, |n| line_of(text, n.span().start));
+        seen.insert(backend.name.clone(), (index, name_line));
+        backends.push(backend);
+    }
+
+    Ok(Config {
+        listen,
+        admin,
+        algorithm,
+        workers,
+        log_level,
+        access_log,
+        health,
+        timeouts,
+        limits,
+        backends,
+    })
+}
+
+/// Message for `listen` and `admin` sharing a socket, which would make the
+/// second bind fail at startup with a less helpful error.
+pub(super) const SAME_ADDRESS: &str = "admin and listen must be different addresses";
+
+/// Port 0 means "any free port", so two port-0 addresses never collide.
+pub(super) fn conflicting(listen: SocketAddr, admin: SocketAddr) -> bool {
+    listen == admin && listen.port() != 0
+}
+
+struct Values<'a> {
+    text: &'a str,
+}
+
+impl Values<'_> {
+    fn fail(&self, key: &str, span: Range<usize>, message: impl Into<String>) -> ConfigError {
+        ConfigError::value(self.text, key, span, message)
+    }
+
+    fn address(
+        &self,
+        key: &str,
+        value: Option<&Spanned<String>>,
+        default: SocketAddr,
+    ) -> Result<SocketAddr, ConfigError> {
+        match value {
+            Some(s) => resolve_address(s.get_ref()).map_err(|m| self.fail(key, s.span(), m)),
+            None => Ok(default),
+        }
+    }
+
+    fn duration(
+        &self,
+        key: &str,
+        value: Option<&Spanned<String>>,
+        default: Duration,
+    ) -> Result<Duration, ConfigError> {
+        let Some(s) = value else { return Ok(default) };
+        let d = parse_duration(s.get_ref()).map_err(|m| self.fail(key, s.span(), m))?;
+        if d.is_zero() {
+            return Err(self.fail(key, s.span(), "must be greater than zero"));
+        }
+        Ok(d)
+    }
+
+    /// TOML integers are `i64`; they are range-checked here rather than by
+    /// serde so the message can state the bound instead of a Rust type name.
+    fn int<T: IntField>(
+        &self,
+        key: &str,
+        value: Option<&Spanned<i64>>,
+        default: T,
+        min: i64,
+    ) -> Result<T, ConfigError> {
+        let Some(n) = value else { return Ok(default) };
+        let raw = *n.get_ref();
+        if raw < min {
+            return Err(self.fail(key, n.span(), format!("must be at least {min}")));
+        }
+        if raw > T::MAX {
+            return Err(self.fail(key, n.span(), format!("must be at most {}", T::MAX)));
+        }
+        T::try_from(raw)
+            .map_err(|_| self.fail(key, n.span(), format!("must be at most {}", T::MAX)))
+    }
+
+    fn backend(&self, index: usize, raw: &RawBackend) -> Result<BackendConfig, ConfigError> {
+        let name = match &raw.name {
+            Some(n) => {
+                check_backend_name(n.get_ref())
+                    .map_err(|m| self.fail(&format!("backend[{index}].name"), n.span(), m))?;
+                n.get_ref().clone()
+            }
+            None => default_backend_name(index),
+        };
+        let address_key = format!("backend[{index}].address");
+        let address = resolve_address(raw.address.get_ref())
+            .and_then(check_backend_port)
+            .map_err(|m| self.fail(&address_key, raw.address.span(), m))?;
+        let weight = self.int(
+            &format!("backend[{index}].weight"),
+            raw.weight.as_ref(),
+            DEFAULT_BACKEND_WEIGHT,
+            1,
+        )?;
+        Ok(BackendConfig {
+            name,
+            address,
+            weight,
+        })
+    }
+}
+
+/// Integer types of validated fields, with their largest value as a TOML
+/// integer so range errors can state the bound.
+trait IntField: TryFrom<i64> {
+    const MAX: i64;
+}
+
+impl IntField for u32 {
+    const MAX: i64 = u32::MAX as i64;
+}
+
+impl IntField for usize {
+    // On 64-bit targets every non-negative TOML integer fits.
+    const MAX: i64 = if usize::BITS >= i64::BITS {
+        i64::MAX
+    } else {
+        usize::MAX as i64
+    };
+}
+
+/// `backend-1`, `backend-2`, ...: 1-based like the operator counts them.
+pub(super) fn default_backend_name(index: usize) -> String {
+    format!("backend-{}", index + 1)
+}
+
+/// Names show up in log lines and the admin API; whitespace or control
+/// characters would make both ambiguous.
+pub(super) fn check_backend_name(name: &str) -> Result<(), String> {
+    if name.is_empty() {
+        return Err("backend name must not be empty".to_string());
+    }
+    if name.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err("backend name must not contain spaces or control characters".to_string());
+    }
+    Ok(())
+}
+
+/// A backend on port 0 can never be connected to.
+pub(super) fn check_backend_port(addr: SocketAddr) -> Result<SocketAddr, String> {
+    match addr.port() {
+        0 => Err("port 0 is not a valid backend port".to_string()),
+        _ => Ok(addr),
+    }
+}
+
+/// The path goes verbatim into the probe's request line, so whitespace or
+/// control characters would corrupt the request (or inject headers).
+fn check_health_path(path: &str) -> Result<(), String> {
+    if !path.starts_with('/') {
+        return Err("must start with '/', like \"/health\"".to_string());
+    }
+    if path.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err("must not contain spaces or control characters".to_string());
+    }
+    Ok(())
+}
+
+pub(super) fn parse_log_level(text: &str) -> Result<LevelFilter, String> {
+    const LEVELS: [(&str, LevelFilter); 6] = [
+        ("off", LevelFilter::Off),
+        ("error", LevelFilter::Error),
+        ("warn", LevelFilter::Warn),
+        ("info", LevelFilter::Info),
+        ("debug", LevelFilter::Debug),
+        ("trace", LevelFilter::Trace),
+    ];
+    LEVELS
+        .iter()
+        .find(|(name, _)| name.eq_ignore_ascii_case(text))
+        .map(|&(_, level)| level)
+        .ok_or_else(|| {
+            "unknown log level, expected one of: off, error, warn, info, debug, trace".to_string()
+        })
+}
+
+const ADDRESS_FORM: &str = "expected host:port like \"127.0.0.1:8000\" or \"localhost:8000\"";
+
+/// Resolves `host:port` once, taking the first address the resolver returns,
+/// so the running proxy never blocks on DNS.
+pub(super) fn resolve_address(text: &str) -> Result<SocketAddr, String> {
+    // Literal IPs need no resolver; this also covers "[::1]:8000".
+    if let Ok(addr) = text.parse::<SocketAddr>() {
+        return Ok(addr);
+    }
+    let Some((host, port)) = text.rsplit_once(':') else {
+        return Err(format!("missing port, {ADDRESS_FORM}"));
+    };
+    if host.is_empty() {
+        return Err(format!("missing host, {ADDRESS_FORM}"));
+    }
+    let port: u16 = port
+        .parse()
+        .map_err(|_| format!("invalid port {port:?}, expected a number from 0 to 65535"))?;
+    if host.starts_with('[') {
+        return Err(format!("invalid IPv6 address {host}"));
+    }
+    if host.contains(':') {
+        return Err("IPv6 addresses need brackets, like \"[::1]:8000\"".to_string());
+    }
+    // Rejecting impossible host names up front avoids a slow DNS round trip
+    // that could only fail.
+    let valid_host = host
+        .strip_suffix('.')
+        .unwrap_or(host)
+        .split('.')
+        .all(|label| {
+            !label.is_empty()
+                && label
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        });
+    if !valid_host {
+        return Err(format!("invalid host name {host:?}, {ADDRESS_FORM}"));
+    }
+    let mut addrs = (host, port)
+        .to_socket_addrs()
+        .map_err(|e| format!("cannot resolve host {host:?}: {e}"))?;
+    addrs
+        .next()
+        .ok_or_else(|| format!("host {host:?} resolved to no addresses"))
+}
