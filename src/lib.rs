@@ -2,6 +2,7 @@
 pub mod buffer;
 pub mod config;
 pub mod http;
-pub mod token;
+pub mod reactor;
 pub mod session;
+pub mod token;
 pub mod upstream;

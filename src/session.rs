@@ -603,7 +603,11 @@ impl Session {
             if let Some(mut stream) = ctx.pool.take(index, ctx.registry) {
                 if ctx
                     .registry
-                    .register(&mut stream, token::backend(self.slot), Interest::READABLE | Interest::WRITABLE)
+                    .register(
+                        &mut stream,
+                        token::backend(self.slot),
+                        Interest::READABLE | Interest::WRITABLE,
+                    )
                     .is_ok()
                 {
                     backend.requests.fetch_add(1, Ordering::Relaxed);
@@ -651,7 +655,10 @@ impl Session {
                     return;
                 }
                 Err(e) => {
-                    warn!("connect to {} ({}) failed: {e}", backend.name, backend.address);
+                    warn!(
+                        "connect to {} ({}) failed: {e}",
+                        backend.name, backend.address
+                    );
                     backend.errors.fetch_add(1, Ordering::Relaxed);
                     ex.tried.push(index);
                 }
@@ -746,7 +753,8 @@ impl Session {
     }
 
     fn shut_backend_write_when_flushed(&mut self, _ctx: &mut Ctx) {
-        let flushed = self.to_backend_pos == self.to_backend.len() && self.req_written == self.req_released;
+        let flushed =
+            self.to_backend_pos == self.to_backend.len() && self.req_written == self.req_released;
         if let Some(b) = &mut self.backend {
             if flushed && !b.write_shut && b.connected {
                 b.write_shut = true;
@@ -824,10 +832,11 @@ impl Session {
             }
             _ => {
                 // Anything left unparsed may complete a head: try before calling it a failure.
-                if self.resp_phase == ResponsePhase::Head && self.advance_response(ctx)? {
-                    if self.resp_phase != ResponsePhase::Head {
-                        return self.on_backend_eof(ctx);
-                    }
+                if self.resp_phase == ResponsePhase::Head
+                    && self.advance_response(ctx)?
+                    && self.resp_phase != ResponsePhase::Head
+                {
+                    return self.on_backend_eof(ctx);
                 }
                 self.backend_failed(ctx, BackendFailure::Broken)
             }
@@ -887,10 +896,19 @@ impl Session {
         self.answer_error(ctx, answer, cause)
     }
 
-    fn open_fresh(&mut self, ctx: &mut Ctx, index: usize, address: SocketAddr) -> Option<BackendConn> {
+    fn open_fresh(
+        &mut self,
+        ctx: &mut Ctx,
+        index: usize,
+        address: SocketAddr,
+    ) -> Option<BackendConn> {
         let mut stream = TcpStream::connect(address).ok()?;
         ctx.registry
-            .register(&mut stream, token::backend(self.slot), Interest::READABLE | Interest::WRITABLE)
+            .register(
+                &mut stream,
+                token::backend(self.slot),
+                Interest::READABLE | Interest::WRITABLE,
+            )
             .ok()?;
         if let Some(bk) = ctx.backends.get(index) {
             bk.connections.fetch_add(1, Ordering::Relaxed);
@@ -1071,10 +1089,8 @@ impl Session {
             self.req_phase = RequestPhase::Abandoned;
             self.close_after = true;
         }
-        let reusable = ex.backend_keep_alive
-            && !ex.close_delimited
-            && !surplus
-            && self.request_fully_sent();
+        let reusable =
+            ex.backend_keep_alive && !ex.close_delimited && !surplus && self.request_fully_sent();
         if self.req_written > 0 {
             self.drop_replay_copy();
         }
@@ -1086,7 +1102,8 @@ impl Session {
     fn finish(&mut self, ctx: &mut Ctx) -> Step {
         if self.req_phase == RequestPhase::Tunnel {
             let backend_eof = self.backend.as_ref().is_none_or(|b| b.eof);
-            let both_flushed = self.client_output_flushed() && self.req_written == self.req_released;
+            let both_flushed =
+                self.client_output_flushed() && self.req_written == self.req_released;
             if self.client_eof && backend_eof && both_flushed {
                 return Err(Closed);
             }
@@ -1095,7 +1112,10 @@ impl Session {
         if self.exchange.is_none() || self.resp_phase != ResponsePhase::Complete {
             return Ok(false);
         }
-        if !matches!(self.req_phase, RequestPhase::Complete | RequestPhase::Abandoned) {
+        if !matches!(
+            self.req_phase,
+            RequestPhase::Complete | RequestPhase::Abandoned
+        ) {
             return Ok(false);
         }
         if !self.client_output_flushed() {
@@ -1211,12 +1231,17 @@ impl Session {
             }
             RequestPhase::Head if self.exchange.is_none() => {
                 if self.req_in.is_empty() && self.served_any {
-                    consider(self.last_client_write.max(self.head_started) + t.client_idle, Timer::KeepAliveIdle);
+                    consider(
+                        self.last_client_write.max(self.head_started) + t.client_idle,
+                        Timer::KeepAliveIdle,
+                    );
                 } else {
                     consider(self.head_started + t.client_header, Timer::ClientHeader);
                 }
             }
-            RequestPhase::Body => consider(self.last_client_read + t.client_idle, Timer::ClientBody),
+            RequestPhase::Body => {
+                consider(self.last_client_read + t.client_idle, Timer::ClientBody)
+            }
             _ => {}
         }
         if let Some(b) = &self.backend {
@@ -1250,7 +1275,9 @@ impl Session {
         }
         debug!("client {}: {timer:?} timeout", self.peer);
         let step = match timer {
-            Timer::Linger | Timer::KeepAliveIdle | Timer::TunnelIdle | Timer::ClientWrite => Err(Closed),
+            Timer::Linger | Timer::KeepAliveIdle | Timer::TunnelIdle | Timer::ClientWrite => {
+                Err(Closed)
+            }
             Timer::ClientHeader => {
                 if self.req_in.is_empty() {
                     Err(Closed)

@@ -120,7 +120,13 @@ impl Pool {
     }
 
     /// Parks a connection whose last exchange ended cleanly.
-    pub fn put(&mut self, backend: usize, mut stream: TcpStream, registry: &Registry, now: Instant) {
+    pub fn put(
+        &mut self,
+        backend: usize,
+        mut stream: TcpStream,
+        registry: &Registry,
+        now: Instant,
+    ) {
         if self.max_idle == 0 {
             return;
         }

@@ -97,7 +97,10 @@ mod tests {
         assert!(text.contains("X-LB-Error: connect-refused\r\n"));
         assert!(text.contains("Connection: close\r\n"));
         assert!(text.ends_with("\r\n\r\n502 Bad Gateway\n"));
-        assert!(text.contains(&format!("Content-Length: {}\r\n", "502 Bad Gateway\n".len())));
+        assert!(text.contains(&format!(
+            "Content-Length: {}\r\n",
+            "502 Bad Gateway\n".len()
+        )));
     }
 
     #[test]

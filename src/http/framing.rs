@@ -55,23 +55,43 @@ const MAX_SIZE_DIGITS: u8 = 16;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Chunk {
     /// Reading the hex digits of a chunk size.
-    Size { value: u64, digits: u8, line: u32 },
+    Size {
+        value: u64,
+        digits: u8,
+        line: u32,
+    },
     /// Whitespace after the size: only a `;` may follow it.
-    SizeSpace { value: u64, line: u32 },
+    SizeSpace {
+        value: u64,
+        line: u32,
+    },
     /// Inside a chunk extension, until CR.
-    Extension { value: u64, line: u32 },
+    Extension {
+        value: u64,
+        line: u32,
+    },
     /// Saw CR after the size line; expecting LF.
-    SizeLf { value: u64 },
+    SizeLf {
+        value: u64,
+    },
     /// Inside chunk data.
-    Data { left: u64 },
+    Data {
+        left: u64,
+    },
     /// After chunk data, expecting CR then LF.
     DataCr,
     DataLf,
     /// At the start of a trailer line (or of the final empty line).
-    TrailerStart { total: u32 },
+    TrailerStart {
+        total: u32,
+    },
     /// Inside a trailer field line.
-    TrailerLine { total: u32 },
-    TrailerLf { total: u32 },
+    TrailerLine {
+        total: u32,
+    },
+    TrailerLf {
+        total: u32,
+    },
     /// Saw CR of the final empty line; expecting LF.
     EndLf,
     Done,
@@ -313,9 +333,21 @@ mod tests {
     #[test]
     fn length_stops_at_the_end_of_the_body() {
         let s = scan_all(BodyKind::Length(5), b"helloGET / HTTP/1.1").unwrap();
-        assert_eq!(s, Scanned { used: 5, done: true });
+        assert_eq!(
+            s,
+            Scanned {
+                used: 5,
+                done: true
+            }
+        );
         let s = scan_all(BodyKind::Length(10), b"hello").unwrap();
-        assert_eq!(s, Scanned { used: 5, done: false });
+        assert_eq!(
+            s,
+            Scanned {
+                used: 5,
+                done: false
+            }
+        );
     }
 
     #[test]
@@ -331,7 +363,13 @@ mod tests {
         input.extend_from_slice(b"NEXT");
         for f in [scan_all, scan_bytewise] {
             let s = f(BodyKind::Chunked, &input).unwrap();
-            assert_eq!(s, Scanned { used: body.len(), done: true });
+            assert_eq!(
+                s,
+                Scanned {
+                    used: body.len(),
+                    done: true
+                }
+            );
         }
     }
 
@@ -339,7 +377,13 @@ mod tests {
     fn chunked_sizes_are_hex_and_case_insensitive() {
         let body = b"A\r\n0123456789\r\nf\r\n0123456789abcde\r\n0\r\n\r\n";
         let s = scan_all(BodyKind::Chunked, body).unwrap();
-        assert_eq!(s, Scanned { used: body.len(), done: true });
+        assert_eq!(
+            s,
+            Scanned {
+                used: body.len(),
+                done: true
+            }
+        );
     }
 
     #[test]
@@ -376,7 +420,13 @@ mod tests {
     fn chunked_allows_whitespace_before_an_extension() {
         let body = b"1 ;ext\r\nx\r\n0\r\n\r\n";
         let s = scan_all(BodyKind::Chunked, body).unwrap();
-        assert_eq!(s, Scanned { used: body.len(), done: true });
+        assert_eq!(
+            s,
+            Scanned {
+                used: body.len(),
+                done: true
+            }
+        );
     }
 
     #[test]
@@ -392,7 +442,13 @@ mod tests {
     #[test]
     fn largest_chunk_size_does_not_overflow() {
         let s = scan_all(BodyKind::Chunked, b"ffffffffffffffff\r\nabc").unwrap();
-        assert_eq!(s, Scanned { used: 21, done: false });
+        assert_eq!(
+            s,
+            Scanned {
+                used: 21,
+                done: false
+            }
+        );
     }
 
     #[test]
@@ -401,7 +457,10 @@ mod tests {
         assert!(scanner.is_close_delimited());
         assert_eq!(
             scanner.scan(b"abc").unwrap(),
-            Scanned { used: 3, done: false }
+            Scanned {
+                used: 3,
+                done: false
+            }
         );
     }
 }

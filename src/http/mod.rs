@@ -140,8 +140,20 @@ mod tests {
         assert_eq!(parse_content_length(b"0"), Some(0));
         assert_eq!(parse_content_length(b" 42 "), Some(42));
         assert_eq!(parse_content_length(b"18446744073709551615"), None); // 20 digits
-        assert_eq!(parse_content_length(b"9999999999999999999"), Some(9999999999999999999));
-        for bad in [&b""[..], b"+1", b"-1", b"1 2", b"0x10", b"1,1", b"1e3", b"\x001"] {
+        assert_eq!(
+            parse_content_length(b"9999999999999999999"),
+            Some(9999999999999999999)
+        );
+        for bad in [
+            &b""[..],
+            b"+1",
+            b"-1",
+            b"1 2",
+            b"0x10",
+            b"1,1",
+            b"1e3",
+            b"\x001",
+        ] {
             assert_eq!(parse_content_length(bad), None, "{:?}", bad);
         }
     }
@@ -159,7 +171,10 @@ mod tests {
             }
         }
         let mut searched = 0;
-        assert_eq!(find_head_end(b"GET / HTTP/1.1\n\nx", &mut searched), Some(16));
+        assert_eq!(
+            find_head_end(b"GET / HTTP/1.1\n\nx", &mut searched),
+            Some(16)
+        );
     }
 
     #[test]

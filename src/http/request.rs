@@ -68,7 +68,12 @@ impl Method {
     pub fn is_idempotent(self) -> bool {
         matches!(
             self,
-            Method::Get | Method::Head | Method::Options | Method::Put | Method::Delete | Method::Trace
+            Method::Get
+                | Method::Head
+                | Method::Options
+                | Method::Put
+                | Method::Delete
+                | Method::Trace
         )
     }
 }
@@ -166,7 +171,9 @@ pub fn parse(
             let n = parse_content_length(h.value)
                 .ok_or(RequestError::Malformed("invalid Content-Length"))?;
             if content_length.is_some_and(|prev| prev != n) {
-                return Err(RequestError::Malformed("conflicting Content-Length headers"));
+                return Err(RequestError::Malformed(
+                    "conflicting Content-Length headers",
+                ));
             }
             content_length = Some(n);
         } else if name.eq_ignore_ascii_case("transfer-encoding") {
@@ -174,12 +181,16 @@ pub fn parse(
             for coding in list_elements(h.value) {
                 if chunked {
                     // Anything after chunked, even chunked again, leaves the length undecidable.
-                    return Err(RequestError::Malformed("chunked is not the final transfer coding"));
+                    return Err(RequestError::Malformed(
+                        "chunked is not the final transfer coding",
+                    ));
                 }
                 if coding.eq_ignore_ascii_case(b"chunked") {
                     chunked = true;
                 } else {
-                    return Err(RequestError::NotImplemented("transfer coding other than chunked"));
+                    return Err(RequestError::NotImplemented(
+                        "transfer coding other than chunked",
+                    ));
                 }
             }
         } else if name.eq_ignore_ascii_case("host") {
@@ -198,13 +209,17 @@ pub fn parse(
 
     if transfer_encoding {
         if version_minor == 0 {
-            return Err(RequestError::Malformed("Transfer-Encoding in an HTTP/1.0 request"));
+            return Err(RequestError::Malformed(
+                "Transfer-Encoding in an HTTP/1.0 request",
+            ));
         }
         if !chunked {
             return Err(RequestError::Malformed("empty Transfer-Encoding"));
         }
         if content_length.is_some() {
-            return Err(RequestError::Malformed("both Content-Length and Transfer-Encoding"));
+            return Err(RequestError::Malformed(
+                "both Content-Length and Transfer-Encoding",
+            ));
         }
     }
     if version_minor == 1 && host.is_none() {
@@ -212,7 +227,9 @@ pub fn parse(
     }
     if let (Some(authority), Some(host)) = (absolute_authority, host) {
         if !authority.eq_ignore_ascii_case(host) {
-            return Err(RequestError::Malformed("absolute-form target disagrees with Host"));
+            return Err(RequestError::Malformed(
+                "absolute-form target disagrees with Host",
+            ));
         }
     }
     let body = if chunked {
@@ -232,8 +249,22 @@ pub fn parse(
 
     // Second pass: the head the backend will see.
     out.clear();
-    let version = if version_minor == 1 { "HTTP/1.1" } else { "HTTP/1.0" };
-    push_all(out, &[method_token.as_bytes(), b" ", target.as_bytes(), b" ", version.as_bytes(), b"\r\n"]);
+    let version = if version_minor == 1 {
+        "HTTP/1.1"
+    } else {
+        "HTTP/1.0"
+    };
+    push_all(
+        out,
+        &[
+            method_token.as_bytes(),
+            b" ",
+            target.as_bytes(),
+            b" ",
+            version.as_bytes(),
+            b"\r\n",
+        ],
+    );
     let mut forwarded_for: Vec<&[u8]> = Vec::new();
     let mut wrote_length = false;
     let mut wrote_coding = false;
@@ -271,7 +302,14 @@ pub fn parse(
         push_all(out, &[b"X-Forwarded-Host: ", host, b"\r\n"]);
     }
     if upgrade {
-        push_all(out, &[b"Connection: Upgrade\r\nUpgrade: ", upgrade_value.unwrap_or_default(), b"\r\n"]);
+        push_all(
+            out,
+            &[
+                b"Connection: Upgrade\r\nUpgrade: ",
+                upgrade_value.unwrap_or_default(),
+                b"\r\n",
+            ],
+        );
     } else if version_minor == 0 {
         // Ask a 1.0 backend to keep the connection for the pool; without it the backend closes.
         out.extend_from_slice(b"Connection: keep-alive\r\n");
@@ -306,7 +344,9 @@ fn check_target(method: Method, target: &str) -> Result<Option<&[u8]>, RequestEr
         return if method == Method::Options {
             Ok(None)
         } else {
-            Err(RequestError::Malformed("asterisk-form target outside OPTIONS"))
+            Err(RequestError::Malformed(
+                "asterisk-form target outside OPTIONS",
+            ))
         };
     }
     let bytes = target.as_bytes();
@@ -323,7 +363,9 @@ fn check_target(method: Method, target: &str) -> Result<Option<&[u8]>, RequestEr
         .unwrap_or(rest.len());
     let authority = &rest[..end];
     if authority.is_empty() || authority.contains(&b'@') {
-        return Err(RequestError::Malformed("invalid authority in request target"));
+        return Err(RequestError::Malformed(
+            "invalid authority in request target",
+        ));
     }
     Ok(Some(authority))
 }
@@ -354,8 +396,7 @@ mod tests {
 
     fn forward(head: &str) -> Result<(Request, String), RequestError> {
         let mut out = Vec::new();
-        let req = parse(head.as_bytes(), &LIMITS, CLIENT, true, &mut out)?
-            .expect("complete head");
+        let req = parse(head.as_bytes(), &LIMITS, CLIENT, true, &mut out)?.expect("complete head");
         Ok((req, String::from_utf8(out).expect("utf-8 head")))
     }
 
@@ -380,10 +421,13 @@ mod tests {
 
     #[test]
     fn framing_headers_are_normalised() {
-        let (req, out) = forward("POST / HTTP/1.1\r\nHost: a\r\ncontent-length: 5\r\nContent-Length: 5\r\n\r\n").unwrap();
+        let (req, out) =
+            forward("POST / HTTP/1.1\r\nHost: a\r\ncontent-length: 5\r\nContent-Length: 5\r\n\r\n")
+                .unwrap();
         assert_eq!(req.body, BodyKind::Length(5));
         assert_eq!(out.matches("Content-Length: 5\r\n").count(), 1);
-        let (req, out) = forward("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: Chunked\r\n\r\n").unwrap();
+        let (req, out) =
+            forward("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: Chunked\r\n\r\n").unwrap();
         assert_eq!(req.body, BodyKind::Chunked);
         assert!(out.contains("Transfer-Encoding: chunked\r\n"));
     }
@@ -447,16 +491,25 @@ mod tests {
     #[test]
     fn limits_map_to_their_statuses() {
         let long_target = format!("GET /{} HTTP/1.1\r\nHost: a\r\n\r\n", "a".repeat(2000));
-        assert_eq!(forward(&long_target).unwrap_err(), RequestError::TargetTooLong);
+        assert_eq!(
+            forward(&long_target).unwrap_err(),
+            RequestError::TargetTooLong
+        );
         assert_eq!(
             check_partial(long_target.as_bytes(), &LIMITS),
             Err(RequestError::TargetTooLong)
         );
-        let many = format!("GET / HTTP/1.1\r\nHost: a\r\n{}\r\n", "X: y\r\n".repeat(150));
+        let many = format!(
+            "GET / HTTP/1.1\r\nHost: a\r\n{}\r\n",
+            "X: y\r\n".repeat(150)
+        );
         assert_eq!(forward(&many).unwrap_err(), RequestError::HeadTooLarge);
         let big = vec![b'a'; 9000];
         let mut head = b"GET / HTTP/1.1\r\nX: ".to_vec();
         head.extend_from_slice(&big);
-        assert_eq!(check_partial(&head, &LIMITS), Err(RequestError::HeadTooLarge));
+        assert_eq!(
+            check_partial(&head, &LIMITS),
+            Err(RequestError::HeadTooLarge)
+        );
     }
 }

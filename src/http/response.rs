@@ -138,16 +138,33 @@ mod tests {
     #[test]
     fn framing_follows_rfc9112() {
         let body = |h: &str| parse_str(h, false).unwrap().0.body;
-        assert_eq!(body("HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\n"), BodyKind::Length(3));
-        assert_eq!(body("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"), BodyKind::Chunked);
+        assert_eq!(
+            body("HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\n"),
+            BodyKind::Length(3)
+        );
+        assert_eq!(
+            body("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"),
+            BodyKind::Chunked
+        );
         assert_eq!(
             body("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n"),
             BodyKind::Chunked
         );
-        assert_eq!(body("HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n"), BodyKind::Close);
+        assert_eq!(
+            body("HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n"),
+            BodyKind::Close
+        );
         assert_eq!(body("HTTP/1.0 200 OK\r\n\r\n"), BodyKind::Close);
-        for status in ["204 No Content", "304 Not Modified", "100 Continue", "103 Early Hints"] {
-            assert_eq!(body(&format!("HTTP/1.1 {status}\r\nContent-Length: 9\r\n\r\n")), BodyKind::None);
+        for status in [
+            "204 No Content",
+            "304 Not Modified",
+            "100 Continue",
+            "103 Early Hints",
+        ] {
+            assert_eq!(
+                body(&format!("HTTP/1.1 {status}\r\nContent-Length: 9\r\n\r\n")),
+                BodyKind::None
+            );
         }
         let (r, _) = parse_str("HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\n", true).unwrap();
         assert_eq!(r.body, BodyKind::None);
@@ -161,21 +178,42 @@ mod tests {
         )
         .unwrap();
         assert!(!r.backend_keep_alive);
-        assert_eq!(out, "HTTP/1.1 200 OK\r\nA: 1\r\nA: 2\r\nContent-Length: 0\r\n");
+        assert_eq!(
+            out,
+            "HTTP/1.1 200 OK\r\nA: 1\r\nA: 2\r\nContent-Length: 0\r\n"
+        );
     }
 
     #[test]
     fn upgrade_survives_only_on_101() {
-        let (_, out) = parse_str("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n", false).unwrap();
-        assert_eq!(out, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n");
+        let (_, out) = parse_str(
+            "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n",
+            false,
+        )
+        .unwrap();
+        assert_eq!(
+            out,
+            "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+        );
         let mut out = Vec::new();
-        assert!(parse(b"HTTP/1.1 101 Switching Protocols\r\n\r\n", false, false, &mut out).is_err());
+        assert!(parse(
+            b"HTTP/1.1 101 Switching Protocols\r\n\r\n",
+            false,
+            false,
+            &mut out
+        )
+        .is_err());
     }
 
     #[test]
     fn refuses_garbage() {
-        for bad in ["garbage\r\n\r\n", "HTTP/1.1 abc OK\r\n\r\n", "HTTP/1.1 200 OK\r\nContent-Length: x\r\n\r\n",
-            "HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n", "HTTP/1.1 999 X\r\n\r\n"] {
+        for bad in [
+            "garbage\r\n\r\n",
+            "HTTP/1.1 abc OK\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nContent-Length: x\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
+            "HTTP/1.1 999 X\r\n\r\n",
+        ] {
             assert!(parse_str(bad, false).is_err(), "{bad:?}");
         }
     }
@@ -184,7 +222,11 @@ mod tests {
     fn http10_backend_keep_alive_needs_the_token() {
         let (r, _) = parse_str("HTTP/1.0 200 OK\r\nContent-Length: 0\r\n\r\n", false).unwrap();
         assert!(!r.backend_keep_alive);
-        let (r, _) = parse_str("HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nContent-Length: 0\r\n\r\n", false).unwrap();
+        let (r, _) = parse_str(
+            "HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nContent-Length: 0\r\n\r\n",
+            false,
+        )
+        .unwrap();
         assert!(r.backend_keep_alive);
     }
 }

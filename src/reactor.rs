@@ -1,0 +1,447 @@
+//! The event loop: one mio `Poll`, the client listener, the sessions in a slab, the backend
+//! pool, and the timers. It only dispatches; what a connection does lives in [`crate::session`].
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, VecDeque};
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, Sender};
+use log::{debug, error, info, warn};
+use mio::event::Event;
+use mio::net::TcpListener;
+use mio::{Events, Interest, Poll, Waker};
+use slab::Slab;
+
+use crate::buffer::BufPool;
+use crate::config::Config;
+use crate::http::HeadLimits;
+use crate::session::{Ctx, Outcome, Session, Settings};
+use crate::token::{self, Target};
+use crate::upstream::{Backends, Pool};
+
+/// How often idle pooled connections are checked against their timeout.
+const POOL_SWEEP: Duration = Duration::from_secs(1);
+/// How long accepting pauses after the process ran out of descriptors or memory, so that a
+/// full table does not turn into a busy loop.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+/// Free buffers kept for reuse; past this, freed buffers go back to the allocator.
+const MAX_FREE_BUFFERS: usize = 1024;
+/// Smallest per-direction buffer: below this, streaming costs too many system calls.
+const MIN_BUFFER: usize = 16 * 1024;
+/// Listen backlog: connections wait here while `max_connections` are busy.
+const BACKLOG: i32 = 1024;
+
+/// Messages other threads send to the reactor.
+#[derive(Debug)]
+pub enum Command {
+    /// Stop accepting and return from [`Reactor::run`].
+    Shutdown,
+}
+
+/// A way for other threads to reach a running reactor.
+#[derive(Clone)]
+pub struct Handle {
+    sender: Sender<Command>,
+    waker: Arc<Waker>,
+}
+
+impl Handle {
+    pub fn send(&self, command: Command) {
+        if self.sender.send(command).is_ok() {
+            let _ = self.waker.wake();
+        }
+    }
+
+    pub fn shutdown(&self) {
+        self.send(Command::Shutdown);
+    }
+}
+
+pub struct Reactor {
+    poll: Poll,
+    listener: TcpListener,
+    local_addr: SocketAddr,
+    sessions: Slab<Session>,
+    backends: Arc<Backends>,
+    pool: Pool,
+    bufs: BufPool,
+    settings: Settings,
+    max_connections: usize,
+    /// (deadline, slot, session id), earliest first. Entries go stale when a session moves its
+    /// deadline or ends; `Session::armed` tells which entry is live.
+    timers: BinaryHeap<Reverse<(Instant, usize, u64)>>,
+    /// Sessions that yielded with work left.
+    runnable: VecDeque<(usize, u64)>,
+    next_session_id: u64,
+    /// Connections may be waiting in the backlog that no event will announce again.
+    accept_pending: bool,
+    accept_resume_at: Option<Instant>,
+    next_pool_sweep: Instant,
+    commands: Receiver<Command>,
+    handle: Handle,
+}
+
+impl Reactor {
+    /// Binds the configured listen address.
+    pub fn bind(config: &Config) -> io::Result<Reactor> {
+        let listener = bind_listener(config.listen)?;
+        Reactor::with_listener(listener, config)
+    }
+
+    /// Runs on an already bound listener, so tests can bind port 0.
+    pub fn with_listener(listener: std::net::TcpListener, config: &Config) -> io::Result<Reactor> {
+        listener.set_nonblocking(true)?;
+        let mut listener = TcpListener::from_std(listener);
+        let local_addr = listener.local_addr()?;
+        let poll = Poll::new()?;
+        poll.registry()
+            .register(&mut listener, token::LISTENER, Interest::READABLE)?;
+        let waker = Arc::new(Waker::new(poll.registry(), token::WAKER)?);
+        let (sender, commands) = crossbeam_channel::unbounded();
+        let backends = Arc::new(Backends::new(&config.backends));
+        let limits = &config.limits;
+        Ok(Reactor {
+            poll,
+            listener,
+            local_addr,
+            sessions: Slab::new(),
+            pool: Pool::new(
+                backends.len(),
+                limits.pool_max_idle,
+                config.timeouts.backend_idle,
+            ),
+            backends,
+            bufs: BufPool::new(limits.max_header_bytes.max(MIN_BUFFER), MAX_FREE_BUFFERS),
+            settings: Settings {
+                timeouts: config.timeouts.clone(),
+                head_limits: HeadLimits {
+                    max_header_bytes: limits.max_header_bytes,
+                    max_headers: limits.max_headers,
+                    max_target_bytes: limits.max_target_bytes,
+                },
+                access_log: config.access_log,
+            },
+            max_connections: limits.max_connections,
+            timers: BinaryHeap::new(),
+            runnable: VecDeque::new(),
+            next_session_id: 0,
+            accept_pending: false,
+            accept_resume_at: None,
+            next_pool_sweep: Instant::now() + POOL_SWEEP,
+            commands,
+            handle: Handle { sender, waker },
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    pub fn handle(&self) -> Handle {
+        self.handle.clone()
+    }
+
+    pub fn backends(&self) -> Arc<Backends> {
+        Arc::clone(&self.backends)
+    }
+
+    /// Serves until told to shut down.
+    pub fn run(&mut self) -> io::Result<()> {
+        info!("listening on {}", self.local_addr);
+        let mut events = Events::with_capacity(1024);
+        loop {
+            let timeout = self.poll_timeout(Instant::now());
+            if let Err(e) = self.poll.poll(&mut events, timeout) {
+                if e.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                return Err(e);
+            }
+            let now = Instant::now();
+            for event in events.iter() {
+                match token::target(event.token()) {
+                    Target::Listener => {
+                        self.accept_pending = true;
+                        self.accept(now);
+                    }
+                    Target::Waker => {
+                        if self.drain_commands() {
+                            info!("shutting down");
+                            return Ok(());
+                        }
+                    }
+                    Target::Client(slot) => self.session_event(slot, event, true, now),
+                    Target::Backend(slot) => self.session_event(slot, event, false, now),
+                    Target::Pooled(key) => self.pool.on_event(key),
+                    Target::Unknown => {}
+                }
+            }
+            self.run_yielded(now);
+            self.fire_timers(now);
+            if now >= self.next_pool_sweep {
+                self.pool.expire(now);
+                self.next_pool_sweep = now + POOL_SWEEP;
+            }
+            if self.accept_pending && self.accept_resume_at.is_none_or(|at| now >= at) {
+                self.accept(now);
+            }
+        }
+    }
+
+    fn poll_timeout(&self, now: Instant) -> Option<Duration> {
+        if !self.runnable.is_empty() {
+            return Some(Duration::ZERO);
+        }
+        let mut next = self.next_pool_sweep;
+        if let Some(Reverse((at, _, _))) = self.timers.peek() {
+            next = next.min(*at);
+        }
+        if let (true, Some(at)) = (self.accept_pending, self.accept_resume_at) {
+            next = next.min(at);
+        }
+        // Round up: waking a little early would only find nothing due and poll again.
+        Some(next.saturating_duration_since(now) + Duration::from_millis(1))
+    }
+
+    fn drain_commands(&mut self) -> bool {
+        let mut shutdown = false;
+        while let Ok(command) = self.commands.try_recv() {
+            match command {
+                Command::Shutdown => shutdown = true,
+            }
+        }
+        shutdown
+    }
+
+    fn accept(&mut self, now: Instant) {
+        self.accept_resume_at = None;
+        while self.accept_pending {
+            if self.sessions.len() >= self.max_connections {
+                // The kernel backlog holds the rest until a session ends.
+                return;
+            }
+            match self.listener.accept() {
+                Ok((stream, peer)) => self.add_session(stream, peer, now),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.accept_pending = false,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    if is_resource_exhaustion(&e) {
+                        warn!("accept failed: {e}; pausing accepts for {ACCEPT_BACKOFF:?}");
+                        self.accept_resume_at = Some(now + ACCEPT_BACKOFF);
+                        return;
+                    }
+                    // The connection died in the backlog (ECONNABORTED and the like).
+                    debug!("accept failed: {e}");
+                }
+            }
+        }
+    }
+
+    fn add_session(&mut self, mut stream: mio::net::TcpStream, peer: SocketAddr, now: Instant) {
+        let _ = stream.set_nodelay(true);
+        let entry = self.sessions.vacant_entry();
+        let slot = entry.key();
+        if let Err(e) = self.poll.registry().register(
+            &mut stream,
+            token::client(slot),
+            Interest::READABLE | Interest::WRITABLE,
+        ) {
+            error!("cannot register client {peer}: {e}");
+            return;
+        }
+        self.next_session_id += 1;
+        let id = self.next_session_id;
+        entry.insert(Session::new(id, slot, stream, peer, now));
+        // The request may be in the socket already; its edge came before registration.
+        self.drive(slot, now);
+    }
+
+    fn session_event(&mut self, slot: usize, event: &Event, client: bool, now: Instant) {
+        let Some(session) = self.sessions.get_mut(slot) else {
+            return;
+        };
+        let readable = event.is_readable() || event.is_read_closed() || event.is_error();
+        let writable = event.is_writable() || event.is_write_closed() || event.is_error();
+        if client {
+            session.client_event(readable, writable);
+        } else {
+            session.backend_event(readable, writable);
+        }
+        self.drive(slot, now);
+    }
+
+    fn drive(&mut self, slot: usize, now: Instant) {
+        let Some(session) = self.sessions.get_mut(slot) else {
+            return;
+        };
+        let mut ctx = Ctx {
+            now,
+            registry: self.poll.registry(),
+            backends: &self.backends,
+            pool: &mut self.pool,
+            bufs: &mut self.bufs,
+            settings: &self.settings,
+        };
+        let outcome = session.drive(&mut ctx);
+        self.after(slot, outcome);
+    }
+
+    fn after(&mut self, slot: usize, outcome: Outcome) {
+        match outcome {
+            Outcome::Close => {
+                self.sessions.try_remove(slot);
+                if self.accept_pending {
+                    self.accept(Instant::now());
+                }
+            }
+            Outcome::Yield => {
+                if let Some(session) = self.sessions.get(slot) {
+                    self.runnable.push_back((slot, session.id));
+                }
+                self.arm_timer(slot);
+            }
+            Outcome::Idle => self.arm_timer(slot),
+        }
+    }
+
+    /// Queues the session's deadline unless an earlier entry for it is already queued; a later
+    /// deadline is found when that entry fires.
+    fn arm_timer(&mut self, slot: usize) {
+        let Some(session) = self.sessions.get_mut(slot) else {
+            return;
+        };
+        let Some(deadline) = session.deadline(&self.settings.timeouts) else {
+            return;
+        };
+        if session.armed.is_some_and(|armed| armed <= deadline) {
+            return;
+        }
+        session.armed = Some(deadline);
+        self.timers.push(Reverse((deadline, slot, session.id)));
+    }
+
+    fn fire_timers(&mut self, now: Instant) {
+        while let Some(Reverse((at, slot, id))) = self.timers.peek().copied() {
+            if at > now {
+                break;
+            }
+            self.timers.pop();
+            let Some(session) = self.sessions.get_mut(slot) else {
+                continue;
+            };
+            if session.id != id || session.armed != Some(at) {
+                continue;
+            }
+            session.armed = None;
+            let mut ctx = Ctx {
+                now,
+                registry: self.poll.registry(),
+                backends: &self.backends,
+                pool: &mut self.pool,
+                bufs: &mut self.bufs,
+                settings: &self.settings,
+            };
+            let outcome = session.on_timer(&mut ctx);
+            self.after(slot, outcome);
+        }
+    }
+
+    fn run_yielded(&mut self, now: Instant) {
+        for _ in 0..self.runnable.len() {
+            let Some((slot, id)) = self.runnable.pop_front() else {
+                break;
+            };
+            if self.sessions.get(slot).is_some_and(|s| s.id == id) {
+                self.drive(slot, now);
+            }
+        }
+    }
+}
+
+fn is_resource_exhaustion(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
+    )
+}
+
+/// Binds with SO_REUSEADDR (a restart must not wait out TIME_WAIT) and a deep backlog.
+pub fn bind_listener(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
+    let domain = if addr.is_ipv4() {
+        libc::AF_INET
+    } else {
+        libc::AF_INET6
+    };
+    // SAFETY: plain socket syscalls on a descriptor we own; it is wrapped right after.
+    let fd = unsafe { libc::socket(domain, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: fd is a fresh socket owned by nothing else.
+    let listener = unsafe {
+        use std::os::fd::FromRawFd;
+        std::net::TcpListener::from_raw_fd(fd)
+    };
+    let one: libc::c_int = 1;
+    // SAFETY: the option value is a live c_int of the size passed.
+    let rc = unsafe {
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_REUSEADDR,
+            &one as *const libc::c_int as *const libc::c_void,
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let (storage, len) = sockaddr(addr);
+    // SAFETY: storage holds a valid sockaddr of length len.
+    if unsafe { libc::bind(fd, &storage as *const _ as *const libc::sockaddr, len) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: fd is a bound socket.
+    if unsafe { libc::listen(fd, BACKLOG) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(listener)
+}
+
+fn sockaddr(addr: SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
+    // SAFETY: sockaddr_storage is plain data for which all zeroes is a valid value.
+    let mut storage: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    let len = match addr {
+        SocketAddr::V4(v4) => {
+            let sin = libc::sockaddr_in {
+                sin_family: libc::AF_INET as libc::sa_family_t,
+                sin_port: v4.port().to_be(),
+                sin_addr: libc::in_addr {
+                    s_addr: u32::from_ne_bytes(v4.ip().octets()),
+                },
+                sin_zero: [0; 8],
+            };
+            // SAFETY: sockaddr_storage is larger than sockaddr_in and suitably aligned.
+            unsafe { std::ptr::write(&mut storage as *mut _ as *mut libc::sockaddr_in, sin) };
+            std::mem::size_of::<libc::sockaddr_in>()
+        }
+        SocketAddr::V6(v6) => {
+            let sin6 = libc::sockaddr_in6 {
+                sin6_family: libc::AF_INET6 as libc::sa_family_t,
+                sin6_port: v6.port().to_be(),
+                sin6_flowinfo: v6.flowinfo(),
+                sin6_addr: libc::in6_addr {
+                    s6_addr: v6.ip().octets(),
+                },
+                sin6_scope_id: v6.scope_id(),
+            };
+            // SAFETY: sockaddr_storage is larger than sockaddr_in6 and suitably aligned.
+            unsafe { std::ptr::write(&mut storage as *mut _ as *mut libc::sockaddr_in6, sin6) };
+            std::mem::size_of::<libc::sockaddr_in6>()
+        }
+    };
+    (storage, len as libc::socklen_t)
+}
