@@ -1,0 +1,5 @@
+//! Integration tests: real sockets on 127.0.0.1, port 0, real backends, raw clients.
+
+mod support;
+
+mod basics;

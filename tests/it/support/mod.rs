@@ -1,0 +1,442 @@
+//! Test support: real demo backends, an in-process or spawned balancer on port 0, scripted
+//! backends that send exact bytes, and a raw HTTP/1.1 client.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+use lb::config::{BackendConfig, Config};
+use lb::reactor::{Handle, Reactor};
+
+/// How long any single wait in a test may take before it counts as a failure.
+pub const PATIENCE: Duration = Duration::from_secs(10);
+
+/// Polls `condition` until it holds or `PATIENCE` runs out.
+pub fn wait_until(what: &str, mut condition: impl FnMut() -> bool) {
+    let deadline = Instant::now() + PATIENCE;
+    while !condition() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// Reads lines from `reader` until one contains "listening on ADDR"; returns ADDR.
+fn read_listen_addr(
+    reader: impl Read + Send + 'static,
+    what: &str,
+) -> (SocketAddr, mpsc::Receiver<String>) {
+    let (tx, rx) = mpsc::channel();
+    let mut lines = BufReader::new(reader);
+    let reader_name = what.to_string();
+    let (addr_tx, addr_rx) = mpsc::channel();
+    thread::Builder::new()
+        .name(format!("{reader_name}-output"))
+        .spawn(move || {
+            let mut sent = false;
+            let mut line = String::new();
+            while lines.read_line(&mut line).map(|n| n > 0).unwrap_or(false) {
+                if !sent {
+                    if let Some(rest) = line.split("listening on ").nth(1) {
+                        if let Ok(addr) = rest.trim().parse::<SocketAddr>() {
+                            let _ = addr_tx.send(addr);
+                            sent = true;
+                        }
+                    }
+                }
+                let _ = tx.send(std::mem::take(&mut line));
+            }
+        })
+        .expect("spawn output reader");
+    let addr = addr_rx
+        .recv_timeout(PATIENCE)
+        .unwrap_or_else(|_| panic!("{what} did not report its address"));
+    (addr, rx)
+}
+
+/// A demo backend process (`backends/main.rs`) on an ephemeral port.
+pub struct DemoBackend {
+    pub name: String,
+    pub addr: SocketAddr,
+    child: Child,
+}
+
+impl DemoBackend {
+    pub fn start(name: &str) -> DemoBackend {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_backend"))
+            .args(["--port", "0", "--name", name, "--quiet"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn backend");
+        let stdout = child.stdout.take().expect("backend stdout");
+        let (addr, _) = read_listen_addr(stdout, name);
+        DemoBackend {
+            name: name.to_string(),
+            addr,
+            child,
+        }
+    }
+
+    pub fn config(&self) -> BackendConfig {
+        BackendConfig {
+            name: self.name.clone(),
+            address: self.addr,
+            weight: 1,
+        }
+    }
+
+    /// `(connections, requests)` the backend has seen, from its `/stats` endpoint.
+    pub fn stats(&self) -> (u64, u64) {
+        let mut s = connect(self.addr);
+        s.write_all(b"GET /stats HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .expect("write stats request");
+        let resp = read_response(&mut s, false);
+        let body = resp.text();
+        let field = |key: &str| -> u64 {
+            body.split(&format!("\"{key}\":"))
+                .nth(1)
+                .and_then(|r| r.split([',', '}']).next())
+                .and_then(|n| n.trim().parse().ok())
+                .unwrap_or_else(|| panic!("no {key} in {body}"))
+        };
+        // The stats request itself counts as a connection and a request.
+        (field("connections") - 1, field("requests") - 1)
+    }
+}
+
+impl Drop for DemoBackend {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A balancer running in this process on its own thread.
+pub struct Proxy {
+    pub addr: SocketAddr,
+    handle: Handle,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Proxy {
+    pub fn start(backends: &[&DemoBackend]) -> Proxy {
+        Proxy::start_with(backends.iter().map(|b| b.config()).collect(), |_| {})
+    }
+
+    pub fn start_with(backends: Vec<BackendConfig>, adjust: impl FnOnce(&mut Config)) -> Proxy {
+        let mut config = Config {
+            backends,
+            access_log: false,
+            ..Config::default()
+        };
+        adjust(&mut config);
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind proxy");
+        let mut reactor = Reactor::with_listener(listener, &config).expect("reactor");
+        let addr = reactor.local_addr();
+        let handle = reactor.handle();
+        let thread = thread::Builder::new()
+            .name("proxy".into())
+            .spawn(move || reactor.run().expect("reactor run"))
+            .expect("spawn proxy");
+        Proxy {
+            addr,
+            handle,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.handle.shutdown();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// The `lb` binary as a child process, for what only a process shows (RSS, exit codes).
+pub struct ProxyProcess {
+    pub addr: SocketAddr,
+    pub child: Child,
+    pub output: mpsc::Receiver<String>,
+}
+
+impl ProxyProcess {
+    pub fn start(args: &[&str]) -> ProxyProcess {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_lb"))
+            .args(["--listen", "127.0.0.1:0"])
+            .args(args)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn lb");
+        let stderr = child.stderr.take().expect("lb stderr");
+        let (addr, output) = read_listen_addr(stderr, "lb");
+        ProxyProcess {
+            addr,
+            child,
+            output,
+        }
+    }
+
+    /// Peak resident set size so far, in KiB.
+    pub fn peak_rss_kib(&self) -> u64 {
+        proc_status_kib(self.child.id(), "VmHWM:")
+    }
+
+    pub fn rss_kib(&self) -> u64 {
+        proc_status_kib(self.child.id(), "VmRSS:")
+    }
+}
+
+impl Drop for ProxyProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn proc_status_kib(pid: u32, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("read status");
+    status
+        .lines()
+        .find(|l| l.starts_with(field))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status"))
+}
+
+/// A backend that runs `script` on each accepted connection (on its own thread), for exact
+/// bytes no real server would send.
+pub struct ScriptedBackend {
+    pub addr: SocketAddr,
+    pub connections: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl ScriptedBackend {
+    pub fn start<F>(script: F) -> ScriptedBackend
+    where
+        F: Fn(TcpStream, usize) + Send + Sync + 'static,
+    {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        use std::sync::Arc;
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind scripted backend");
+        let addr = listener.local_addr().expect("addr");
+        let script = Arc::new(script);
+        let connections = Arc::new(AtomicUsize::new(0));
+        let counter = Arc::clone(&connections);
+        thread::Builder::new()
+            .name("scripted-backend".into())
+            .spawn(move || {
+                for stream in listener.incoming() {
+                    let Ok(stream) = stream else { continue };
+                    let n = counter.fetch_add(1, Ordering::SeqCst);
+                    let script = Arc::clone(&script);
+                    thread::spawn(move || script(stream, n));
+                }
+            })
+            .expect("spawn scripted backend");
+        ScriptedBackend { addr, connections }
+    }
+
+    pub fn config(&self, name: &str) -> BackendConfig {
+        BackendConfig {
+            name: name.to_string(),
+            address: self.addr,
+            weight: 1,
+        }
+    }
+
+    pub fn connection_count(&self) -> usize {
+        self.connections.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+/// Reads one request head (up to the empty line) from a backend-side socket.
+pub fn read_head(stream: &mut TcpStream) -> Vec<u8> {
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        match stream.read(&mut byte) {
+            Ok(1) => head.push(byte[0]),
+            _ => break,
+        }
+    }
+    head
+}
+
+/// A client socket with read and write timeouts, so a broken proxy fails a test, not hangs it.
+pub fn connect(addr: SocketAddr) -> TcpStream {
+    let s = TcpStream::connect(addr).expect("connect");
+    s.set_read_timeout(Some(PATIENCE)).expect("timeout");
+    s.set_write_timeout(Some(PATIENCE)).expect("timeout");
+    s
+}
+
+/// A response as the client saw it.
+#[derive(Debug, Clone)]
+pub struct Response {
+    pub status: u16,
+    /// Header (name, value) pairs in order.
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Response {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    pub fn backend(&self) -> &str {
+        self.header("x-backend").unwrap_or("")
+    }
+}
+
+/// Reads one response from `stream`; `head_request` says the request was HEAD (no body).
+/// Interim (1xx) responses are returned like any other.
+pub fn read_response(stream: &mut TcpStream, head_request: bool) -> Response {
+    let mut pending = Vec::new();
+    read_response_buffered(stream, &mut pending, head_request)
+}
+
+/// Like [`read_response`], keeping bytes past the response in `pending` for the next call
+/// (pipelining).
+pub fn read_response_buffered(
+    stream: &mut TcpStream,
+    pending: &mut Vec<u8>,
+    head_request: bool,
+) -> Response {
+    let mut chunk = [0u8; 16384];
+    let (status, headers, head_len) = loop {
+        let mut slots = [httparse::EMPTY_HEADER; 128];
+        let mut resp = httparse::Response::new(&mut slots);
+        if let Ok(httparse::Status::Complete(n)) = resp.parse(pending) {
+            let headers = resp
+                .headers
+                .iter()
+                .map(|h| {
+                    (
+                        h.name.to_string(),
+                        String::from_utf8_lossy(h.value).into_owned(),
+                    )
+                })
+                .collect::<Vec<_>>();
+            break (resp.code.unwrap_or(0), headers, n);
+        }
+        let n = stream.read(&mut chunk).expect("read response head");
+        assert!(
+            n > 0,
+            "connection closed before a response head; got {:?}",
+            String::from_utf8_lossy(pending)
+        );
+        pending.extend_from_slice(&chunk[..n]);
+    };
+    pending.drain(..head_len);
+    let mut response = Response {
+        status,
+        headers,
+        body: Vec::new(),
+    };
+    let no_body = head_request || (100..200).contains(&status) || status == 204 || status == 304;
+    if no_body {
+        return response;
+    }
+    let chunked = response
+        .header("transfer-encoding")
+        .is_some_and(|v| v.to_ascii_lowercase().contains("chunked"));
+    let mut fill = |pending: &mut Vec<u8>| -> bool {
+        let n = stream.read(&mut chunk).unwrap_or(0);
+        pending.extend_from_slice(&chunk[..n]);
+        n > 0
+    };
+    if chunked {
+        response.body = decode_chunked(pending, &mut fill);
+    } else if let Some(len) = response.header("content-length") {
+        let len: usize = len.trim().parse().expect("content-length");
+        while pending.len() < len {
+            assert!(fill(pending), "connection closed mid-body");
+        }
+        response.body = pending.drain(..len).collect();
+    } else {
+        while fill(pending) {}
+        response.body = std::mem::take(pending);
+    }
+    response
+}
+
+fn decode_chunked(pending: &mut Vec<u8>, fill: &mut impl FnMut(&mut Vec<u8>) -> bool) -> Vec<u8> {
+    let mut body = Vec::new();
+    loop {
+        let line_end = loop {
+            if let Some(i) = pending.windows(2).position(|w| w == b"\r\n") {
+                break i;
+            }
+            assert!(fill(pending), "closed inside chunked body");
+        };
+        let line = String::from_utf8_lossy(&pending[..line_end]).into_owned();
+        let size = usize::from_str_radix(line.split(';').next().unwrap_or("").trim(), 16)
+            .expect("chunk size");
+        pending.drain(..line_end + 2);
+        if size == 0 {
+            // Trailers, then the empty line.
+            loop {
+                let end = loop {
+                    if let Some(i) = pending.windows(2).position(|w| w == b"\r\n") {
+                        break i;
+                    }
+                    assert!(fill(pending), "closed inside trailers");
+                };
+                pending.drain(..end + 2);
+                if end == 0 {
+                    return body;
+                }
+            }
+        }
+        while pending.len() < size + 2 {
+            assert!(fill(pending), "closed inside a chunk");
+        }
+        body.extend_from_slice(&pending[..size]);
+        pending.drain(..size + 2);
+    }
+}
+
+/// Sends `request` on a new connection and reads one response.
+pub fn roundtrip(addr: SocketAddr, request: &[u8]) -> Response {
+    let mut s = connect(addr);
+    s.write_all(request).expect("write request");
+    read_response(&mut s, request.starts_with(b"HEAD "))
+}
+
+/// A plain `GET path` with `Connection: close`.
+pub fn get(addr: SocketAddr, path: &str) -> Response {
+    roundtrip(
+        addr,
+        format!("GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+}
+
+/// Reads until the peer closes; returns what arrived.
+pub fn read_to_close(stream: &mut TcpStream) -> Vec<u8> {
+    let mut all = Vec::new();
+    let _ = stream.read_to_end(&mut all);
+    all
+}
+
+/// The byte pattern the demo backend's `/bytes/N` sends.
+pub fn pattern(n: usize) -> Vec<u8> {
+    (0..n).map(|i| (i % 251) as u8).collect()
+}
