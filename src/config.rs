@@ -85,6 +85,10 @@ pub const DEFAULT_HEALTH_TIMEOUT: Duration = Duration::from_secs(1);
 pub const DEFAULT_HEALTH_RISE: u32 = 2;
 /// `health.fall`: consecutive failed probes that take a backend down.
 pub const DEFAULT_HEALTH_FALL: u32 = 2;
+/// `health.expect`: which probe statuses pass ("2xx").
+pub const DEFAULT_HEALTH_EXPECT: &str = "2xx";
+/// `retries`: how many more backends a failed request may be sent to (2, so three tries).
+pub const DEFAULT_RETRIES: u32 = 2;
 
 /// `timeouts.connect`: limit on establishing a backend connection.
 pub const DEFAULT_TIMEOUT_CONNECT: Duration = Duration::from_secs(2);
@@ -129,6 +133,13 @@ pub enum Algorithm {
     /// Each healthy backend in turn.
     #[default]
     RoundRobin,
+    /// Each healthy backend in proportion to its weight, interleaved (nginx's smooth weighted
+    /// round-robin).
+    WeightedRoundRobin,
+    /// The healthy backend with the fewest requests in flight per unit of weight.
+    LeastConnections,
+    /// Of two healthy backends drawn at random, the one with fewer requests in flight.
+    PowerOfTwo,
 }
 
 impl Algorithm {
@@ -136,6 +147,9 @@ impl Algorithm {
     pub fn as_str(self) -> &'static str {
         match self {
             Algorithm::RoundRobin => "round_robin",
+            Algorithm::WeightedRoundRobin => "weighted_round_robin",
+            Algorithm::LeastConnections => "least_connections",
+            Algorithm::PowerOfTwo => "power_of_two",
         }
     }
 }
@@ -155,6 +169,8 @@ pub struct Config {
     pub workers: usize,
     pub log_level: LevelFilter,
     pub access_log: bool,
+    /// How many other backends a failed request may still be sent to.
+    pub retries: u32,
     pub health: HealthConfig,
     pub timeouts: Timeouts,
     pub limits: Limits,
@@ -169,6 +185,73 @@ pub struct HealthConfig {
     pub timeout: Duration,
     pub rise: u32,
     pub fall: u32,
+    pub expect: StatusSet,
+}
+
+/// A set of HTTP statuses, written like `"2xx"`, `"200"`, `"200-399"` or `"2xx, 404"`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StatusSet {
+    ranges: Vec<(u16, u16)>,
+}
+
+impl StatusSet {
+    /// Every 2xx status.
+    pub fn successful() -> StatusSet {
+        StatusSet {
+            ranges: vec![(200, 299)],
+        }
+    }
+
+    pub fn contains(&self, status: u16) -> bool {
+        self.ranges.iter().any(|&(lo, hi)| (lo..=hi).contains(&status))
+    }
+
+    pub fn parse(text: &str) -> Result<StatusSet, String> {
+        let bad = |item: &str| {
+            format!("invalid status {item:?}: expected statuses like \"2xx\", \"200\" or \"200-399\"")
+        };
+        let status = |s: &str| -> Option<u16> {
+            let n: u16 = s.trim().parse().ok()?;
+            (100..=599).contains(&n).then_some(n)
+        };
+        let mut ranges = Vec::new();
+        for item in text.split(',').map(str::trim) {
+            let range = if let Some(class) = item.strip_suffix("xx").or_else(|| item.strip_suffix("XX")) {
+                match class.parse::<u16>() {
+                    Ok(c @ 1..=5) if class.len() == 1 => (c * 100, c * 100 + 99),
+                    _ => return Err(bad(item)),
+                }
+            } else if let Some((lo, hi)) = item.split_once('-') {
+                match (status(lo), status(hi)) {
+                    (Some(lo), Some(hi)) if lo <= hi => (lo, hi),
+                    _ => return Err(bad(item)),
+                }
+            } else {
+                let n = status(item).ok_or_else(|| bad(item))?;
+                (n, n)
+            };
+            ranges.push(range);
+        }
+        Ok(StatusSet { ranges })
+    }
+}
+
+impl fmt::Display for StatusSet {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, &(lo, hi)) in self.ranges.iter().enumerate() {
+            if i > 0 {
+                f.write_str(", ")?;
+            }
+            if lo == hi {
+                write!(f, "{lo}")?;
+            } else if lo % 100 == 0 && hi == lo + 99 {
+                write!(f, "{}xx", lo / 100)?;
+            } else {
+                write!(f, "{lo}-{hi}")?;
+            }
+        }
+        Ok(())
+    }
 }
 
 /// `[timeouts]`: all greater than zero.
@@ -209,6 +292,7 @@ impl Default for Config {
             workers: DEFAULT_WORKERS,
             log_level: DEFAULT_LOG_LEVEL,
             access_log: DEFAULT_ACCESS_LOG,
+            retries: DEFAULT_RETRIES,
             health: HealthConfig::default(),
             timeouts: Timeouts::default(),
             limits: Limits::default(),
@@ -225,6 +309,7 @@ impl Default for HealthConfig {
             timeout: DEFAULT_HEALTH_TIMEOUT,
             rise: DEFAULT_HEALTH_RISE,
             fall: DEFAULT_HEALTH_FALL,
+            expect: StatusSet::successful(),
         }
     }
 }
@@ -288,14 +373,16 @@ impl fmt::Display for Config {
             self.log_level.as_str().to_ascii_lowercase()
         )?;
         writeln!(f, "access_log  {}", self.access_log)?;
+        writeln!(f, "retries     {}", self.retries)?;
         writeln!(
             f,
-            "health      GET {} every {}, timeout {}, rise {}, fall {}",
+            "health      GET {} every {}, timeout {}, rise {}, fall {}, expect {}",
             h.path,
             d(h.interval),
             d(h.timeout),
             h.rise,
-            h.fall
+            h.fall,
+            h.expect
         )?;
         writeln!(
             f,

@@ -21,6 +21,7 @@ pub(super) struct RawConfig {
     pub workers: Option<Spanned<i64>>,
     pub log_level: Option<Spanned<String>>,
     pub access_log: Option<bool>,
+    pub retries: Option<Spanned<i64>>,
     #[serde(default)]
     pub health: RawHealth,
     #[serde(default)]
@@ -39,6 +40,7 @@ pub(super) struct RawHealth {
     pub timeout: Option<Spanned<String>>,
     pub rise: Option<Spanned<i64>>,
     pub fall: Option<Spanned<i64>>,
+    pub expect: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -241,10 +243,11 @@ fn expectation(key: &str) -> Option<&'static str> {
     Some(match generic.as_str() {
         "listen" | "admin" | "backend.address" => ADDRESS,
         "algorithm" => "a string naming the algorithm, like \"round_robin\"",
-        "workers" | "health.rise" | "health.fall" | "backend.weight" => INTEGER,
+        "workers" | "retries" | "health.rise" | "health.fall" | "backend.weight" => INTEGER,
         "log_level" => "a string: off, error, warn, info, debug or trace",
         "access_log" => "true or false",
         "health.path" => "a string like \"/health\"",
+        "health.expect" => "a string of statuses like \"2xx\", \"200\" or \"200-399, 404\"",
         "health.interval" | "health.timeout" => DURATION,
         k if k.starts_with("timeouts.") => DURATION,
         k if k.starts_with("limits.") => INTEGER,

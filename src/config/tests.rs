@@ -104,6 +104,7 @@ fn documented_example_parses_to_documented_values() {
             timeout: Duration::from_secs(1),
             rise: 2,
             fall: 2,
+            expect: StatusSet::successful(),
         }
     );
     assert_eq!(
@@ -900,4 +901,25 @@ fn cli_parses_every_flag() {
 fn cli_definition_is_consistent() {
     use clap::CommandFactory;
     Cli::command().debug_assert();
+}
+
+#[test]
+fn health_expect_and_retries() {
+    let cfg = Config::from_toml_str(
+        "retries = 0\n[health]\nexpect = \"2xx, 301-302, 404\"\n[[backend]]\naddress = \"127.0.0.1:1\"\n",
+    )
+    .unwrap();
+    assert_eq!(cfg.retries, 0);
+    let e = &cfg.health.expect;
+    assert!(e.contains(200) && e.contains(299) && e.contains(301) && e.contains(302) && e.contains(404));
+    assert!(!e.contains(300) && !e.contains(303) && !e.contains(500));
+    assert_eq!(e.to_string(), "2xx, 301-302, 404");
+    assert_eq!(Config::default().retries, DEFAULT_RETRIES);
+    for bad in ["6xx", "abc", "200-100", "99", "2xx,", "20x"] {
+        let text = format!("[health]\nexpect = \"{bad}\"\n");
+        let err = Config::from_toml_str(&text).unwrap_err().to_string();
+        assert!(err.contains("health.expect") && err.contains("line 2"), "{bad}: {err}");
+    }
+    let err = Config::from_toml_str("retries = -1\n").unwrap_err().to_string();
+    assert!(err.contains("retries"), "{err}");
 }

@@ -35,6 +35,7 @@ pub(super) fn build(raw: RawConfig, text: &str) -> Result<Config, ConfigError> {
         None => DEFAULT_LOG_LEVEL,
     };
     let access_log = raw.access_log.unwrap_or(DEFAULT_ACCESS_LOG);
+    let retries = v.int("retries", raw.retries.as_ref(), DEFAULT_RETRIES, 0)?;
 
     let h = &raw.health;
     let health = HealthConfig {
@@ -53,6 +54,10 @@ pub(super) fn build(raw: RawConfig, text: &str) -> Result<Config, ConfigError> {
         timeout: v.duration("health.timeout", h.timeout.as_ref(), DEFAULT_HEALTH_TIMEOUT)?,
         rise: v.int("health.rise", h.rise.as_ref(), DEFAULT_HEALTH_RISE, 1)?,
         fall: v.int("health.fall", h.fall.as_ref(), DEFAULT_HEALTH_FALL, 1)?,
+        expect: match &h.expect {
+            Some(e) => StatusSet::parse(e.get_ref()).map_err(|m| v.fail("health.expect", e.span(), m))?,
+            None => StatusSet::successful(),
+        },
     };
 
     let t = &raw.timeouts;
@@ -188,6 +193,7 @@ pub(super) fn build(raw: RawConfig, text: &str) -> Result<Config, ConfigError> {
         workers,
         log_level,
         access_log,
+        retries,
         health,
         timeouts,
         limits,
