@@ -2,6 +2,7 @@
 pub mod balance;
 pub mod buffer;
 pub mod config;
+pub mod health;
 pub mod http;
 pub mod reactor;
 pub mod session;

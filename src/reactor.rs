@@ -101,7 +101,7 @@ impl Reactor {
             .register(&mut listener, token::LISTENER, Interest::READABLE)?;
         let waker = Arc::new(Waker::new(poll.registry(), token::WAKER)?);
         let (sender, commands) = crossbeam_channel::unbounded();
-        let backends = Arc::new(Backends::new(&config.backends));
+        let backends = Arc::new(Backends::new(&config.backends, config.algorithm, &config.health));
         let limits = &config.limits;
         Ok(Reactor {
             poll,

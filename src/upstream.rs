@@ -4,28 +4,75 @@
 use std::collections::VecDeque;
 use std::io;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant, SystemTime};
 
 use mio::net::TcpStream;
 use mio::{Interest, Registry};
 use slab::Slab;
 
-use crate::config::BackendConfig;
+use log::info;
+
+use crate::balance::{Balancer, Candidate};
+use crate::config::{Algorithm, BackendConfig, HealthConfig};
+use crate::health::{HealthTracker, ProbeResult};
 use crate::token;
 
-/// One backend server and what happened on it.
+/// One backend server, its health, and what happened on it.
 #[derive(Debug)]
 pub struct Backend {
     pub name: String,
     pub address: SocketAddr,
     pub weight: u32,
-    /// Requests sent to it.
+    /// Requests sent to it (each try counts).
     pub requests: AtomicU64,
+    /// Requests on it now.
+    pub in_flight: AtomicU64,
     /// Connections opened to it (a keep-alive pool keeps this far below `requests`).
     pub connections: AtomicU64,
-    /// Connect failures, resets and timeouts seen on it.
+    /// Connect failures, resets, garbage and timeouts seen on it.
     pub errors: AtomicU64,
+    /// Requests sent to it again after a failure on it (a stale pooled connection).
+    pub retries: AtomicU64,
+    /// Requests moved from it to another backend after a failure on it.
+    pub redispatches: AtomicU64,
+    up: AtomicBool,
+    draining: AtomicBool,
+    health: Mutex<HealthStatus>,
+}
+
+/// The state a backend is in, as the admin API shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BackendState {
+    Up,
+    Down,
+    /// Taken out of rotation by an operator; requests in flight finish.
+    Draining,
+}
+
+impl BackendState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BackendState::Up => "up",
+            BackendState::Down => "down",
+            BackendState::Draining => "draining",
+        }
+    }
+}
+
+/// Health details kept for the admin API.
+#[derive(Debug, Clone)]
+pub struct HealthStatus {
+    pub tracker: HealthTracker,
+    pub last_check: Option<SystemTime>,
+    pub last_ok: Option<bool>,
+    /// What the last check or failure said: `status 200`, `timeout`, `connection refused`.
+    pub last_detail: String,
+    pub last_latency: Duration,
+    pub last_change: SystemTime,
+    /// How many times the state flipped.
+    pub flips: u64,
 }
 
 impl Backend {
@@ -35,24 +82,71 @@ impl Backend {
             address: config.address,
             weight: config.weight,
             requests: AtomicU64::new(0),
+            in_flight: AtomicU64::new(0),
             connections: AtomicU64::new(0),
             errors: AtomicU64::new(0),
+            retries: AtomicU64::new(0),
+            redispatches: AtomicU64::new(0),
+            up: AtomicBool::new(true),
+            draining: AtomicBool::new(false),
+            health: Mutex::new(HealthStatus {
+                tracker: HealthTracker::default(),
+                last_check: None,
+                last_ok: None,
+                last_detail: String::new(),
+                last_latency: Duration::ZERO,
+                last_change: SystemTime::now(),
+                flips: 0,
+            }),
         }
+    }
+
+    pub fn state(&self) -> BackendState {
+        if self.draining.load(Ordering::Relaxed) {
+            BackendState::Draining
+        } else if self.up.load(Ordering::Relaxed) {
+            BackendState::Up
+        } else {
+            BackendState::Down
+        }
+    }
+
+    pub fn is_up(&self) -> bool {
+        self.up.load(Ordering::Relaxed)
+    }
+
+    pub fn set_draining(&self, draining: bool) {
+        self.draining.store(draining, Ordering::Relaxed);
+    }
+
+    /// A copy of the health details.
+    pub fn health(&self) -> HealthStatus {
+        self.lock_health().clone()
+    }
+
+    fn lock_health(&self) -> std::sync::MutexGuard<'_, HealthStatus> {
+        // Nothing panics while holding this lock; if something ever did, the data is still
+        // plain counters and strings, safe to keep using.
+        self.health.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 
-/// The backends, in configuration order, and the round-robin cursor over them.
+/// The backends, in configuration order, and how one is chosen.
 #[derive(Debug)]
 pub struct Backends {
     list: Vec<Backend>,
-    next: AtomicUsize,
+    balancer: Balancer,
+    rise: u32,
+    fall: u32,
 }
 
 impl Backends {
-    pub fn new(configs: &[BackendConfig]) -> Backends {
+    pub fn new(configs: &[BackendConfig], algorithm: Algorithm, health: &HealthConfig) -> Backends {
         Backends {
             list: configs.iter().map(Backend::new).collect(),
-            next: AtomicUsize::new(0),
+            balancer: Balancer::new(algorithm),
+            rise: health.rise,
+            fall: health.fall,
         }
     }
 
@@ -72,16 +166,68 @@ impl Backends {
         self.list.iter()
     }
 
-    /// The next backend in round-robin order that is not in `exclude`; at most one pass.
+    /// Picks a backend that is up and not draining, none of `exclude`. When none is left, fails
+    /// open: backends marked down are tried too, since a stale verdict must not turn into a
+    /// certain 503.
     pub fn pick(&self, exclude: &[usize]) -> Option<usize> {
         let n = self.list.len();
-        for _ in 0..n {
-            let index = self.next.fetch_add(1, Ordering::Relaxed) % n;
-            if !exclude.contains(&index) {
-                return Some(index);
+        let view = |fail_open: bool| {
+            move |i: usize| {
+                let b = &self.list[i];
+                Candidate {
+                    eligible: !b.draining.load(Ordering::Relaxed)
+                        && (fail_open || b.up.load(Ordering::Relaxed)),
+                    weight: b.weight,
+                    in_flight: b.in_flight.load(Ordering::Relaxed),
+                }
             }
+        };
+        self.balancer
+            .select(n, view(false), exclude)
+            .or_else(|| self.balancer.select(n, view(true), exclude))
+    }
+
+    /// Applies an active health check result.
+    pub fn observe_probe(&self, result: &ProbeResult) {
+        let Some(backend) = self.list.get(result.backend) else {
+            return;
+        };
+        let mut health = backend.lock_health();
+        health.last_check = Some(result.at);
+        health.last_ok = Some(result.ok);
+        health.last_detail.clone_from(&result.detail);
+        health.last_latency = result.latency;
+        if health.tracker.observe(result.ok, self.rise, self.fall) {
+            let up = health.tracker.is_up();
+            health.last_change = result.at;
+            health.flips += 1;
+            backend.up.store(up, Ordering::Relaxed);
+            let (state, rule, count) = if up {
+                ("up", "rise", self.rise)
+            } else {
+                ("down", "fall", self.fall)
+            };
+            info!(
+                "backend {} is {state}: health check {} ({rule} {count})",
+                backend.name, result.detail
+            );
         }
-        None
+    }
+
+    /// Takes a backend out of rotation after a failure on live traffic; active checks bring it
+    /// back.
+    pub fn mark_down(&self, index: usize, reason: &str) {
+        let Some(backend) = self.list.get(index) else {
+            return;
+        };
+        let mut health = backend.lock_health();
+        if health.tracker.force_down() {
+            health.last_change = SystemTime::now();
+            health.flips += 1;
+            health.last_detail = reason.to_string();
+            backend.up.store(false, Ordering::Relaxed);
+            info!("backend {} is down: {reason} on live traffic", backend.name);
+        }
     }
 }
 
@@ -204,7 +350,7 @@ mod tests {
                 weight: 1,
             })
             .collect();
-        Backends::new(&configs)
+        Backends::new(&configs, Algorithm::RoundRobin, &HealthConfig::default())
     }
 
     #[test]
@@ -225,5 +371,49 @@ mod tests {
         }
         assert_eq!(b.pick(&[0, 1, 2]), None);
         assert_eq!(backends(0).pick(&[]), None);
+    }
+
+    #[test]
+    fn down_backends_are_skipped_until_none_is_up() {
+        let b = backends(3);
+        b.mark_down(1, "connection refused");
+        assert_eq!(b.get(1).map(Backend::state), Some(BackendState::Down));
+        for _ in 0..10 {
+            assert_ne!(b.pick(&[]), Some(1));
+        }
+        // The only up ones already failed this request: the down one is tried before giving up.
+        assert_eq!(b.pick(&[0, 2]), Some(1));
+        b.mark_down(0, "timeout");
+        b.mark_down(2, "timeout");
+        assert!(b.pick(&[]).is_some(), "fails open when every backend is down");
+    }
+
+    #[test]
+    fn draining_backends_get_nothing_even_failing_open() {
+        let b = backends(2);
+        b.get(0).unwrap().set_draining(true);
+        b.mark_down(1, "timeout");
+        assert_eq!(b.pick(&[]), Some(1));
+        assert_eq!(b.pick(&[1]), None);
+    }
+
+    #[test]
+    fn probes_bring_a_backend_back_after_rise_passes() {
+        let b = backends(1);
+        b.mark_down(0, "connection refused");
+        let probe = |ok| ProbeResult {
+            backend: 0,
+            ok,
+            detail: "status 200".into(),
+            latency: Duration::from_millis(1),
+            at: SystemTime::now(),
+        };
+        b.observe_probe(&probe(true));
+        assert_eq!(b.get(0).unwrap().state(), BackendState::Down);
+        b.observe_probe(&probe(true));
+        assert_eq!(b.get(0).unwrap().state(), BackendState::Up);
+        let health = b.get(0).unwrap().health();
+        assert_eq!(health.flips, 2);
+        assert_eq!(health.last_ok, Some(true));
     }
 }
