@@ -22,11 +22,17 @@ pub struct Candidate {
 /// The selection state of one algorithm.
 #[derive(Debug)]
 pub enum Balancer {
-    RoundRobin { next: AtomicUsize },
+    RoundRobin {
+        next: AtomicUsize,
+    },
     /// Per backend, nginx's "current weight".
-    WeightedRoundRobin { current: Mutex<Vec<i64>> },
+    WeightedRoundRobin {
+        current: Mutex<Vec<i64>>,
+    },
     /// A rotating start so that ties do not always go to the first backend.
-    LeastConnections { next: AtomicUsize },
+    LeastConnections {
+        next: AtomicUsize,
+    },
     PowerOfTwo,
 }
 
@@ -88,7 +94,11 @@ impl Balancer {
                 }
                 let a = (0..n).filter(|&i| allowed(i)).nth(first)?;
                 let b = (0..n).filter(|&i| allowed(i)).nth(second)?;
-                Some(if less_loaded(&view(b), &view(a)) { b } else { a })
+                Some(if less_loaded(&view(b), &view(a)) {
+                    b
+                } else {
+                    a
+                })
             }
         }
     }

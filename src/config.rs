@@ -203,12 +203,16 @@ impl StatusSet {
     }
 
     pub fn contains(&self, status: u16) -> bool {
-        self.ranges.iter().any(|&(lo, hi)| (lo..=hi).contains(&status))
+        self.ranges
+            .iter()
+            .any(|&(lo, hi)| (lo..=hi).contains(&status))
     }
 
     pub fn parse(text: &str) -> Result<StatusSet, String> {
         let bad = |item: &str| {
-            format!("invalid status {item:?}: expected statuses like \"2xx\", \"200\" or \"200-399\"")
+            format!(
+                "invalid status {item:?}: expected statuses like \"2xx\", \"200\" or \"200-399\""
+            )
         };
         let status = |s: &str| -> Option<u16> {
             let n: u16 = s.trim().parse().ok()?;
@@ -216,20 +220,21 @@ impl StatusSet {
         };
         let mut ranges = Vec::new();
         for item in text.split(',').map(str::trim) {
-            let range = if let Some(class) = item.strip_suffix("xx").or_else(|| item.strip_suffix("XX")) {
-                match class.parse::<u16>() {
-                    Ok(c @ 1..=5) if class.len() == 1 => (c * 100, c * 100 + 99),
-                    _ => return Err(bad(item)),
-                }
-            } else if let Some((lo, hi)) = item.split_once('-') {
-                match (status(lo), status(hi)) {
-                    (Some(lo), Some(hi)) if lo <= hi => (lo, hi),
-                    _ => return Err(bad(item)),
-                }
-            } else {
-                let n = status(item).ok_or_else(|| bad(item))?;
-                (n, n)
-            };
+            let range =
+                if let Some(class) = item.strip_suffix("xx").or_else(|| item.strip_suffix("XX")) {
+                    match class.parse::<u16>() {
+                        Ok(c @ 1..=5) if class.len() == 1 => (c * 100, c * 100 + 99),
+                        _ => return Err(bad(item)),
+                    }
+                } else if let Some((lo, hi)) = item.split_once('-') {
+                    match (status(lo), status(hi)) {
+                        (Some(lo), Some(hi)) if lo <= hi => (lo, hi),
+                        _ => return Err(bad(item)),
+                    }
+                } else {
+                    let n = status(item).ok_or_else(|| bad(item))?;
+                    (n, n)
+                };
             ranges.push(range);
         }
         Ok(StatusSet { ranges })

@@ -326,7 +326,9 @@ impl Prober {
             }
         }
         let verdict = match status_of(&probe.response) {
-            Some(status) if self.config.expect.contains(status) => (true, format!("status {status}")),
+            Some(status) if self.config.expect.contains(status) => {
+                (true, format!("status {status}"))
+            }
             Some(status) => (false, format!("status {status}")),
             None if probe.response.is_empty() => (false, "closed without a response".to_string()),
             None => (false, "not an HTTP response".to_string()),
@@ -439,7 +441,10 @@ mod tests {
     #[test]
     fn status_line_parsing() {
         assert_eq!(status_of(b"HTTP/1.1 200 OK\r\n"), Some(200));
-        assert_eq!(status_of(b"HTTP/1.0 503 Service Unavailable\r\nX: y"), Some(503));
+        assert_eq!(
+            status_of(b"HTTP/1.0 503 Service Unavailable\r\nX: y"),
+            Some(503)
+        );
         assert_eq!(status_of(b"HTTP/1.1 200"), None);
         assert_eq!(status_of(b"SSH-2.0-OpenSSH\r\n"), None);
         assert_eq!(status_of(b"HTTP/1.1 20 OK\r\n"), None);

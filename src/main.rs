@@ -33,6 +33,13 @@ fn main() -> ExitCode {
     for backend in reactor.backends().iter() {
         log::info!("backend {} at {}", backend.name, backend.address);
     }
+    let _health = match reactor.start_health_checks(&config.health) {
+        Ok(handle) => handle,
+        Err(e) => {
+            error!("cannot start health checks: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     match reactor.run() {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

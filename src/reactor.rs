@@ -16,7 +16,8 @@ use mio::{Events, Interest, Poll, Waker};
 use slab::Slab;
 
 use crate::buffer::BufPool;
-use crate::config::Config;
+use crate::config::{Config, HealthConfig};
+use crate::health::{self, HealthHandle, ProbeResult, ProbeTarget};
 use crate::http::HeadLimits;
 use crate::session::{Ctx, Outcome, Session, Settings};
 use crate::token::{self, Target};
@@ -39,6 +40,8 @@ const BACKLOG: i32 = 1024;
 pub enum Command {
     /// Stop accepting and return from [`Reactor::run`].
     Shutdown,
+    /// An active health check finished.
+    Probe(ProbeResult),
 }
 
 /// A way for other threads to reach a running reactor.
@@ -101,7 +104,11 @@ impl Reactor {
             .register(&mut listener, token::LISTENER, Interest::READABLE)?;
         let waker = Arc::new(Waker::new(poll.registry(), token::WAKER)?);
         let (sender, commands) = crossbeam_channel::unbounded();
-        let backends = Arc::new(Backends::new(&config.backends, config.algorithm, &config.health));
+        let backends = Arc::new(Backends::new(
+            &config.backends,
+            config.algorithm,
+            &config.health,
+        ));
         let limits = &config.limits;
         Ok(Reactor {
             poll,
@@ -123,6 +130,7 @@ impl Reactor {
                     max_target_bytes: limits.max_target_bytes,
                 },
                 access_log: config.access_log,
+                retries: config.retries,
             },
             max_connections: limits.max_connections,
             timers: BinaryHeap::new(),
@@ -146,6 +154,23 @@ impl Reactor {
 
     pub fn backends(&self) -> Arc<Backends> {
         Arc::clone(&self.backends)
+    }
+
+    /// Starts the health thread for this reactor's backends; it stops when the handle drops.
+    pub fn start_health_checks(&self, config: &HealthConfig) -> io::Result<HealthHandle> {
+        let targets = self
+            .backends
+            .iter()
+            .enumerate()
+            .map(|(backend, b)| ProbeTarget {
+                backend,
+                address: b.address,
+            })
+            .collect();
+        let handle = self.handle();
+        health::spawn(config.clone(), targets, move |result| {
+            handle.send(Command::Probe(result))
+        })
     }
 
     /// Serves until told to shut down.
@@ -211,6 +236,7 @@ impl Reactor {
         while let Ok(command) = self.commands.try_recv() {
             match command {
                 Command::Shutdown => shutdown = true,
+                Command::Probe(result) => self.backends.observe_probe(&result),
             }
         }
         shutdown

@@ -50,6 +50,8 @@ pub struct Settings {
     pub timeouts: Timeouts,
     pub head_limits: HeadLimits,
     pub access_log: bool,
+    /// How many other backends a failed request may still go to.
+    pub retries: u32,
 }
 
 /// What the reactor should do with a session after driving it.
@@ -132,6 +134,8 @@ struct Exchange {
     answer_sent: bool,
     /// The stale-connection replay has been used.
     replayed: bool,
+    /// Backends tried so far, the current one included.
+    tries: u32,
     /// The backend's response body ends at its close.
     close_delimited: bool,
     backend_keep_alive: bool,
@@ -522,11 +526,19 @@ impl Session {
             response_started: false,
             answer_sent: false,
             replayed: false,
+            tries: 0,
             close_delimited: false,
             backend_keep_alive: false,
             error_cause: None,
         });
-        self.connect_backend(ctx);
+        if !self.connect_backend(ctx) {
+            let cause = if ctx.backends.is_empty() {
+                "no-backend"
+            } else {
+                "all-backends-unreachable"
+            };
+            return self.answer_error(ctx, Answer::ServiceUnavailable, cause);
+        }
         Ok(true)
     }
 
@@ -580,79 +592,37 @@ impl Session {
 
     // ---- the backend connection ---------------------------------------------------------
 
-    /// Gets a connection for the current exchange: an idle pooled one, or a new connect.
-    fn connect_backend(&mut self, ctx: &mut Ctx) {
+    /// Gets a connection for the current exchange, on a backend this request has not failed
+    /// on, within the retry budget: an idle pooled one, or a new connect. Returns false when
+    /// none is left to try.
+    fn connect_backend(&mut self, ctx: &mut Ctx) -> bool {
         loop {
             let Some(ex) = &mut self.exchange else {
-                return;
+                return false;
             };
+            if ex.tries > ctx.settings.retries {
+                return false;
+            }
             let Some(index) = ctx.backends.pick(&ex.tried) else {
-                let cause = if ctx.backends.is_empty() {
-                    "no-backend"
-                } else {
-                    "all-backends-unreachable"
-                };
-                // Nothing was sent anywhere yet, so an answer is always possible here.
-                let _ = self.answer_error(ctx, Answer::ServiceUnavailable, cause);
-                return;
+                return false;
             };
-            ex.backend = Some(index);
             let Some(backend) = ctx.backends.get(index) else {
-                return;
+                return false;
             };
-            if let Some(mut stream) = ctx.pool.take(index, ctx.registry) {
-                if ctx
-                    .registry
-                    .register(
-                        &mut stream,
-                        token::backend(self.slot),
-                        Interest::READABLE | Interest::WRITABLE,
-                    )
-                    .is_ok()
-                {
-                    backend.requests.fetch_add(1, Ordering::Relaxed);
-                    self.backend = Some(BackendConn {
-                        stream,
-                        index,
-                        ready: Readiness {
-                            readable: true,
-                            writable: true,
-                        },
-                        connected: true,
-                        reused: true,
-                        last_activity: ctx.now,
-                        eof: false,
-                        write_shut: false,
-                    });
-                    return;
+            ex.tries += 1;
+            ex.backend = Some(index);
+            if let Some(stream) = ctx.pool.take(index, ctx.registry) {
+                if self.attach(ctx, stream, index, true) {
+                    return true;
                 }
                 continue;
             }
             match TcpStream::connect(backend.address) {
-                Ok(mut stream) => {
-                    let registered = ctx.registry.register(
-                        &mut stream,
-                        token::backend(self.slot),
-                        Interest::READABLE | Interest::WRITABLE,
-                    );
-                    if let Err(e) = registered {
-                        warn!("cannot register a connection to {}: {e}", backend.name);
-                        ex.tried.push(index);
-                        continue;
-                    }
-                    backend.requests.fetch_add(1, Ordering::Relaxed);
+                Ok(stream) => {
                     backend.connections.fetch_add(1, Ordering::Relaxed);
-                    self.backend = Some(BackendConn {
-                        stream,
-                        index,
-                        ready: Readiness::default(),
-                        connected: false,
-                        reused: false,
-                        last_activity: ctx.now,
-                        eof: false,
-                        write_shut: false,
-                    });
-                    return;
+                    if self.attach(ctx, stream, index, false) {
+                        return true;
+                    }
                 }
                 Err(e) => {
                     warn!(
@@ -660,10 +630,55 @@ impl Session {
                         backend.name, backend.address
                     );
                     backend.errors.fetch_add(1, Ordering::Relaxed);
-                    ex.tried.push(index);
+                    ctx.backends.mark_down(index, "connect failed");
                 }
             }
+            if let Some(ex) = &mut self.exchange {
+                ex.tried.push(index);
+            }
         }
+    }
+
+    /// Makes `stream` the current exchange's backend connection.
+    fn attach(&mut self, ctx: &mut Ctx, mut stream: TcpStream, index: usize, reused: bool) -> bool {
+        let registered = ctx.registry.register(
+            &mut stream,
+            token::backend(self.slot),
+            Interest::READABLE | Interest::WRITABLE,
+        );
+        if let Err(e) = registered {
+            warn!("cannot register a backend connection: {e}");
+            return false;
+        }
+        if let Some(backend) = ctx.backends.get(index) {
+            backend.requests.fetch_add(1, Ordering::Relaxed);
+            backend.in_flight.fetch_add(1, Ordering::Relaxed);
+        }
+        self.backend = Some(BackendConn {
+            stream,
+            index,
+            // A pooled connection is writable now; a new one says so when its connect ends.
+            ready: Readiness {
+                readable: reused,
+                writable: reused,
+            },
+            connected: reused,
+            reused,
+            last_activity: ctx.now,
+            eof: false,
+            write_shut: false,
+        });
+        true
+    }
+
+    /// Takes the backend connection away from the session.
+    fn detach(&mut self, ctx: &mut Ctx) -> Option<BackendConn> {
+        let mut b = self.backend.take()?;
+        let _ = ctx.registry.deregister(&mut b.stream);
+        if let Some(backend) = ctx.backends.get(b.index) {
+            backend.in_flight.fetch_sub(1, Ordering::Relaxed);
+        }
+        Some(b)
     }
 
     /// Finishes a non-blocking connect once the socket reports readiness.
@@ -763,9 +778,12 @@ impl Session {
         }
     }
 
-    /// Forgets the copy of request bytes already written: they can no longer be replayed.
+    /// Forgets the copy of request bytes already written: once one is gone, the request can
+    /// no longer be sent again.
     fn drop_replay_copy(&mut self) {
-        self.replayable = false;
+        if self.req_written > 0 {
+            self.replayable = false;
+        }
         self.req_in.consume(self.req_written);
         self.req_released -= self.req_written;
         self.req_written = 0;
@@ -843,86 +861,87 @@ impl Session {
         }
     }
 
-    /// Handles a failed backend connection: another backend, a replay, an error answer, or the
-    /// end of the session, whichever is still possible.
+    /// Handles a failed backend connection: a replay, another backend, an error answer, or the
+    /// end of the session, whichever is still possible and safe.
     fn backend_failed(&mut self, ctx: &mut Ctx, failure: BackendFailure) -> Step {
-        let Some(b) = self.backend.take() else {
+        let Some(b) = self.detach(ctx) else {
             return Ok(true);
         };
-        let mut stream = b.stream;
-        let _ = ctx.registry.deregister(&mut stream);
-        let backend = ctx.backends.get(b.index);
-        let name = backend.map_or("?", |bk| bk.name.as_str());
+        let Some(backend) = ctx.backends.get(b.index) else {
+            return Ok(true);
+        };
         let Some(ex) = &mut self.exchange else {
             return Ok(true);
         };
-        let reused = b.reused;
+        let name = backend.name.as_str();
+        let nothing_written = self.to_backend_pos == 0 && self.req_written == 0;
+        let untouched = !ex.response_started && !ex.answer_sent && self.replayable;
+
+        if b.reused && failure == BackendFailure::Broken && untouched && !ex.replayed {
+            // A pooled connection the backend had closed before our request reached it: not the
+            // backend's fault, and safe to send again on a fresh connection to it.
+            debug!("backend {name}: pooled connection was stale; sending again");
+            ex.replayed = true;
+            backend.retries.fetch_add(1, Ordering::Relaxed);
+            self.restart_request();
+            if let Ok(stream) = TcpStream::connect(backend.address) {
+                backend.connections.fetch_add(1, Ordering::Relaxed);
+                if self.attach(ctx, stream, b.index, false) {
+                    return Ok(true);
+                }
+            }
+            return self.answer_error(ctx, Answer::BadGateway, "connect-failed");
+        }
+
+        backend.errors.fetch_add(1, Ordering::Relaxed);
         match failure {
-            BackendFailure::Connect | BackendFailure::ConnectTimeout => {
-                warn!("backend {name}: connect failed ({failure:?}); trying another");
-                if let Some(bk) = backend {
-                    bk.errors.fetch_add(1, Ordering::Relaxed);
-                }
-                ex.tried.push(b.index);
-                self.connect_backend(ctx);
-                return Ok(true);
-            }
-            _ if reused && !ex.response_started && self.replayable && !ex.replayed => {
-                // A pooled connection the backend had already closed: send the request again on
-                // a fresh connection to the same backend.
-                debug!("backend {name}: pooled connection was stale; replaying");
-                ex.replayed = true;
-                self.to_backend_pos = 0;
-                self.req_written = 0;
-                if let Some(bk) = backend {
-                    self.backend = self.open_fresh(ctx, b.index, bk.address);
-                }
-                if self.backend.is_none() {
-                    return self.answer_error(ctx, Answer::BadGateway, "connect-failed");
-                }
-                return Ok(true);
-            }
-            _ => {}
+            BackendFailure::Connect => ctx.backends.mark_down(b.index, "connect failed"),
+            BackendFailure::ConnectTimeout => ctx.backends.mark_down(b.index, "connect timeout"),
+            BackendFailure::Timeout => ctx.backends.mark_down(b.index, "response timeout"),
+            BackendFailure::Broken if !b.reused && !ex.response_started => ctx
+                .backends
+                .mark_down(b.index, "connection closed before a response"),
+            BackendFailure::Broken | BackendFailure::Garbage => {}
         }
-        if let Some(bk) = backend {
-            bk.errors.fetch_add(1, Ordering::Relaxed);
-        }
+        let may_retry = match failure {
+            BackendFailure::Connect | BackendFailure::ConnectTimeout => true,
+            BackendFailure::Timeout => false,
+            BackendFailure::Broken | BackendFailure::Garbage => {
+                untouched && (nothing_written || ex.request.method.is_idempotent())
+            }
+        };
         let (answer, cause) = match failure {
+            BackendFailure::Connect | BackendFailure::ConnectTimeout => {
+                (Answer::ServiceUnavailable, "all-backends-unreachable")
+            }
             BackendFailure::Timeout => (Answer::GatewayTimeout, "backend-timeout"),
             BackendFailure::Garbage => (Answer::BadGateway, "bad-response"),
-            _ => (Answer::BadGateway, "backend-closed"),
+            BackendFailure::Broken => (Answer::BadGateway, "backend-closed"),
         };
+        if may_retry {
+            ex.tried.push(b.index);
+            self.restart_request();
+            if self.connect_backend(ctx) {
+                debug!("backend {name}: {cause}; request sent to another backend");
+                backend.redispatches.fetch_add(1, Ordering::Relaxed);
+                return Ok(true);
+            }
+        }
         warn!("backend {name}: {cause} for client {}", self.peer);
         self.answer_error(ctx, answer, cause)
     }
 
-    fn open_fresh(
-        &mut self,
-        ctx: &mut Ctx,
-        index: usize,
-        address: SocketAddr,
-    ) -> Option<BackendConn> {
-        let mut stream = TcpStream::connect(address).ok()?;
-        ctx.registry
-            .register(
-                &mut stream,
-                token::backend(self.slot),
-                Interest::READABLE | Interest::WRITABLE,
-            )
-            .ok()?;
-        if let Some(bk) = ctx.backends.get(index) {
-            bk.connections.fetch_add(1, Ordering::Relaxed);
+    /// Rewinds the current request so it can be sent from its first byte on a new connection.
+    fn restart_request(&mut self) {
+        self.to_backend_pos = 0;
+        self.req_written = 0;
+        self.resp_in.clear();
+        self.resp_released = 0;
+        self.resp_head_searched = 0;
+        self.resp_phase = ResponsePhase::Head;
+        if let Some(ex) = &mut self.exchange {
+            ex.response_started = false;
         }
-        Some(BackendConn {
-            stream,
-            index,
-            ready: Readiness::default(),
-            connected: false,
-            reused: false,
-            last_activity: ctx.now,
-            eof: false,
-            write_shut: false,
-        })
     }
 
     /// Answers the current exchange with an error of our own if nothing of a response has gone
@@ -954,11 +973,9 @@ impl Session {
 
     /// Lets go of the backend connection, into the pool when it can carry another request.
     fn drop_backend(&mut self, ctx: &mut Ctx, reusable: bool) {
-        if let Some(mut b) = self.backend.take() {
+        if let Some(b) = self.detach(ctx) {
             if reusable && b.connected && !b.eof {
                 ctx.pool.put(b.index, b.stream, ctx.registry, ctx.now);
-            } else {
-                let _ = ctx.registry.deregister(&mut b.stream);
             }
         }
     }

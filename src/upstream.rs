@@ -265,7 +265,8 @@ impl Pool {
         Some(idle.stream)
     }
 
-    /// Parks a connection whose last exchange ended cleanly.
+    /// Parks a connection whose last exchange ended cleanly; it must not be registered with the
+    /// poll (the session deregisters it first).
     pub fn put(
         &mut self,
         backend: usize,
@@ -287,7 +288,7 @@ impl Pool {
         let entry = self.idle.vacant_entry();
         let key = entry.key();
         // Watching an idle connection for reads tells us when the backend closes it.
-        if let Err(e) = registry.reregister(&mut stream, token::pooled(key), Interest::READABLE) {
+        if let Err(e) = registry.register(&mut stream, token::pooled(key), Interest::READABLE) {
             log::debug!("not pooling a connection: {e}");
             return;
         }
@@ -385,7 +386,10 @@ mod tests {
         assert_eq!(b.pick(&[0, 2]), Some(1));
         b.mark_down(0, "timeout");
         b.mark_down(2, "timeout");
-        assert!(b.pick(&[]).is_some(), "fails open when every backend is down");
+        assert!(
+            b.pick(&[]).is_some(),
+            "fails open when every backend is down"
+        );
     }
 
     #[test]

@@ -911,15 +911,22 @@ fn health_expect_and_retries() {
     .unwrap();
     assert_eq!(cfg.retries, 0);
     let e = &cfg.health.expect;
-    assert!(e.contains(200) && e.contains(299) && e.contains(301) && e.contains(302) && e.contains(404));
+    assert!(
+        e.contains(200) && e.contains(299) && e.contains(301) && e.contains(302) && e.contains(404)
+    );
     assert!(!e.contains(300) && !e.contains(303) && !e.contains(500));
     assert_eq!(e.to_string(), "2xx, 301-302, 404");
     assert_eq!(Config::default().retries, DEFAULT_RETRIES);
     for bad in ["6xx", "abc", "200-100", "99", "2xx,", "20x"] {
         let text = format!("[health]\nexpect = \"{bad}\"\n");
         let err = Config::from_toml_str(&text).unwrap_err().to_string();
-        assert!(err.contains("health.expect") && err.contains("line 2"), "{bad}: {err}");
+        assert!(
+            err.contains("health.expect") && err.contains("line 2"),
+            "{bad}: {err}"
+        );
     }
-    let err = Config::from_toml_str("retries = -1\n").unwrap_err().to_string();
+    let err = Config::from_toml_str("retries = -1\n")
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("retries"), "{err}");
 }

@@ -55,7 +55,9 @@ pub(super) fn build(raw: RawConfig, text: &str) -> Result<Config, ConfigError> {
         rise: v.int("health.rise", h.rise.as_ref(), DEFAULT_HEALTH_RISE, 1)?,
         fall: v.int("health.fall", h.fall.as_ref(), DEFAULT_HEALTH_FALL, 1)?,
         expect: match &h.expect {
-            Some(e) => StatusSet::parse(e.get_ref()).map_err(|m| v.fail("health.expect", e.span(), m))?,
+            Some(e) => {
+                StatusSet::parse(e.get_ref()).map_err(|m| v.fail("health.expect", e.span(), m))?
+            }
             None => StatusSet::successful(),
         },
     };

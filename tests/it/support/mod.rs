@@ -139,9 +139,15 @@ impl Proxy {
         let mut reactor = Reactor::with_listener(listener, &config).expect("reactor");
         let addr = reactor.local_addr();
         let handle = reactor.handle();
+        let health = reactor
+            .start_health_checks(&config.health)
+            .expect("health checks");
         let thread = thread::Builder::new()
             .name("proxy".into())
-            .spawn(move || reactor.run().expect("reactor run"))
+            .spawn(move || {
+                reactor.run().expect("reactor run");
+                drop(health);
+            })
             .expect("spawn proxy");
         Proxy {
             addr,
