@@ -818,27 +818,28 @@ impl Session {
     }
 
     fn on_backend_eof(&mut self, ctx: &mut Ctx) -> Step {
-        match self.resp_phase {
-            ResponsePhase::Tunnel => {
-                self.shut_client_write_when_flushed();
-                Ok(true)
-            }
-            // Bytes already read may still finish the response: the scanner decides.
-            ResponsePhase::Body if self.resp_scanner.is_close_delimited() => {
-                let len = self.resp_in.len();
-                self.resp_released = len;
-                self.response_complete(ctx);
-                Ok(true)
-            }
-            _ => {
-                // Anything left unparsed may complete a head: try before calling it a failure.
-                if self.resp_phase == ResponsePhase::Head
-                    && self.advance_response(ctx)?
-                    && self.resp_phase != ResponsePhase::Head
-                {
-                    return self.on_backend_eof(ctx);
+        loop {
+            match self.resp_phase {
+                ResponsePhase::Tunnel => {
+                    self.shut_client_write_when_flushed();
+                    return Ok(true);
                 }
-                self.backend_failed(ctx, BackendFailure::Broken)
+                ResponsePhase::Body if self.resp_scanner.is_close_delimited() => {
+                    let len = self.resp_in.len();
+                    self.resp_released = len;
+                    self.response_complete(ctx);
+                    return Ok(true);
+                }
+                // The close often arrives with the last bytes, which are read but not yet parsed
+                // or scanned: they may finish the head and the body. Only a response still
+                // unfinished once they are all used was cut short.
+                ResponsePhase::Head | ResponsePhase::Body => {
+                    if !self.advance_response(ctx)? {
+                        return self.backend_failed(ctx, BackendFailure::Broken);
+                    }
+                }
+                // The response is complete: the backend just closed a connection it was done with.
+                ResponsePhase::Idle | ResponsePhase::Complete => return Ok(true),
             }
         }
     }
