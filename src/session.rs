@@ -471,6 +471,16 @@ impl Session {
         if self.exchange.is_some() || self.req_in.is_empty() || self.close_after {
             return Ok(false);
         }
+        // RFC 9112 §2.2: empty lines before a request line are ignored (some clients send a CRLF
+        // after a body). They must go before the head is looked for: alone in the buffer they
+        // look like a complete head to `find_head_end` and like nothing yet to httparse. Nor do
+        // they start a head, so they do not restart the header clock.
+        let blank = http::leading_empty_lines(self.req_in.data());
+        if blank > 0 {
+            self.req_in.consume(blank);
+            self.head_searched = 0;
+            return Ok(true);
+        }
         if self.head_searched == 0 && self.served_any {
             self.head_started = ctx.now;
         }
@@ -491,8 +501,9 @@ impl Session {
         );
         let request = match parsed {
             Ok(Some(request)) => request,
-            // Empty lines before the request line ended in what looked like a head's end.
-            Ok(None) => return Ok(true),
+            // httparse wants more than what looked like a head's end: wait for it (the header
+            // timeout still runs).
+            Ok(None) => return Ok(false),
             Err(e) => return self.refuse_head(ctx, e),
         };
         self.req_in.consume(request.head_len);
