@@ -338,15 +338,13 @@ impl Session {
 
     fn on_client_eof(&mut self, ctx: &mut Ctx) -> Step {
         match self.req_phase {
-            // Between requests, or mid-head: nothing to finish.
-            RequestPhase::Head if self.exchange.is_none() => Err(Closed),
-            // The client gave up mid-request.
-            RequestPhase::Body => Err(Closed),
-            // A half-close after a complete request: the response can still go out.
-            RequestPhase::Head | RequestPhase::Complete | RequestPhase::Abandoned => {
-                self.close_after = true;
-                Ok(true)
-            }
+            // Whole requests, or the rest of one, may still be in the buffer: a client may send
+            // everything and half-close at once. The parser and the body scanner use them
+            // first, and end the session when they need bytes that will never come.
+            RequestPhase::Head
+            | RequestPhase::Body
+            | RequestPhase::Complete
+            | RequestPhase::Abandoned => Ok(true),
             RequestPhase::Tunnel => {
                 self.shut_backend_write_when_flushed(ctx);
                 Ok(true)
@@ -440,7 +438,13 @@ impl Session {
             RequestPhase::Body => {
                 let pending = &self.req_in.data()[self.req_released..];
                 if pending.is_empty() {
-                    return Ok(false);
+                    // After the client's half-close the body will not be completed: it gave up
+                    // mid-request.
+                    return if self.client_eof {
+                        Err(Closed)
+                    } else {
+                        Ok(false)
+                    };
                 }
                 match self.req_scanner.scan(pending) {
                     Ok(scanned) => {
@@ -468,8 +472,16 @@ impl Session {
 
     fn parse_request_head(&mut self, ctx: &mut Ctx) -> Step {
         // One exchange at a time: a pipelined request waits until the previous response is out.
-        if self.exchange.is_some() || self.req_in.is_empty() || self.close_after {
+        if self.exchange.is_some() || self.close_after {
             return Ok(false);
+        }
+        if self.req_in.is_empty() {
+            // After the client's half-close, no request is coming.
+            return if self.client_eof {
+                Err(Closed)
+            } else {
+                Ok(false)
+            };
         }
         // RFC 9112 §2.2: empty lines before a request line are ignored (some clients send a CRLF
         // after a body). They must go before the head is looked for: alone in the buffer they
@@ -487,6 +499,10 @@ impl Session {
         let limits = &ctx.settings.head_limits;
         let data = self.req_in.data();
         let Some(_) = http::find_head_end(data, &mut self.head_searched) else {
+            if self.client_eof {
+                // The client half-closed mid-head: the rest will never come.
+                return Err(Closed);
+            }
             return match request::check_partial(data, limits) {
                 Ok(()) => Ok(false),
                 Err(e) => self.refuse_head(ctx, e),
@@ -503,6 +519,7 @@ impl Session {
             Ok(Some(request)) => request,
             // httparse wants more than what looked like a head's end: wait for it (the header
             // timeout still runs).
+            Ok(None) if self.client_eof => return Err(Closed),
             Ok(None) => return Ok(false),
             Err(e) => return self.refuse_head(ctx, e),
         };
