@@ -896,7 +896,15 @@ impl Session {
                 self.connect_backend(ctx);
                 return Ok(true);
             }
-            _ if reused && !ex.response_started && self.replayable && !ex.replayed => {
+            // The backend may also have acted on the request and died before answering, so only
+            // a request that may be applied twice is sent again (RFC 9110 §9.2.2: "A proxy MUST
+            // NOT automatically retry non-idempotent requests").
+            _ if reused
+                && !ex.response_started
+                && self.replayable
+                && !ex.replayed
+                && ex.request.method.is_idempotent() =>
+            {
                 // A pooled connection the backend had already closed: send the request again on
                 // a fresh connection to the same backend.
                 debug!("backend {name}: pooled connection was stale; replaying");
