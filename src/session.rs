@@ -1086,7 +1086,12 @@ impl Session {
         ex.close_delimited = resp.body == BodyKind::Close;
         ex.answer_sent = true;
         let upgrading = resp.status == 101;
-        if ex.close_delimited || !ex.request.keep_alive {
+        // A final answer that comes before the whole request body means the backend did not
+        // wait for it (an early 413, or a refused 100-continue whose client will never send the
+        // body): the exchange ends with the body unread, and the connection with it. The client
+        // must learn that from this head (RFC 9110 §10.1.1), not from a closed connection.
+        let body_unread = self.req_phase == RequestPhase::Body;
+        if ex.close_delimited || !ex.request.keep_alive || body_unread {
             self.close_after = true;
         }
         self.to_client.extend_from_slice(if upgrading {
