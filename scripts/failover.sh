@@ -60,10 +60,11 @@ TOML
 
 now_ms() { date +%s%3N; }
 
-start_backend() { # name port
+started=
+start_backend() { # name port; sets $started (not a subshell, so cleanup knows the pid)
     "$bin/backend" --port "$2" --name "$1" --quiet >/dev/null &
-    pids+=($!)
-    echo $!
+    started=$!
+    pids+=("$started")
 }
 
 wait_port() {
@@ -78,9 +79,9 @@ wait_port() {
 run_scenario() {
     local scenario=$1
     local b1 b2 b3 lb load_start restart_at
-    b1=$(start_backend backend-1 8001)
-    b2=$(start_backend backend-2 8002)
-    b3=$(start_backend backend-3 8003)
+    start_backend backend-1 8001; b1=$started
+    start_backend backend-2 8002; b2=$started
+    start_backend backend-3 8003; b3=$started
     "$bin/lb" --config "$work/lb.toml" 2>"$work/lb-$scenario.log" &
     lb=$!
     pids+=("$lb")
@@ -95,10 +96,10 @@ run_scenario() {
 
     sleep 5
     if [ "$scenario" = kill ]; then
-        kill -KILL "$b2"
+        kill -KILL "$b2"; wait "$b2" 2>/dev/null || true
         echo "t=$(( $(now_ms) - load_start ))ms  backend-2 killed (SIGKILL)"
         sleep 7
-        b2=$(start_backend backend-2 8002)
+        start_backend backend-2 8002; b2=$started
         restart_at=$(( $(now_ms) - load_start ))
         echo "t=${restart_at}ms  backend-2 started again"
     else

@@ -195,6 +195,9 @@ impl Prober {
         let mut next_round = Instant::now();
         loop {
             let now = Instant::now();
+            // Timed-out probes report before a round starts, so the round probes those backends
+            // again instead of skipping them as still busy.
+            self.expire(now);
             if now >= next_round {
                 self.start_round(now);
                 next_round += self.config.interval;
@@ -227,16 +230,19 @@ impl Prober {
                     Control::Targets(targets) => self.targets = targets,
                 }
             }
-            let now = Instant::now();
-            let expired: Vec<usize> = self
-                .probes
-                .iter()
-                .filter(|(_, p)| p.deadline <= now)
-                .map(|(key, _)| key)
-                .collect();
-            for key in expired {
-                self.finish(key, false, "timeout".to_string());
-            }
+            self.expire(Instant::now());
+        }
+    }
+
+    fn expire(&mut self, now: Instant) {
+        let expired: Vec<usize> = self
+            .probes
+            .iter()
+            .filter(|(_, p)| p.deadline <= now)
+            .map(|(key, _)| key)
+            .collect();
+        for key in expired {
+            self.finish(key, false, "timeout".to_string());
         }
     }
 

@@ -342,15 +342,13 @@ impl Session {
 
     fn on_client_eof(&mut self, ctx: &mut Ctx) -> Step {
         match self.req_phase {
-            // Between requests, or mid-head: nothing to finish.
-            RequestPhase::Head if self.exchange.is_none() => Err(Closed),
-            // The client gave up mid-request.
-            RequestPhase::Body => Err(Closed),
-            // A half-close after a complete request: the response can still go out.
-            RequestPhase::Head | RequestPhase::Complete | RequestPhase::Abandoned => {
-                self.close_after = true;
-                Ok(true)
-            }
+            // Whole requests, or the rest of one, may still be in the buffer: a client may send
+            // everything and half-close at once. The parser and the body scanner use them
+            // first, and end the session when they need bytes that will never come.
+            RequestPhase::Head
+            | RequestPhase::Body
+            | RequestPhase::Complete
+            | RequestPhase::Abandoned => Ok(true),
             RequestPhase::Tunnel => {
                 self.shut_backend_write_when_flushed(ctx);
                 Ok(true)
@@ -444,7 +442,13 @@ impl Session {
             RequestPhase::Body => {
                 let pending = &self.req_in.data()[self.req_released..];
                 if pending.is_empty() {
-                    return Ok(false);
+                    // After the client's half-close the body will not be completed: it gave up
+                    // mid-request.
+                    return if self.client_eof {
+                        Err(Closed)
+                    } else {
+                        Ok(false)
+                    };
                 }
                 match self.req_scanner.scan(pending) {
                     Ok(scanned) => {
@@ -472,8 +476,26 @@ impl Session {
 
     fn parse_request_head(&mut self, ctx: &mut Ctx) -> Step {
         // One exchange at a time: a pipelined request waits until the previous response is out.
-        if self.exchange.is_some() || self.req_in.is_empty() || self.close_after {
+        if self.exchange.is_some() || self.close_after {
             return Ok(false);
+        }
+        if self.req_in.is_empty() {
+            // After the client's half-close, no request is coming.
+            return if self.client_eof {
+                Err(Closed)
+            } else {
+                Ok(false)
+            };
+        }
+        // RFC 9112 §2.2: empty lines before a request line are ignored (some clients send a CRLF
+        // after a body). They must go before the head is looked for: alone in the buffer they
+        // look like a complete head to `find_head_end` and like nothing yet to httparse. Nor do
+        // they start a head, so they do not restart the header clock.
+        let blank = http::leading_empty_lines(self.req_in.data());
+        if blank > 0 {
+            self.req_in.consume(blank);
+            self.head_searched = 0;
+            return Ok(true);
         }
         if self.head_searched == 0 && self.served_any {
             self.head_started = ctx.now;
@@ -481,6 +503,10 @@ impl Session {
         let limits = &ctx.settings.head_limits;
         let data = self.req_in.data();
         let Some(_) = http::find_head_end(data, &mut self.head_searched) else {
+            if self.client_eof {
+                // The client half-closed mid-head: the rest will never come.
+                return Err(Closed);
+            }
             return match request::check_partial(data, limits) {
                 Ok(()) => Ok(false),
                 Err(e) => self.refuse_head(ctx, e),
@@ -495,8 +521,10 @@ impl Session {
         );
         let request = match parsed {
             Ok(Some(request)) => request,
-            // Empty lines before the request line ended in what looked like a head's end.
-            Ok(None) => return Ok(true),
+            // httparse wants more than what looked like a head's end: wait for it (the header
+            // timeout still runs).
+            Ok(None) if self.client_eof => return Err(Closed),
+            Ok(None) => return Ok(false),
             Err(e) => return self.refuse_head(ctx, e),
         };
         self.req_in.consume(request.head_len);
@@ -836,27 +864,28 @@ impl Session {
     }
 
     fn on_backend_eof(&mut self, ctx: &mut Ctx) -> Step {
-        match self.resp_phase {
-            ResponsePhase::Tunnel => {
-                self.shut_client_write_when_flushed();
-                Ok(true)
-            }
-            // Bytes already read may still finish the response: the scanner decides.
-            ResponsePhase::Body if self.resp_scanner.is_close_delimited() => {
-                let len = self.resp_in.len();
-                self.resp_released = len;
-                self.response_complete(ctx);
-                Ok(true)
-            }
-            _ => {
-                // Anything left unparsed may complete a head: try before calling it a failure.
-                if self.resp_phase == ResponsePhase::Head
-                    && self.advance_response(ctx)?
-                    && self.resp_phase != ResponsePhase::Head
-                {
-                    return self.on_backend_eof(ctx);
+        loop {
+            match self.resp_phase {
+                ResponsePhase::Tunnel => {
+                    self.shut_client_write_when_flushed();
+                    return Ok(true);
                 }
-                self.backend_failed(ctx, BackendFailure::Broken)
+                ResponsePhase::Body if self.resp_scanner.is_close_delimited() => {
+                    let len = self.resp_in.len();
+                    self.resp_released = len;
+                    self.response_complete(ctx);
+                    return Ok(true);
+                }
+                // The close often arrives with the last bytes, which are read but not yet parsed
+                // or scanned: they may finish the head and the body. Only a response still
+                // unfinished once they are all used was cut short.
+                ResponsePhase::Head | ResponsePhase::Body => {
+                    if !self.advance_response(ctx)? {
+                        return self.backend_failed(ctx, BackendFailure::Broken);
+                    }
+                }
+                // The response is complete: the backend just closed a connection it was done with.
+                ResponsePhase::Idle | ResponsePhase::Complete => return Ok(true),
             }
         }
     }
@@ -877,9 +906,13 @@ impl Session {
         let nothing_written = self.to_backend_pos == 0 && self.req_written == 0;
         let untouched = !ex.response_started && !ex.answer_sent && self.replayable;
 
-        if b.reused && failure == BackendFailure::Broken && untouched && !ex.replayed {
+        // The backend may have acted on a request and died before answering, so only a request
+        // that may be applied twice is sent again once any byte of it went out (RFC 9112 §9.3.1:
+        // "A proxy MUST NOT automatically retry non-idempotent requests").
+        let resendable = untouched && (nothing_written || ex.request.method.is_idempotent());
+        if b.reused && failure == BackendFailure::Broken && resendable && !ex.replayed {
             // A pooled connection the backend had closed before our request reached it: not the
-            // backend's fault, and safe to send again on a fresh connection to it.
+            // backend's fault, so it is sent again on a fresh connection to the same backend.
             debug!("backend {name}: pooled connection was stale; sending again");
             ex.replayed = true;
             backend.retries.fetch_add(1, Ordering::Relaxed);
@@ -906,9 +939,7 @@ impl Session {
         let may_retry = match failure {
             BackendFailure::Connect | BackendFailure::ConnectTimeout => true,
             BackendFailure::Timeout => false,
-            BackendFailure::Broken | BackendFailure::Garbage => {
-                untouched && (nothing_written || ex.request.method.is_idempotent())
-            }
+            BackendFailure::Broken | BackendFailure::Garbage => resendable,
         };
         let (answer, cause) = match failure {
             BackendFailure::Connect | BackendFailure::ConnectTimeout => {
@@ -1066,7 +1097,12 @@ impl Session {
         ex.close_delimited = resp.body == BodyKind::Close;
         ex.answer_sent = true;
         let upgrading = resp.status == 101;
-        if ex.close_delimited || !ex.request.keep_alive {
+        // A final answer that comes before the whole request body means the backend did not
+        // wait for it (an early 413, or a refused 100-continue whose client will never send the
+        // body): the exchange ends with the body unread, and the connection with it. The client
+        // must learn that from this head (RFC 9110 §10.1.1), not from a closed connection.
+        let body_unread = self.req_phase == RequestPhase::Body;
+        if ex.close_delimited || !ex.request.keep_alive || body_unread {
             self.close_after = true;
         }
         self.to_client.extend_from_slice(if upgrading {

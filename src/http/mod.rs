@@ -131,6 +131,18 @@ pub fn find_head_end(buf: &[u8], searched: &mut usize) -> Option<usize> {
     None
 }
 
+/// How many bytes of empty lines (CRLF or a bare LF) `buf` starts with.
+pub fn leading_empty_lines(buf: &[u8]) -> usize {
+    let mut i = 0;
+    loop {
+        match buf.get(i..) {
+            Some([b'\r', b'\n', ..]) => i += 2,
+            Some([b'\n', ..]) => i += 1,
+            _ => return i,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -175,6 +187,16 @@ mod tests {
             find_head_end(b"GET / HTTP/1.1\n\nx", &mut searched),
             Some(16)
         );
+    }
+
+    #[test]
+    fn leading_empty_lines_are_counted_whole() {
+        assert_eq!(leading_empty_lines(b"\r\n\r\nGET"), 4);
+        assert_eq!(leading_empty_lines(b"\n\r\n\nGET"), 4);
+        // A lone CR may be the start of a CRLF still on its way.
+        assert_eq!(leading_empty_lines(b"\r\n\r"), 2);
+        assert_eq!(leading_empty_lines(b"GET / HTTP/1.1\r\n\r\n"), 0);
+        assert_eq!(leading_empty_lines(b""), 0);
     }
 
     #[test]

@@ -119,6 +119,8 @@ impl Drop for DemoBackend {
 /// A balancer running in this process on its own thread.
 pub struct Proxy {
     pub addr: SocketAddr,
+    /// The reactor's backends, for its own counters (requests, connections opened, errors).
+    pub backends: std::sync::Arc<lb::upstream::Backends>,
     handle: Handle,
     thread: Option<JoinHandle<()>>,
 }
@@ -128,7 +130,24 @@ impl Proxy {
         Proxy::start_with(backends.iter().map(|b| b.config()).collect(), |_| {})
     }
 
+    /// A proxy without active health checks, so backends see only the test's own requests.
     pub fn start_with(backends: Vec<BackendConfig>, adjust: impl FnOnce(&mut Config)) -> Proxy {
+        Proxy::launch(backends, adjust, false)
+    }
+
+    /// A proxy whose health thread probes the backends as configured.
+    pub fn start_with_health(
+        backends: Vec<BackendConfig>,
+        adjust: impl FnOnce(&mut Config),
+    ) -> Proxy {
+        Proxy::launch(backends, adjust, true)
+    }
+
+    fn launch(
+        backends: Vec<BackendConfig>,
+        adjust: impl FnOnce(&mut Config),
+        health_checks: bool,
+    ) -> Proxy {
         let mut config = Config {
             backends,
             access_log: false,
@@ -139,9 +158,12 @@ impl Proxy {
         let mut reactor = Reactor::with_listener(listener, &config).expect("reactor");
         let addr = reactor.local_addr();
         let handle = reactor.handle();
-        let health = reactor
-            .start_health_checks(&config.health)
-            .expect("health checks");
+        let health = health_checks.then(|| {
+            reactor
+                .start_health_checks(&config.health)
+                .expect("health checks")
+        });
+        let backends = reactor.backends();
         let thread = thread::Builder::new()
             .name("proxy".into())
             .spawn(move || {
@@ -151,6 +173,7 @@ impl Proxy {
             .expect("spawn proxy");
         Proxy {
             addr,
+            backends,
             handle,
             thread: Some(thread),
         }
@@ -445,4 +468,99 @@ pub fn read_to_close(stream: &mut TcpStream) -> Vec<u8> {
 /// The byte pattern the demo backend's `/bytes/N` sends.
 pub fn pattern(n: usize) -> Vec<u8> {
     (0..n).map(|i| (i % 251) as u8).collect()
+}
+
+/// Splits a demo backend `/echo` response into the request head the backend received (byte for
+/// byte, as text) and the body it decoded.
+pub fn echo_parts(resp: &Response) -> (String, Vec<u8>) {
+    assert_eq!(resp.status, 200, "echo failed: {}", resp.text());
+    let head_len: usize = resp
+        .header("x-echo-head-length")
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no X-Echo-Head-Length in {:?}", resp.headers));
+    let head = String::from_utf8_lossy(&resp.body[..head_len]).into_owned();
+    (head, resp.body[head_len..].to_vec())
+}
+
+/// The header fields of a head (request or status line skipped), in order, as `(name, value)`.
+pub fn head_fields(head: &str) -> Vec<(String, String)> {
+    head.split("\r\n")
+        .skip(1)
+        .filter(|l| !l.is_empty())
+        .map(|l| {
+            let (n, v) = l.split_once(':').unwrap_or((l, ""));
+            (n.to_string(), v.trim().to_string())
+        })
+        .collect()
+}
+
+/// Values of every field named `name` (case-insensitive) in a head, in order.
+pub fn field_values(head: &str, name: &str) -> Vec<String> {
+    head_fields(head)
+        .into_iter()
+        .filter(|(n, _)| n.eq_ignore_ascii_case(name))
+        .map(|(_, v)| v)
+        .collect()
+}
+
+/// Asserts that the peer has closed (we read end-of-stream, not a timeout) with nothing unread.
+pub fn assert_closed(stream: &mut TcpStream) {
+    let mut rest = Vec::new();
+    match stream.read_to_end(&mut rest) {
+        Ok(_) => assert!(
+            rest.is_empty(),
+            "unexpected bytes before the close: {:?}",
+            String::from_utf8_lossy(&rest)
+        ),
+        // A reset also ends the connection, but only after everything sent was read.
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
+        Err(e) => panic!("connection not closed: {e}"),
+    }
+}
+
+/// Request heads (and bodies, if the script reads them) a scripted backend received.
+pub type Recorded = std::sync::Arc<std::sync::Mutex<Vec<Vec<u8>>>>;
+
+/// A scripted backend that answers every request head on every connection with `response`,
+/// recording each head it received. Requests must have no body.
+pub fn recording_backend(response: &'static [u8]) -> (ScriptedBackend, Recorded) {
+    let recorded: Recorded = Default::default();
+    let heads = std::sync::Arc::clone(&recorded);
+    let backend = ScriptedBackend::start(move |mut s, _| loop {
+        let head = read_head(&mut s);
+        if !head.ends_with(b"\r\n\r\n") {
+            return;
+        }
+        heads.lock().expect("lock").push(head);
+        if s.write_all(response).is_err() {
+            return;
+        }
+    });
+    (backend, recorded)
+}
+
+/// The kernel's TCP state of the IPv4 connection `local` → `remote`, from `/proc/net/tcp`
+/// (1 ESTABLISHED, 8 CLOSE_WAIT, ...); `None` once the socket is gone. Lets a test wait until a
+/// close has actually reached the other side, not merely been sent.
+pub fn tcp_state(local: SocketAddr, remote: SocketAddr) -> Option<u8> {
+    let hex = |a: SocketAddr| match a {
+        SocketAddr::V4(v4) => format!(
+            "{:08X}:{:04X}",
+            u32::from_ne_bytes(v4.ip().octets()),
+            v4.port()
+        ),
+        SocketAddr::V6(_) => panic!("tcp_state is IPv4 only"),
+    };
+    let (local, remote) = (hex(local), hex(remote));
+    let table = std::fs::read_to_string("/proc/net/tcp").expect("read /proc/net/tcp");
+    table.lines().skip(1).find_map(|line| {
+        if !line.contains(&local) {
+            return None;
+        }
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        match fields.as_slice() {
+            [_, l, r, st, ..] if *l == local && *r == remote => u8::from_str_radix(st, 16).ok(),
+            _ => None,
+        }
+    })
 }
