@@ -631,7 +631,15 @@ impl Session {
             if ex.tries > ctx.settings.retries {
                 return false;
             }
-            let Some(index) = ctx.backends.pick(&ex.tried) else {
+            // Never the backend that just failed, unless it is the only one.
+            let pick = ctx.backends.pick(&ex.tried).or_else(|| {
+                if ctx.backends.len() == 1 {
+                    ctx.backends.pick(&[])
+                } else {
+                    None
+                }
+            });
+            let Some(index) = pick else {
                 return false;
             };
             let Some(backend) = ctx.backends.get(index) else {
@@ -904,13 +912,19 @@ impl Session {
         };
         let name = backend.name.as_str();
         let nothing_written = self.to_backend_pos == 0 && self.req_written == 0;
-        let untouched = !ex.response_started && !ex.answer_sent && self.replayable;
+        // Nothing of a response reached the client, and every request byte sent is still held.
+        let untouched = !ex.answer_sent && self.replayable;
 
         // The backend may have acted on a request and died before answering, so only a request
         // that may be applied twice is sent again once any byte of it went out (RFC 9112 §9.3.1:
         // "A proxy MUST NOT automatically retry non-idempotent requests").
         let resendable = untouched && (nothing_written || ex.request.method.is_idempotent());
-        if b.reused && failure == BackendFailure::Broken && resendable && !ex.replayed {
+        if b.reused
+            && failure == BackendFailure::Broken
+            && !ex.response_started
+            && resendable
+            && !ex.replayed
+        {
             // A pooled connection the backend had closed before our request reached it: not the
             // backend's fault, so it is sent again on a fresh connection to the same backend.
             debug!("backend {name}: pooled connection was stale; sending again");

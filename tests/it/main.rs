@@ -3,5 +3,6 @@
 mod support;
 
 mod basics;
+mod failover;
 mod semantics;
 mod upgrade;
