@@ -2,9 +2,11 @@
 pub mod balance;
 pub mod buffer;
 pub mod config;
+pub mod events;
 pub mod health;
 pub mod http;
 pub mod reactor;
 pub mod session;
+pub mod stats;
 pub mod token;
 pub mod upstream;

@@ -30,7 +30,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    for backend in reactor.backends().iter() {
+    for backend in reactor.backends().snapshot() {
         log::info!("backend {} at {}", backend.name, backend.address);
     }
     let _health = match reactor.start_health_checks(&config.health) {

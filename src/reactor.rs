@@ -160,6 +160,7 @@ impl Reactor {
     pub fn start_health_checks(&self, config: &HealthConfig) -> io::Result<HealthHandle> {
         let targets = self
             .backends
+            .snapshot()
             .iter()
             .enumerate()
             .map(|(backend, b)| ProbeTarget {

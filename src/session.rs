@@ -1232,10 +1232,8 @@ impl Session {
         let Some(ex) = &self.exchange else {
             return;
         };
-        let backend = ex
-            .backend
-            .and_then(|i| ctx.backends.get(i))
-            .map_or("-", |b| b.name.as_str());
+        let backend = ex.backend.and_then(|i| ctx.backends.get(i));
+        let backend = backend.as_ref().map_or("-", |b| b.name.as_str());
         let millis = ctx.now.duration_since(ex.started).as_secs_f64() * 1000.0;
         info!(
             target: "access",

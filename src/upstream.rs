@@ -5,7 +5,7 @@ use std::collections::VecDeque;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant, SystemTime};
 
 use mio::net::TcpStream;
@@ -16,7 +16,9 @@ use log::info;
 
 use crate::balance::{Balancer, Candidate};
 use crate::config::{Algorithm, BackendConfig, HealthConfig};
+use crate::events::{Event, EventBus};
 use crate::health::{HealthTracker, ProbeResult};
+use crate::stats::Traffic;
 use crate::token;
 
 /// One backend server, its health, and what happened on it.
@@ -39,7 +41,10 @@ pub struct Backend {
     pub redispatches: AtomicU64,
     up: AtomicBool,
     draining: AtomicBool,
+    /// Taken away by an operator: never picked again; the slot stays so indexes are stable.
+    removed: AtomicBool,
     health: Mutex<HealthStatus>,
+    traffic: Mutex<Traffic>,
 }
 
 /// The state a backend is in, as the admin API shows it.
@@ -49,6 +54,8 @@ pub enum BackendState {
     Down,
     /// Taken out of rotation by an operator; requests in flight finish.
     Draining,
+    /// Deleted by an operator; requests in flight finish.
+    Removed,
 }
 
 impl BackendState {
@@ -57,6 +64,7 @@ impl BackendState {
             BackendState::Up => "up",
             BackendState::Down => "down",
             BackendState::Draining => "draining",
+            BackendState::Removed => "removed",
         }
     }
 }
@@ -71,6 +79,8 @@ pub struct HealthStatus {
     pub last_detail: String,
     pub last_latency: Duration,
     pub last_change: SystemTime,
+    /// Why the last flip happened.
+    pub last_change_reason: String,
     /// How many times the state flipped.
     pub flips: u64,
 }
@@ -89,6 +99,8 @@ impl Backend {
             redispatches: AtomicU64::new(0),
             up: AtomicBool::new(true),
             draining: AtomicBool::new(false),
+            removed: AtomicBool::new(false),
+            traffic: Mutex::new(Traffic::default()),
             health: Mutex::new(HealthStatus {
                 tracker: HealthTracker::default(),
                 last_check: None,
@@ -96,13 +108,16 @@ impl Backend {
                 last_detail: String::new(),
                 last_latency: Duration::ZERO,
                 last_change: SystemTime::now(),
+                last_change_reason: "started".to_string(),
                 flips: 0,
             }),
         }
     }
 
     pub fn state(&self) -> BackendState {
-        if self.draining.load(Ordering::Relaxed) {
+        if self.removed.load(Ordering::Relaxed) {
+            BackendState::Removed
+        } else if self.draining.load(Ordering::Relaxed) {
             BackendState::Draining
         } else if self.up.load(Ordering::Relaxed) {
             BackendState::Up
@@ -129,67 +144,199 @@ impl Backend {
         // plain counters and strings, safe to keep using.
         self.health.lock().unwrap_or_else(|p| p.into_inner())
     }
+
+    /// Records a response it gave; `second` counts from a fixed start (for the one-minute window).
+    pub fn record(&self, status: u16, latency: Duration, second: u64) {
+        self.lock_traffic().record(status, latency, second);
+    }
+
+    /// A copy of the traffic statistics.
+    pub fn traffic(&self) -> Traffic {
+        self.lock_traffic().clone()
+    }
+
+    /// Latency percentiles over the last minute, in milliseconds.
+    pub fn latency_percentiles(&self, now_second: u64, quantiles: &[f64]) -> Vec<Option<f64>> {
+        self.lock_traffic().percentiles(now_second, quantiles)
+    }
+
+    fn lock_traffic(&self) -> std::sync::MutexGuard<'_, Traffic> {
+        // As with health: plain numbers, still usable after a panic elsewhere.
+        self.traffic.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn selectable(&self, fail_open: bool) -> bool {
+        !self.removed.load(Ordering::Relaxed)
+            && !self.draining.load(Ordering::Relaxed)
+            && (fail_open || self.up.load(Ordering::Relaxed))
+    }
 }
 
-/// The backends, in configuration order, and how one is chosen.
+/// The backends, in configuration order then in the order they were added, and how one is
+/// chosen. Shared by the reactor, the health thread and the management thread; only the reactor
+/// changes the list (on the management thread's commands), rarely, so a read-write lock costs the
+/// request path one uncontended read.
 #[derive(Debug)]
 pub struct Backends {
-    list: Vec<Backend>,
+    list: RwLock<Vec<Arc<Backend>>>,
     balancer: Balancer,
     rise: u32,
     fall: u32,
+    events: Arc<EventBus>,
+}
+
+/// Why a change to the backend list was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ChangeError {
+    NotFound(String),
+    Duplicate(String),
+}
+
+impl std::fmt::Display for ChangeError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ChangeError::NotFound(name) => write!(f, "no backend named {name:?}"),
+            ChangeError::Duplicate(name) => write!(f, "a backend named {name:?} already exists"),
+        }
+    }
 }
 
 impl Backends {
     pub fn new(configs: &[BackendConfig], algorithm: Algorithm, health: &HealthConfig) -> Backends {
+        Backends::with_events(configs, algorithm, health, Arc::new(EventBus::default()))
+    }
+
+    pub fn with_events(
+        configs: &[BackendConfig],
+        algorithm: Algorithm,
+        health: &HealthConfig,
+        events: Arc<EventBus>,
+    ) -> Backends {
         Backends {
-            list: configs.iter().map(Backend::new).collect(),
+            list: RwLock::new(configs.iter().map(|c| Arc::new(Backend::new(c))).collect()),
             balancer: Balancer::new(algorithm),
             rise: health.rise,
             fall: health.fall,
+            events,
         }
     }
 
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Vec<Arc<Backend>>> {
+        // Writers only push or flip flags: a panic mid-write cannot leave the list torn.
+        self.list.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, Vec<Arc<Backend>>> {
+        self.list.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Slots in the list, removed backends included.
     pub fn len(&self) -> usize {
-        self.list.len()
+        self.read().len()
+    }
+
+    /// Backends that can still take requests (not removed).
+    pub fn live_count(&self) -> usize {
+        self.read()
+            .iter()
+            .filter(|b| b.state() != BackendState::Removed)
+            .count()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.list.is_empty()
+        self.live_count() == 0
     }
 
-    pub fn get(&self, index: usize) -> Option<&Backend> {
-        self.list.get(index)
+    pub fn get(&self, index: usize) -> Option<Arc<Backend>> {
+        self.read().get(index).cloned()
     }
 
-    pub fn iter(&self) -> impl Iterator<Item = &Backend> {
-        self.list.iter()
+    /// Every backend, removed ones included, with its index.
+    pub fn snapshot(&self) -> Vec<Arc<Backend>> {
+        self.read().clone()
+    }
+
+    /// The live backend called `name`.
+    pub fn find(&self, name: &str) -> Option<(usize, Arc<Backend>)> {
+        self.read()
+            .iter()
+            .enumerate()
+            .find(|(_, b)| b.name == name && b.state() != BackendState::Removed)
+            .map(|(i, b)| (i, Arc::clone(b)))
     }
 
     /// Picks a backend that is up and not draining, none of `exclude`. When none is left, fails
     /// open: backends marked down are tried too, since a stale verdict must not turn into a
     /// certain 503.
     pub fn pick(&self, exclude: &[usize]) -> Option<usize> {
-        let n = self.list.len();
+        let list = self.read();
         let view = |fail_open: bool| {
+            let list = &list;
             move |i: usize| {
-                let b = &self.list[i];
+                let b = &list[i];
                 Candidate {
-                    eligible: !b.draining.load(Ordering::Relaxed)
-                        && (fail_open || b.up.load(Ordering::Relaxed)),
+                    eligible: b.selectable(fail_open),
                     weight: b.weight,
                     in_flight: b.in_flight.load(Ordering::Relaxed),
                 }
             }
         };
+        let n = list.len();
         self.balancer
             .select(n, view(false), exclude)
             .or_else(|| self.balancer.select(n, view(true), exclude))
     }
 
+    /// Adds a backend at runtime; returns its index.
+    pub fn add(&self, config: &BackendConfig) -> Result<usize, ChangeError> {
+        let mut list = self.write();
+        if list
+            .iter()
+            .any(|b| b.name == config.name && b.state() != BackendState::Removed)
+        {
+            return Err(ChangeError::Duplicate(config.name.clone()));
+        }
+        list.push(Arc::new(Backend::new(config)));
+        drop(list);
+        info!("backend {} at {} added", config.name, config.address);
+        self.announce("add", &config.name);
+        Ok(self.len() - 1)
+    }
+
+    /// Removes a backend at runtime: it gets no new requests; those in flight finish.
+    pub fn remove(&self, name: &str) -> Result<usize, ChangeError> {
+        let (index, backend) = self
+            .find(name)
+            .ok_or_else(|| ChangeError::NotFound(name.to_string()))?;
+        backend.removed.store(true, Ordering::Relaxed);
+        info!("backend {name} removed");
+        self.announce("remove", name);
+        Ok(index)
+    }
+
+    /// Drains (no new requests; those in flight finish) or enables a backend.
+    pub fn set_draining(&self, name: &str, draining: bool) -> Result<usize, ChangeError> {
+        let (index, backend) = self
+            .find(name)
+            .ok_or_else(|| ChangeError::NotFound(name.to_string()))?;
+        backend.draining.store(draining, Ordering::Relaxed);
+        let action = if draining { "drain" } else { "enable" };
+        info!("backend {name}: {action}");
+        self.announce(action, name);
+        Ok(index)
+    }
+
+    fn announce(&self, action: &'static str, backend: &str) {
+        self.events.publish(Event::Config {
+            time: SystemTime::now(),
+            action,
+            backend: backend.to_string(),
+        });
+    }
+
     /// Applies an active health check result.
     pub fn observe_probe(&self, result: &ProbeResult) {
-        let Some(backend) = self.list.get(result.backend) else {
+        let Some(backend) = self.get(result.backend) else {
             return;
         };
         let mut health = backend.lock_health();
@@ -207,26 +354,41 @@ impl Backends {
             } else {
                 ("down", "fall", self.fall)
             };
-            info!(
-                "backend {} is {state}: health check {} ({rule} {count})",
-                backend.name, result.detail
-            );
+            let reason = format!("health check {} ({rule} {count})", result.detail);
+            info!("backend {} is {state}: {reason}", backend.name);
+            health.last_change_reason.clone_from(&reason);
+            drop(health);
+            self.events.publish(Event::Health {
+                time: result.at,
+                backend: backend.name.clone(),
+                up,
+                reason,
+            });
         }
     }
 
     /// Takes a backend out of rotation after a failure on live traffic; active checks bring it
     /// back.
     pub fn mark_down(&self, index: usize, reason: &str) {
-        let Some(backend) = self.list.get(index) else {
+        let Some(backend) = self.get(index) else {
             return;
         };
         let mut health = backend.lock_health();
         if health.tracker.force_down() {
-            health.last_change = SystemTime::now();
+            let now = SystemTime::now();
+            health.last_change = now;
             health.flips += 1;
-            health.last_detail = reason.to_string();
+            let reason = format!("{reason} on live traffic");
+            health.last_change_reason.clone_from(&reason);
             backend.up.store(false, Ordering::Relaxed);
-            info!("backend {} is down: {reason} on live traffic", backend.name);
+            drop(health);
+            info!("backend {} is down: {reason}", backend.name);
+            self.events.publish(Event::Health {
+                time: now,
+                backend: backend.name.clone(),
+                up: false,
+                reason,
+            });
         }
     }
 }
@@ -276,6 +438,10 @@ impl Pool {
     ) {
         if self.max_idle == 0 {
             return;
+        }
+        if self.by_backend.len() <= backend {
+            // A backend added at runtime.
+            self.by_backend.resize_with(backend + 1, VecDeque::new);
         }
         let Some(queue) = self.by_backend.get_mut(backend) else {
             return;
@@ -334,6 +500,15 @@ impl Pool {
         }
     }
 
+    /// Closes every idle connection to a backend (it was removed).
+    pub fn forget(&mut self, backend: usize) {
+        if let Some(queue) = self.by_backend.get_mut(backend) {
+            for key in queue.drain(..) {
+                self.idle.try_remove(key);
+            }
+        }
+    }
+
     pub fn idle_count(&self) -> usize {
         self.idle.len()
     }
@@ -378,7 +553,7 @@ mod tests {
     fn down_backends_are_skipped_until_none_is_up() {
         let b = backends(3);
         b.mark_down(1, "connection refused");
-        assert_eq!(b.get(1).map(Backend::state), Some(BackendState::Down));
+        assert_eq!(b.get(1).map(|b| b.state()), Some(BackendState::Down));
         for _ in 0..10 {
             assert_ne!(b.pick(&[]), Some(1));
         }
@@ -419,5 +594,43 @@ mod tests {
         let health = b.get(0).unwrap().health();
         assert_eq!(health.flips, 2);
         assert_eq!(health.last_ok, Some(true));
+    }
+
+    #[test]
+    fn runtime_changes_keep_indexes_stable() {
+        let b = backends(2);
+        let added = b
+            .add(&BackendConfig {
+                name: "backend-3".into(),
+                address: SocketAddr::from(([127, 0, 0, 1], 9003)),
+                weight: 1,
+            })
+            .unwrap();
+        assert_eq!(added, 2);
+        assert!(matches!(
+            b.add(&BackendConfig {
+                name: "backend-3".into(),
+                address: SocketAddr::from(([127, 0, 0, 1], 9004)),
+                weight: 1,
+            }),
+            Err(ChangeError::Duplicate(_))
+        ));
+        assert_eq!(b.remove("backend-1"), Ok(0));
+        assert_eq!(b.get(0).unwrap().state(), BackendState::Removed);
+        assert_eq!(
+            b.remove("backend-1"),
+            Err(ChangeError::NotFound("backend-1".into()))
+        );
+        assert_eq!(b.len(), 3);
+        assert_eq!(b.live_count(), 2);
+        for _ in 0..10 {
+            assert_ne!(b.pick(&[]), Some(0));
+        }
+        assert_eq!(b.set_draining("backend-2", true), Ok(1));
+        for _ in 0..10 {
+            assert_eq!(b.pick(&[]), Some(2));
+        }
+        assert_eq!(b.set_draining("backend-2", false), Ok(1));
+        assert_eq!(b.get(1).unwrap().state(), BackendState::Up);
     }
 }
