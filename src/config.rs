@@ -165,6 +165,8 @@ impl fmt::Display for Algorithm {
 pub struct Config {
     pub listen: SocketAddr,
     pub admin: SocketAddr,
+    /// When set, mutating admin calls need `Authorization: Bearer <token>`.
+    pub admin_token: Option<String>,
     pub algorithm: Algorithm,
     pub workers: usize,
     pub log_level: LevelFilter,
@@ -293,6 +295,7 @@ impl Default for Config {
         Config {
             listen: DEFAULT_LISTEN,
             admin: DEFAULT_ADMIN,
+            admin_token: None,
             algorithm: DEFAULT_ALGORITHM,
             workers: DEFAULT_WORKERS,
             log_level: DEFAULT_LOG_LEVEL,

@@ -103,7 +103,6 @@ pub struct ProbeTarget {
 }
 
 enum Control {
-    Targets(Vec<ProbeTarget>),
     Stop,
 }
 
@@ -112,15 +111,6 @@ pub struct HealthHandle {
     control: Sender<Control>,
     waker: Arc<Waker>,
     thread: Option<JoinHandle<()>>,
-}
-
-impl HealthHandle {
-    /// Replaces the set of backends probed (after backends are added or removed).
-    pub fn set_targets(&self, targets: Vec<ProbeTarget>) {
-        if self.control.send(Control::Targets(targets)).is_ok() {
-            let _ = self.waker.wake();
-        }
-    }
 }
 
 impl Drop for HealthHandle {
@@ -134,10 +124,11 @@ impl Drop for HealthHandle {
     }
 }
 
-/// Starts the health thread; `report` is called with every result, from that thread.
+/// Starts the health thread. `targets` is asked for the backends at each round (the set changes
+/// at runtime); `report` is called with every result. Both run on that thread.
 pub fn spawn(
     config: HealthConfig,
-    targets: Vec<ProbeTarget>,
+    targets: impl Fn() -> Vec<ProbeTarget> + Send + 'static,
     report: impl Fn(ProbeResult) + Send + 'static,
 ) -> io::Result<HealthHandle> {
     let poll = Poll::new()?;
@@ -149,7 +140,7 @@ pub fn spawn(
             let mut prober = Prober {
                 poll,
                 config,
-                targets,
+                targets: Box::new(targets),
                 probes: Slab::new(),
                 control: control_rx,
                 report: Box::new(report),
@@ -183,7 +174,7 @@ struct Probe {
 struct Prober {
     poll: Poll,
     config: HealthConfig,
-    targets: Vec<ProbeTarget>,
+    targets: Box<dyn Fn() -> Vec<ProbeTarget> + Send>,
     probes: Slab<Probe>,
     control: Receiver<Control>,
     report: Box<dyn Fn(ProbeResult) + Send>,
@@ -227,7 +218,6 @@ impl Prober {
             while let Ok(control) = self.control.try_recv() {
                 match control {
                     Control::Stop => return Ok(()),
-                    Control::Targets(targets) => self.targets = targets,
                 }
             }
             self.expire(Instant::now());
@@ -247,7 +237,7 @@ impl Prober {
     }
 
     fn start_round(&mut self, now: Instant) {
-        for target in self.targets.clone() {
+        for target in (self.targets)() {
             // A probe still running from the last round will report on its own.
             if self.probes.iter().any(|(_, p)| p.backend == target.backend) {
                 continue;

@@ -1,4 +1,5 @@
 //! lb: an HTTP/1.1 load balancer on a single-threaded mio reactor.
+pub mod admin;
 pub mod balance;
 pub mod buffer;
 pub mod config;

@@ -6,6 +6,7 @@ use clap::Parser;
 use log::{error, LevelFilter};
 use simplelog::{ColorChoice, ConfigBuilder, TermLogger, TerminalMode};
 
+use lb::admin::{self, Admin};
 use lb::config::{Cli, Config};
 use lb::reactor::Reactor;
 
@@ -32,6 +33,24 @@ fn main() -> ExitCode {
     };
     for backend in reactor.backends().snapshot() {
         log::info!("backend {} at {}", backend.name, backend.address);
+    }
+    let admin_listener = match std::net::TcpListener::bind(config.admin) {
+        Ok(listener) => listener,
+        Err(e) => {
+            error!("cannot listen on {} (admin): {e}", config.admin);
+            return ExitCode::FAILURE;
+        }
+    };
+    let admin = Admin::new(
+        &config,
+        reactor.backends(),
+        reactor.events(),
+        reactor.totals(),
+        reactor.handle(),
+    );
+    if let Err(e) = admin::spawn(admin_listener, admin) {
+        error!("cannot start the admin API: {e}");
+        return ExitCode::FAILURE;
     }
     let _health = match reactor.start_health_checks(&config.health) {
         Ok(handle) => handle,

@@ -5,6 +5,7 @@ use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
 use std::io;
 use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -16,12 +17,14 @@ use mio::{Events, Interest, Poll, Waker};
 use slab::Slab;
 
 use crate::buffer::BufPool;
-use crate::config::{Config, HealthConfig};
+use crate::config::{BackendConfig, Config, HealthConfig};
+use crate::events::EventBus;
 use crate::health::{self, HealthHandle, ProbeResult, ProbeTarget};
 use crate::http::HeadLimits;
 use crate::session::{Ctx, Outcome, Session, Settings};
+use crate::stats::Totals;
 use crate::token::{self, Target};
-use crate::upstream::{Backends, Pool};
+use crate::upstream::{BackendState, Backends, ChangeError, Pool};
 
 /// How often idle pooled connections are checked against their timeout.
 const POOL_SWEEP: Duration = Duration::from_secs(1);
@@ -42,6 +45,18 @@ pub enum Command {
     Shutdown,
     /// An active health check finished.
     Probe(ProbeResult),
+    /// An operator's change to the backends; the answer goes back on the channel (the index
+    /// of the backend concerned).
+    Change(Change, Sender<Result<usize, ChangeError>>),
+}
+
+/// A change to the set of backends at runtime.
+#[derive(Debug)]
+pub enum Change {
+    Add(BackendConfig),
+    Remove(String),
+    Drain(String),
+    Enable(String),
 }
 
 /// A way for other threads to reach a running reactor.
@@ -69,6 +84,8 @@ pub struct Reactor {
     local_addr: SocketAddr,
     sessions: Slab<Session>,
     backends: Arc<Backends>,
+    events: Arc<EventBus>,
+    totals: Arc<Totals>,
     pool: Pool,
     bufs: BufPool,
     settings: Settings,
@@ -104,10 +121,13 @@ impl Reactor {
             .register(&mut listener, token::LISTENER, Interest::READABLE)?;
         let waker = Arc::new(Waker::new(poll.registry(), token::WAKER)?);
         let (sender, commands) = crossbeam_channel::unbounded();
-        let backends = Arc::new(Backends::new(
+        let events = Arc::new(EventBus::default());
+        let totals = Arc::new(Totals::default());
+        let backends = Arc::new(Backends::with_events(
             &config.backends,
             config.algorithm,
             &config.health,
+            Arc::clone(&events),
         ));
         let limits = &config.limits;
         Ok(Reactor {
@@ -121,6 +141,8 @@ impl Reactor {
                 config.timeouts.backend_idle,
             ),
             backends,
+            events,
+            totals,
             bufs: BufPool::new(limits.max_header_bytes.max(MIN_BUFFER), MAX_FREE_BUFFERS),
             settings: Settings {
                 timeouts: config.timeouts.clone(),
@@ -156,22 +178,34 @@ impl Reactor {
         Arc::clone(&self.backends)
     }
 
+    pub fn events(&self) -> Arc<EventBus> {
+        Arc::clone(&self.events)
+    }
+
+    pub fn totals(&self) -> Arc<Totals> {
+        Arc::clone(&self.totals)
+    }
+
     /// Starts the health thread for this reactor's backends; it stops when the handle drops.
     pub fn start_health_checks(&self, config: &HealthConfig) -> io::Result<HealthHandle> {
-        let targets = self
-            .backends
-            .snapshot()
-            .iter()
-            .enumerate()
-            .map(|(backend, b)| ProbeTarget {
-                backend,
-                address: b.address,
-            })
-            .collect();
+        let backends = Arc::clone(&self.backends);
         let handle = self.handle();
-        health::spawn(config.clone(), targets, move |result| {
-            handle.send(Command::Probe(result))
-        })
+        health::spawn(
+            config.clone(),
+            move || {
+                backends
+                    .snapshot()
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, b)| b.state() != BackendState::Removed)
+                    .map(|(backend, b)| ProbeTarget {
+                        backend,
+                        address: b.address,
+                    })
+                    .collect()
+            },
+            move |result| handle.send(Command::Probe(result)),
+        )
     }
 
     /// Serves until told to shut down.
@@ -238,6 +272,18 @@ impl Reactor {
             match command {
                 Command::Shutdown => shutdown = true,
                 Command::Probe(result) => self.backends.observe_probe(&result),
+                Command::Change(change, reply) => {
+                    let result = match change {
+                        Change::Add(config) => self.backends.add(&config),
+                        Change::Remove(name) => self.backends.remove(&name).inspect(|&index| {
+                            self.pool.forget(index);
+                        }),
+                        Change::Drain(name) => self.backends.set_draining(&name, true),
+                        Change::Enable(name) => self.backends.set_draining(&name, false),
+                    };
+                    // The asker may have given up; the change stands either way.
+                    let _ = reply.try_send(result);
+                }
             }
         }
         shutdown
@@ -282,6 +328,9 @@ impl Reactor {
         self.next_session_id += 1;
         let id = self.next_session_id;
         entry.insert(Session::new(id, slot, stream, peer, now));
+        self.totals
+            .active_connections
+            .fetch_add(1, Ordering::Relaxed);
         // The request may be in the socket already; its edge came before registration.
         self.drive(slot, now);
     }
@@ -308,6 +357,8 @@ impl Reactor {
             now,
             registry: self.poll.registry(),
             backends: &self.backends,
+            events: &self.events,
+            totals: &self.totals,
             pool: &mut self.pool,
             bufs: &mut self.bufs,
             settings: &self.settings,
@@ -319,7 +370,11 @@ impl Reactor {
     fn after(&mut self, slot: usize, outcome: Outcome) {
         match outcome {
             Outcome::Close => {
-                self.sessions.try_remove(slot);
+                if self.sessions.try_remove(slot).is_some() {
+                    self.totals
+                        .active_connections
+                        .fetch_sub(1, Ordering::Relaxed);
+                }
                 if self.accept_pending {
                     self.accept(Instant::now());
                 }
@@ -367,6 +422,8 @@ impl Reactor {
                 now,
                 registry: self.poll.registry(),
                 backends: &self.backends,
+                events: &self.events,
+                totals: &self.totals,
                 pool: &mut self.pool,
                 bufs: &mut self.bufs,
                 settings: &self.settings,

@@ -14,7 +14,7 @@
 use std::io::{self, IoSlice, Write};
 use std::net::{Shutdown, SocketAddr};
 use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use log::{debug, info, warn};
 use mio::net::TcpStream;
@@ -22,9 +22,11 @@ use mio::{Interest, Registry};
 
 use crate::buffer::{Buf, BufPool};
 use crate::config::Timeouts;
+use crate::events::{Event, EventBus, RequestEvent};
 use crate::http::{
     self, request, response, Answer, BodyKind, BodyScanner, HeadLimits, Request, RequestError,
 };
+use crate::stats::Totals;
 use crate::token;
 use crate::upstream::{Backends, Pool};
 
@@ -39,6 +41,8 @@ pub struct Ctx<'a> {
     pub now: Instant,
     pub registry: &'a Registry,
     pub backends: &'a Backends,
+    pub events: &'a EventBus,
+    pub totals: &'a Totals,
     pub pool: &'a mut Pool,
     pub bufs: &'a mut BufPool,
     pub settings: &'a Settings,
@@ -516,7 +520,7 @@ impl Session {
             data,
             limits,
             self.peer.ip(),
-            ctx.settings.access_log,
+            ctx.settings.access_log || ctx.events.wants_requests(),
             &mut self.to_backend,
         );
         let request = match parsed {
@@ -601,10 +605,7 @@ impl Session {
                 ex.error_cause = Some(cause);
                 self.log_exchange(ctx, "");
             }
-            None if ctx.settings.access_log => {
-                info!(target: "access", "{} \"-\" {} 0 - 0.000ms {cause}", self.peer, answer.status());
-            }
-            None => {}
+            None => self.record_refusal(ctx, answer.status(), cause),
         }
         self.drop_backend(ctx, false);
         self.exchange = None;
@@ -1225,28 +1226,80 @@ impl Session {
         }
     }
 
+    /// Accounts for a finished (or aborted) exchange: counters, latency statistics, the
+    /// dashboard's event and the access log line.
     fn log_exchange(&self, ctx: &Ctx, note: &str) {
-        if !ctx.settings.access_log {
-            return;
-        }
         let Some(ex) = &self.exchange else {
             return;
         };
         let backend = ex.backend.and_then(|i| ctx.backends.get(i));
-        let backend = backend.as_ref().map_or("-", |b| b.name.as_str());
-        let millis = ctx.now.duration_since(ex.started).as_secs_f64() * 1000.0;
-        info!(
-            target: "access",
-            "{} \"{}\" {} {} {} {:.3}ms{}{}",
-            self.peer,
-            ex.request.request_line.as_deref().unwrap_or("-"),
-            ex.status,
-            ex.bytes_to_client,
-            backend,
-            millis,
-            ex.error_cause.map_or(String::new(), |c| format!(" {c}")),
-            note
-        );
+        let elapsed = ctx.now.duration_since(ex.started);
+        if ex.status != 0 {
+            ctx.totals.requests.fetch_add(1, Ordering::Relaxed);
+            if ex.error_cause.is_some() {
+                ctx.totals.answered_by_proxy.fetch_add(1, Ordering::Relaxed);
+            }
+            let second = ctx.totals.second(ctx.now);
+            match &backend {
+                Some(b) => b.record(ex.status, elapsed, second),
+                None => {
+                    if let Ok(mut t) = ctx.totals.unattributed.lock() {
+                        t.record(ex.status, elapsed, second);
+                    }
+                }
+            }
+        }
+        let backend = backend.as_ref().map(|b| b.name.as_str());
+        let millis = elapsed.as_secs_f64() * 1000.0;
+        let line = ex.request.request_line.as_deref().unwrap_or("-");
+        if ctx.events.wants_requests() {
+            let mut parts = line.split(' ');
+            ctx.events.publish(Event::Request(RequestEvent {
+                time: SystemTime::now(),
+                client: self.peer.to_string(),
+                method: parts.next().unwrap_or("-").to_string(),
+                target: parts.next().unwrap_or("-").to_string(),
+                status: ex.status,
+                backend: backend.map(str::to_string),
+                duration_ms: millis,
+                bytes: ex.bytes_to_client,
+            }));
+        }
+        if ctx.settings.access_log {
+            info!(
+                target: "access",
+                "{} \"{line}\" {} {} {} {millis:.3}ms{}{note}",
+                self.peer,
+                ex.status,
+                ex.bytes_to_client,
+                backend.unwrap_or("-"),
+                ex.error_cause.map_or(String::new(), |c| format!(" {c}")),
+            );
+        }
+    }
+
+    /// Accounts for a request refused before it was understood.
+    fn record_refusal(&self, ctx: &Ctx, status: u16, cause: &str) {
+        ctx.totals.requests.fetch_add(1, Ordering::Relaxed);
+        ctx.totals.answered_by_proxy.fetch_add(1, Ordering::Relaxed);
+        if let Ok(mut t) = ctx.totals.unattributed.lock() {
+            t.record(status, Duration::ZERO, ctx.totals.second(ctx.now));
+        }
+        if ctx.events.wants_requests() {
+            ctx.events.publish(Event::Request(RequestEvent {
+                time: SystemTime::now(),
+                client: self.peer.to_string(),
+                method: "-".to_string(),
+                target: "-".to_string(),
+                status,
+                backend: None,
+                duration_ms: 0.0,
+                bytes: 0,
+            }));
+        }
+        if ctx.settings.access_log {
+            info!(target: "access", "{} \"-\" {status} 0 - 0.000ms {cause}", self.peer);
+        }
     }
 
     /// Releases everything the session holds.

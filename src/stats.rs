@@ -184,3 +184,38 @@ mod tests {
         }
     }
 }
+
+/// Balancer-wide counters shared by the reactor (which writes them) and the management thread.
+#[derive(Debug)]
+pub struct Totals {
+    pub started: std::time::Instant,
+    pub started_at: std::time::SystemTime,
+    /// Client connections open now.
+    pub active_connections: std::sync::atomic::AtomicU64,
+    /// Requests answered (by a backend or by the balancer itself).
+    pub requests: std::sync::atomic::AtomicU64,
+    /// Answers the balancer made itself (4xx for bad requests, 502/503/504).
+    pub answered_by_proxy: std::sync::atomic::AtomicU64,
+    /// Statistics of answers that no backend is to blame for (bad requests, no backend).
+    pub unattributed: std::sync::Mutex<Traffic>,
+}
+
+impl Default for Totals {
+    fn default() -> Totals {
+        Totals {
+            started: std::time::Instant::now(),
+            started_at: std::time::SystemTime::now(),
+            active_connections: Default::default(),
+            requests: Default::default(),
+            answered_by_proxy: Default::default(),
+            unattributed: Default::default(),
+        }
+    }
+}
+
+impl Totals {
+    /// Whole seconds since start: the clock of the one-minute latency windows.
+    pub fn second(&self, now: std::time::Instant) -> u64 {
+        now.duration_since(self.started).as_secs()
+    }
+}

@@ -66,6 +66,13 @@ impl Config {
         if let Some(text) = &overrides.admin {
             next.admin =
                 resolve_address(text).map_err(|m| ConfigError::flag("--admin", text, m))?;
+            if next.admin_token.is_none() && !next.admin.ip().is_loopback() {
+                return Err(ConfigError::flag(
+                    "--admin",
+                    text,
+                    "the admin API may listen beyond loopback only with admin_token set",
+                ));
+            }
         }
         if let Some(text) = &overrides.log_level {
             next.log_level =

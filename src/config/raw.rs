@@ -17,6 +17,7 @@ use super::Algorithm;
 pub(super) struct RawConfig {
     pub listen: Option<Spanned<String>>,
     pub admin: Option<Spanned<String>>,
+    pub admin_token: Option<Spanned<String>>,
     pub algorithm: Option<Spanned<Algorithm>>,
     pub workers: Option<Spanned<i64>>,
     pub log_level: Option<Spanned<String>>,
@@ -246,6 +247,7 @@ fn expectation(key: &str) -> Option<&'static str> {
         "workers" | "retries" | "health.rise" | "health.fall" | "backend.weight" => INTEGER,
         "log_level" => "a string: off, error, warn, info, debug or trace",
         "access_log" => "true or false",
+        "admin_token" => "a string: the bearer token for mutating admin calls",
         "health.path" => "a string like \"/health\"",
         "health.expect" => "a string of statuses like \"2xx\", \"200\" or \"200-399, 404\"",
         "health.interval" | "health.timeout" => DURATION,

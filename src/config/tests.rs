@@ -930,3 +930,25 @@ fn health_expect_and_retries() {
         .to_string();
     assert!(err.contains("retries"), "{err}");
 }
+
+#[test]
+fn admin_beyond_loopback_needs_a_token() {
+    let err = Config::from_toml_str("admin = \"0.0.0.0:8004\"\n")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("admin") && err.contains("admin_token") && err.contains("line 1"),
+        "{err}"
+    );
+    let cfg =
+        Config::from_toml_str("admin = \"0.0.0.0:8004\"\nadmin_token = \"s3cret\"\n").unwrap();
+    assert_eq!(cfg.admin_token.as_deref(), Some("s3cret"));
+    let err = Config::from_toml_str("admin_token = \"a b\"\n")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("admin_token"), "{err}");
+    let mut cfg = Config::from_toml_str("[[backend]]\naddress = \"127.0.0.1:1\"\n").unwrap();
+    let cli = Cli::parse_from(["lb", "--admin", "0.0.0.0:9999"]);
+    let err = cfg.apply(&cli).unwrap_err().to_string();
+    assert!(err.contains("--admin"), "{err}");
+}

@@ -28,6 +28,29 @@ pub(super) fn build(raw: RawConfig, text: &str) -> Result<Config, ConfigError> {
         });
     }
 
+    let admin_token = match &raw.admin_token {
+        Some(t)
+            if t.get_ref().trim().is_empty()
+                || t.get_ref()
+                    .chars()
+                    .any(|c| c.is_whitespace() || c.is_control()) =>
+        {
+            return Err(v.fail(
+                "admin_token",
+                t.span(),
+                "must be a non-empty string without spaces",
+            ));
+        }
+        Some(t) => Some(t.get_ref().clone()),
+        None => None,
+    };
+    if admin_token.is_none() && !admin.ip().is_loopback() {
+        let message = "the admin API may listen beyond loopback only with admin_token set";
+        return Err(match &raw.admin {
+            Some(a) => v.fail("admin", a.span(), message),
+            None => ConfigError::at_key("admin", None, message),
+        });
+    }
     let algorithm = raw.algorithm.map_or(DEFAULT_ALGORITHM, Spanned::into_inner);
     let workers = v.int("workers", raw.workers.as_ref(), DEFAULT_WORKERS, 1)?;
     let log_level = match &raw.log_level {
@@ -191,6 +214,7 @@ pub(super) fn build(raw: RawConfig, text: &str) -> Result<Config, ConfigError> {
     Ok(Config {
         listen,
         admin,
+        admin_token,
         algorithm,
         workers,
         log_level,

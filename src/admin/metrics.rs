@@ -1,0 +1,223 @@
+//! `GET /metrics`: the Prometheus text exposition format (version 0.0.4), with names in the style
+//! of HAProxy's exporter and Traefik's.
+
+use std::fmt::Write as _;
+use std::sync::atomic::Ordering;
+
+use super::Admin;
+use crate::stats::{Traffic, HISTOGRAM_BOUNDS};
+use crate::upstream::BackendState;
+
+/// Escapes a label value: backslash, double quote and newline (the format's rules).
+fn label(value: &str) -> String {
+    value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+fn family(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} {kind}");
+}
+
+fn histogram(out: &mut String, backend: &str, traffic: &Traffic) {
+    let mut cumulative = 0;
+    for (i, bound) in HISTOGRAM_BOUNDS.iter().enumerate() {
+        cumulative += traffic.histogram[i];
+        let _ = writeln!(
+            out,
+            "lb_request_duration_seconds_bucket{{backend=\"{backend}\",le=\"{bound}\"}} {cumulative}"
+        );
+    }
+    cumulative += traffic.histogram[HISTOGRAM_BOUNDS.len()];
+    let _ = writeln!(
+        out,
+        "lb_request_duration_seconds_bucket{{backend=\"{backend}\",le=\"+Inf\"}} {cumulative}"
+    );
+    let _ = writeln!(
+        out,
+        "lb_request_duration_seconds_sum{{backend=\"{backend}\"}} {}",
+        traffic.duration_sum_seconds
+    );
+    let _ = writeln!(
+        out,
+        "lb_request_duration_seconds_count{{backend=\"{backend}\"}} {}",
+        traffic.count
+    );
+}
+
+pub fn render(admin: &Admin) -> String {
+    let backends = admin.backends.snapshot();
+    let live: Vec<_> = backends
+        .iter()
+        .filter(|b| b.state() != BackendState::Removed)
+        .collect();
+    let mut out = String::with_capacity(4096);
+
+    family(
+        &mut out,
+        "lb_backend_up",
+        "gauge",
+        "Whether the backend passes its health checks (1) or not (0).",
+    );
+    for b in &live {
+        let up = u8::from(b.state() == BackendState::Up || b.is_up());
+        let _ = writeln!(out, "lb_backend_up{{backend=\"{}\"}} {up}", label(&b.name));
+    }
+    family(
+        &mut out,
+        "lb_backend_state",
+        "gauge",
+        "The backend's state: 1 for the state it is in.",
+    );
+    for b in &live {
+        let name = label(&b.name);
+        let current = b.state();
+        for state in [BackendState::Up, BackendState::Down, BackendState::Draining] {
+            let _ = writeln!(
+                out,
+                "lb_backend_state{{backend=\"{name}\",state=\"{}\"}} {}",
+                state.as_str(),
+                u8::from(current == state)
+            );
+        }
+    }
+
+    let traffic: Vec<(String, Traffic)> =
+        live.iter().map(|b| (label(&b.name), b.traffic())).collect();
+    let unattributed = admin
+        .totals
+        .unattributed
+        .lock()
+        .map(|t| t.clone())
+        .unwrap_or_default();
+
+    family(&mut out, "lb_requests_total", "counter", "Responses sent to clients, by backend and status code (backend \"\" for answers no backend is involved in).");
+    for (name, t) in traffic
+        .iter()
+        .chain(std::iter::once(&(String::new(), unattributed.clone())))
+    {
+        for (code, n) in &t.by_code {
+            let _ = writeln!(
+                out,
+                "lb_requests_total{{backend=\"{name}\",code=\"{code}\"}} {n}"
+            );
+        }
+    }
+    family(
+        &mut out,
+        "lb_request_duration_seconds",
+        "histogram",
+        "Time from a complete request head to the end of the response, per backend.",
+    );
+    for (name, t) in &traffic {
+        histogram(&mut out, name, t);
+    }
+
+    let counters: [(&str, &str, fn(&crate::upstream::Backend) -> u64); 6] = [
+        (
+            "lb_retries_total",
+            "Requests sent again to the same backend after a stale pooled connection.",
+            |b| b.retries.load(Ordering::Relaxed),
+        ),
+        (
+            "lb_redispatches_total",
+            "Requests moved to another backend after a failure on this one.",
+            |b| b.redispatches.load(Ordering::Relaxed),
+        ),
+        (
+            "lb_backend_errors_total",
+            "Connect failures, resets, bad responses and timeouts.",
+            |b| b.errors.load(Ordering::Relaxed),
+        ),
+        (
+            "lb_backend_connections_total",
+            "Connections opened to the backend.",
+            |b| b.connections.load(Ordering::Relaxed),
+        ),
+        (
+            "lb_backend_attempts_total",
+            "Requests sent to the backend, each try counted.",
+            |b| b.requests.load(Ordering::Relaxed),
+        ),
+        (
+            "lb_health_flips_total",
+            "Times the backend went up or down.",
+            |b| b.health().flips,
+        ),
+    ];
+    for (name, help, value) in counters {
+        family(&mut out, name, "counter", help);
+        for b in &live {
+            let _ = writeln!(out, "{name}{{backend=\"{}\"}} {}", label(&b.name), value(b));
+        }
+    }
+    family(
+        &mut out,
+        "lb_backend_in_flight",
+        "gauge",
+        "Requests on the backend now.",
+    );
+    for b in &live {
+        let _ = writeln!(
+            out,
+            "lb_backend_in_flight{{backend=\"{}\"}} {}",
+            label(&b.name),
+            b.in_flight.load(Ordering::Relaxed)
+        );
+    }
+
+    let t = &admin.totals;
+    family(
+        &mut out,
+        "lb_active_connections",
+        "gauge",
+        "Client connections open now.",
+    );
+    let _ = writeln!(
+        out,
+        "lb_active_connections {}",
+        t.active_connections.load(Ordering::Relaxed)
+    );
+    family(
+        &mut out,
+        "lb_proxy_answers_total",
+        "counter",
+        "Answers the balancer made itself (400, 408, 414, 431, 502, 503, 504, ...).",
+    );
+    let _ = writeln!(
+        out,
+        "lb_proxy_answers_total {}",
+        t.answered_by_proxy.load(Ordering::Relaxed)
+    );
+    family(
+        &mut out,
+        "lb_events_dropped_total",
+        "counter",
+        "Dashboard events dropped because a listener could not keep up.",
+    );
+    let _ = writeln!(out, "lb_events_dropped_total {}", admin.events.dropped());
+    family(
+        &mut out,
+        "lb_uptime_seconds",
+        "gauge",
+        "Seconds since the balancer started.",
+    );
+    let _ = writeln!(
+        out,
+        "lb_uptime_seconds {:.3}",
+        t.started.elapsed().as_secs_f64()
+    );
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn label_values_are_escaped() {
+        assert_eq!(label("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
+    }
+}

@@ -1,0 +1,318 @@
+//! The management thread: the admin API (state, events, metrics, runtime changes) and the
+//! dashboard, on the `admin` address.
+//!
+//! It is deliberately plain: blocking sockets, a thread per admin connection (there are few),
+//! JSON by serde_json. It reads the shared counters directly and asks the reactor for every
+//! change through the reactor's command channel and waker; the reactor never waits on it.
+//! Server-Sent Events are fanned out by [`sse`], with a bounded queue per listener.
+
+mod http;
+mod metrics;
+mod sse;
+mod state;
+
+use std::io::{self, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::thread;
+use std::time::Duration;
+
+use log::{debug, info, warn};
+use serde_json::{json, Value};
+
+use crate::config::{BackendConfig, Config, HealthConfig};
+use crate::events::EventBus;
+use crate::reactor::{Change, Command, Handle};
+use crate::stats::Totals;
+use crate::upstream::Backends;
+
+use self::http::{read_request, respond, AdminRequest};
+
+/// More simultaneous admin connections than this are refused: the API is for a few operators
+/// and dashboards, and each connection costs a thread.
+const MAX_CONNECTIONS: usize = 64;
+/// How long the management thread waits for the reactor to apply a change.
+const CHANGE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The configuration the admin API reports.
+#[derive(Debug, Clone)]
+pub struct Summary {
+    pub listen: SocketAddr,
+    pub admin: SocketAddr,
+    pub algorithm: String,
+    pub retries: u32,
+    pub health: HealthConfig,
+}
+
+/// Everything the management thread reads or talks to.
+pub struct Admin {
+    pub backends: Arc<Backends>,
+    pub events: Arc<EventBus>,
+    pub totals: Arc<Totals>,
+    pub reactor: Handle,
+    pub summary: Summary,
+    pub token: Option<String>,
+}
+
+impl Admin {
+    pub fn new(
+        config: &Config,
+        backends: Arc<Backends>,
+        events: Arc<EventBus>,
+        totals: Arc<Totals>,
+        reactor: Handle,
+    ) -> Admin {
+        Admin {
+            backends,
+            events,
+            totals,
+            reactor,
+            summary: Summary {
+                listen: config.listen,
+                admin: config.admin,
+                algorithm: config.algorithm.to_string(),
+                retries: config.retries,
+                health: config.health.clone(),
+            },
+            token: config.admin_token.clone(),
+        }
+    }
+}
+
+/// Starts the management thread on an already bound listener.
+pub fn spawn(listener: TcpListener, admin: Admin) -> io::Result<thread::JoinHandle<()>> {
+    let admin = Arc::new(admin);
+    let hub = sse::Hub::start(Arc::clone(&admin))?;
+    let open = Arc::new(AtomicUsize::new(0));
+    thread::Builder::new().name("admin".into()).spawn(move || {
+        if let Ok(addr) = listener.local_addr() {
+            info!("admin API and dashboard on http://{addr}/");
+        }
+        for stream in listener.incoming() {
+            let stream = match stream {
+                Ok(s) => s,
+                Err(e) => {
+                    warn!("admin accept failed: {e}");
+                    // Out of descriptors, most likely: do not spin.
+                    thread::sleep(Duration::from_millis(100));
+                    continue;
+                }
+            };
+            if open.fetch_add(1, Ordering::SeqCst) >= MAX_CONNECTIONS {
+                open.fetch_sub(1, Ordering::SeqCst);
+                continue;
+            }
+            let admin = Arc::clone(&admin);
+            let hub = hub.clone();
+            let open_now = Arc::clone(&open);
+            let spawned = thread::Builder::new()
+                .name("admin-conn".into())
+                .spawn(move || {
+                    serve(stream, &admin, &hub);
+                    open_now.fetch_sub(1, Ordering::SeqCst);
+                });
+            if let Err(e) = spawned {
+                warn!("cannot start an admin connection thread: {e}");
+                open.fetch_sub(1, Ordering::SeqCst);
+            }
+        }
+    })
+}
+
+fn serve(mut stream: TcpStream, admin: &Admin, hub: &sse::Hub) {
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
+    let _ = stream.set_write_timeout(Some(Duration::from_secs(10)));
+    let request = match read_request(&mut stream) {
+        Ok(Some(request)) => request,
+        Ok(None) => return,
+        Err(status) => {
+            let _ = respond_json(
+                &mut stream,
+                status,
+                &json!({ "error": "malformed request" }),
+            );
+            return;
+        }
+    };
+    debug!("admin {} {}", request.method, request.path);
+    if request.method == "GET" && request.path == "/api/events" {
+        hub.serve(stream);
+        return;
+    }
+    let (status, content_type, body) = route(&request, admin);
+    let _ = respond(&mut stream, status, content_type, &body);
+}
+
+/// Answers one request: (status, content type, body).
+fn route(request: &AdminRequest, admin: &Admin) -> (u16, &'static str, Vec<u8>) {
+    let path = request.path.as_str();
+    let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
+    let method = request.method.as_str();
+    if method == "OPTIONS" {
+        return (204, "text/plain", Vec::new());
+    }
+    let mutating = matches!(method, "POST" | "DELETE" | "PUT" | "PATCH");
+    if mutating && !authorized(request, admin) {
+        return json_answer(401, &json!({ "error": "missing or wrong bearer token" }));
+    }
+    match (method, segments.as_slice()) {
+        ("GET", [""]) | ("GET", ["index.html"]) => (
+            200,
+            "text/html; charset=utf-8",
+            DASHBOARD_HTML.as_bytes().to_vec(),
+        ),
+        ("GET", ["app.js"]) => (
+            200,
+            "text/javascript; charset=utf-8",
+            DASHBOARD_JS.as_bytes().to_vec(),
+        ),
+        ("GET", ["style.css"]) => (
+            200,
+            "text/css; charset=utf-8",
+            DASHBOARD_CSS.as_bytes().to_vec(),
+        ),
+        ("GET", ["api", "state"]) => json_answer(200, &state::document(admin)),
+        ("GET", ["api", "health"]) => json_answer(200, &json!({ "status": "ok" })),
+        ("GET", ["metrics"]) => (
+            200,
+            "text/plain; version=0.0.4; charset=utf-8",
+            metrics::render(admin).into_bytes(),
+        ),
+        ("POST", ["api", "backends", name, "drain"]) => {
+            change(admin, Change::Drain((*name).to_string()))
+        }
+        ("POST", ["api", "backends", name, "enable"]) => {
+            change(admin, Change::Enable((*name).to_string()))
+        }
+        ("DELETE", ["api", "backends", name]) => change(admin, Change::Remove((*name).to_string())),
+        ("POST", ["api", "backends"]) => match parse_new_backend(&request.body) {
+            Ok(config) => change(admin, Change::Add(config)),
+            Err(message) => json_answer(400, &json!({ "error": message })),
+        },
+        (_, ["api", ..]) | (_, ["metrics"]) => json_answer(
+            404,
+            &json!({ "error": format!("no route for {method} {path}") }),
+        ),
+        _ => (404, "text/plain", b"not found\n".to_vec()),
+    }
+}
+
+fn authorized(request: &AdminRequest, admin: &Admin) -> bool {
+    let Some(token) = &admin.token else {
+        return true;
+    };
+    let Some(value) = &request.authorization else {
+        return false;
+    };
+    let Some(given) = value.strip_prefix("Bearer ") else {
+        return false;
+    };
+    // Compare without stopping at the first difference, so timing tells nothing.
+    given.len() == token.len()
+        && given
+            .bytes()
+            .zip(token.bytes())
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0
+}
+
+fn change(admin: &Admin, change: Change) -> (u16, &'static str, Vec<u8>) {
+    let (reply, answer) = crossbeam_channel::bounded(1);
+    admin.reactor.send(Command::Change(change, reply));
+    match answer.recv_timeout(CHANGE_TIMEOUT) {
+        Ok(Ok(index)) => match admin.backends.get(index) {
+            Some(backend) => json_answer(200, &state::backend_json(admin, index, &backend)),
+            None => json_answer(500, &json!({ "error": "backend vanished" })),
+        },
+        Ok(Err(crate::upstream::ChangeError::NotFound(name))) => json_answer(
+            404,
+            &json!({ "error": format!("no backend named {name:?}") }),
+        ),
+        Ok(Err(crate::upstream::ChangeError::Duplicate(name))) => json_answer(
+            409,
+            &json!({ "error": format!("a backend named {name:?} already exists") }),
+        ),
+        Err(_) => json_answer(503, &json!({ "error": "the balancer did not answer" })),
+    }
+}
+
+fn parse_new_backend(body: &[u8]) -> Result<BackendConfig, String> {
+    let value: Value =
+        serde_json::from_slice(body).map_err(|e| format!("invalid JSON body: {e}"))?;
+    let name = value
+        .get("name")
+        .and_then(Value::as_str)
+        .ok_or("\"name\" (a string) is required")?;
+    if name.is_empty() || name.len() > 64 || name.chars().any(|c| !c.is_ascii_graphic()) {
+        return Err("\"name\" must be 1 to 64 visible ASCII characters".into());
+    }
+    let address = value
+        .get("address")
+        .and_then(Value::as_str)
+        .ok_or("\"address\" (a string like \"127.0.0.1:8005\") is required")?;
+    let address = address
+        .to_socket_addrs()
+        .map_err(|e| format!("\"address\" {address:?} does not resolve: {e}"))?
+        .next()
+        .ok_or_else(|| format!("\"address\" {address:?} resolves to nothing"))?;
+    if address.port() == 0 {
+        return Err("\"address\" needs a port other than 0".into());
+    }
+    let weight = match value.get("weight") {
+        None | Some(Value::Null) => 1,
+        Some(w) => w
+            .as_u64()
+            .filter(|&w| (1..=u64::from(u32::MAX)).contains(&w))
+            .ok_or("\"weight\" must be a whole number of at least 1")? as u32,
+    };
+    Ok(BackendConfig {
+        name: name.to_string(),
+        address,
+        weight,
+    })
+}
+
+fn json_answer(status: u16, value: &Value) -> (u16, &'static str, Vec<u8>) {
+    (status, "application/json", value.to_string().into_bytes())
+}
+
+fn respond_json(stream: &mut impl Write, status: u16, value: &Value) -> io::Result<()> {
+    respond(
+        stream,
+        status,
+        "application/json",
+        value.to_string().as_bytes(),
+    )
+}
+
+/// The dashboard is compiled in, so a deployed `lb` serves it without the source tree.
+const DASHBOARD_HTML: &str = include_str!("../../frontend/index.html");
+const DASHBOARD_JS: &str = include_str!("../../frontend/app.js");
+const DASHBOARD_CSS: &str = include_str!("../../frontend/style.css");
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn new_backend_bodies_are_validated() {
+        let ok = parse_new_backend(br#"{"name":"b4","address":"127.0.0.1:9004","weight":3}"#);
+        assert_eq!(ok.map(|c| (c.name, c.weight)), Ok(("b4".to_string(), 3)));
+        for bad in [
+            &br#"not json"#[..],
+            br#"{"address":"127.0.0.1:1"}"#,
+            br#"{"name":"b","address":"nowhere"}"#,
+            br#"{"name":"b","address":"127.0.0.1:0"}"#,
+            br#"{"name":"a b","address":"127.0.0.1:1"}"#,
+            br#"{"name":"b","address":"127.0.0.1:1","weight":0}"#,
+            br#"{"name":"b","address":"127.0.0.1:1","weight":"x"}"#,
+        ] {
+            assert!(
+                parse_new_backend(bad).is_err(),
+                "{}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+    }
+}
