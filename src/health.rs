@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant, SystemTime};
 
-use crossbeam_channel::{Receiver, Sender};
+use crossbeam_channel::{Receiver, Sender, TryRecvError};
 use log::{debug, warn};
 use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token, Waker};
@@ -102,20 +102,16 @@ pub struct ProbeTarget {
     pub address: SocketAddr,
 }
 
-enum Control {
-    Stop,
-}
-
 /// Controls a running health thread; stops it when dropped.
 pub struct HealthHandle {
-    control: Sender<Control>,
+    stop: Sender<()>,
     waker: Arc<Waker>,
     thread: Option<JoinHandle<()>>,
 }
 
 impl Drop for HealthHandle {
     fn drop(&mut self) {
-        if self.control.send(Control::Stop).is_ok() {
+        if self.stop.send(()).is_ok() {
             let _ = self.waker.wake();
         }
         if let Some(thread) = self.thread.take() {
@@ -133,7 +129,7 @@ pub fn spawn(
 ) -> io::Result<HealthHandle> {
     let poll = Poll::new()?;
     let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
-    let (control, control_rx) = crossbeam_channel::unbounded();
+    let (stop, stop_rx) = crossbeam_channel::bounded(1);
     let thread = thread::Builder::new()
         .name("health".into())
         .spawn(move || {
@@ -142,7 +138,7 @@ pub fn spawn(
                 config,
                 targets: Box::new(targets),
                 probes: Slab::new(),
-                control: control_rx,
+                stop: stop_rx,
                 report: Box::new(report),
             };
             if let Err(e) = prober.run() {
@@ -150,7 +146,7 @@ pub fn spawn(
             }
         })?;
     Ok(HealthHandle {
-        control,
+        stop,
         waker,
         thread: Some(thread),
     })
@@ -176,7 +172,7 @@ struct Prober {
     config: HealthConfig,
     targets: Box<dyn Fn() -> Vec<ProbeTarget> + Send>,
     probes: Slab<Probe>,
-    control: Receiver<Control>,
+    stop: Receiver<()>,
     report: Box<dyn Fn(ProbeResult) + Send>,
 }
 
@@ -215,10 +211,10 @@ impl Prober {
                 }
                 self.advance(event.token().0);
             }
-            while let Ok(control) = self.control.try_recv() {
-                match control {
-                    Control::Stop => return Ok(()),
-                }
+            match self.stop.try_recv() {
+                Err(TryRecvError::Empty) => {}
+                // Told to stop, or the handle is gone.
+                Ok(()) | Err(TryRecvError::Disconnected) => return Ok(()),
             }
             self.expire(Instant::now());
         }

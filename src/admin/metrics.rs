@@ -8,6 +8,9 @@ use super::Admin;
 use crate::stats::{Traffic, HISTOGRAM_BOUNDS};
 use crate::upstream::BackendState;
 
+/// Reads one per-backend counter.
+type Counter = fn(&crate::upstream::Backend) -> u64;
+
 /// Escapes a label value: backslash, double quote and newline (the format's rules).
 fn label(value: &str) -> String {
     value
@@ -115,7 +118,7 @@ pub fn render(admin: &Admin) -> String {
         histogram(&mut out, name, t);
     }
 
-    let counters: [(&str, &str, fn(&crate::upstream::Backend) -> u64); 6] = [
+    let counters: [(&str, &str, Counter); 6] = [
         (
             "lb_retries_total",
             "Requests sent again to the same backend after a stale pooled connection.",
