@@ -867,7 +867,12 @@ impl Session {
                 self.connect_backend(ctx);
                 return Ok(true);
             }
-            _ if reused && !ex.response_started && self.replayable && !ex.replayed => {
+            // Only a closed or reset connection can be a stale one. A timeout means the backend
+            // has the request and is slow with it: sending it again would make it do the work
+            // twice and the client wait twice the timeout.
+            BackendFailure::Broken
+                if reused && !ex.response_started && self.replayable && !ex.replayed =>
+            {
                 // A pooled connection the backend had already closed: send the request again on
                 // a fresh connection to the same backend.
                 debug!("backend {name}: pooled connection was stale; replaying");
