@@ -870,8 +870,15 @@ impl Session {
             // Only a closed or reset connection can be a stale one. A timeout means the backend
             // has the request and is slow with it: sending it again would make it do the work
             // twice and the client wait twice the timeout.
+            // And a backend that closed after reading the request may have acted on it: only
+            // an idempotent request may go again (RFC 9112 §9.3.1), unless no byte of it left.
             BackendFailure::Broken
-                if reused && !ex.response_started && self.replayable && !ex.replayed =>
+                if reused
+                    && !ex.response_started
+                    && self.replayable
+                    && !ex.replayed
+                    && (ex.request.method.is_idempotent()
+                        || (self.to_backend_pos == 0 && self.req_written == 0)) =>
             {
                 // A pooled connection the backend had already closed: send the request again on
                 // a fresh connection to the same backend.
