@@ -338,13 +338,18 @@ impl Session {
 
     fn on_client_eof(&mut self, ctx: &mut Ctx) -> Step {
         match self.req_phase {
-            // Between requests, or mid-head: nothing to finish.
-            RequestPhase::Head if self.exchange.is_none() => Err(Closed),
+            // Between requests with nothing buffered: nothing to finish.
+            RequestPhase::Head if self.exchange.is_none() && self.req_in.is_empty() => {
+                Err(Closed)
+            }
             // The client gave up mid-request.
             RequestPhase::Body => Err(Closed),
-            // A half-close after a complete request: the response can still go out.
+            // A half-close after complete requests (`printf ... | nc -N`): their responses still
+            // go out, every pipelined one included; the connection closes after the last.
             RequestPhase::Head | RequestPhase::Complete | RequestPhase::Abandoned => {
-                self.close_after = true;
+                if self.last_request_before_eof() {
+                    self.close_after = true;
+                }
                 Ok(true)
             }
             RequestPhase::Tunnel => {
@@ -353,6 +358,11 @@ impl Session {
             }
             RequestPhase::Closing => Err(Closed),
         }
+    }
+
+    /// The client has half-closed and no byte of another request follows the current one.
+    fn last_request_before_eof(&self) -> bool {
+        self.client_eof && self.req_in.len() <= self.req_released
     }
 
     fn discard_client_input(&mut self, ctx: &mut Ctx) -> Step {
@@ -477,6 +487,10 @@ impl Session {
         let limits = &ctx.settings.head_limits;
         let data = self.req_in.data();
         let Some(_) = http::find_head_end(data, &mut self.head_searched) else {
+            if self.client_eof {
+                // The client half-closed: the rest of this head is never coming.
+                return Err(Closed);
+            }
             return match request::check_partial(data, limits) {
                 Ok(()) => Ok(false),
                 Err(e) => self.refuse_head(ctx, e),
@@ -941,6 +955,7 @@ impl Session {
     /// to the client yet; otherwise all the client can be told is that the connection ends.
     fn answer_error(&mut self, ctx: &mut Ctx, answer: Answer, cause: &'static str) -> Step {
         self.drop_backend(ctx, false);
+        let last_before_eof = self.last_request_before_eof();
         let Some(ex) = &mut self.exchange else {
             return Err(Closed);
         };
@@ -952,6 +967,9 @@ impl Session {
         if self.req_phase == RequestPhase::Body {
             // The rest of the request body is not read: the connection cannot carry another.
             self.req_phase = RequestPhase::Abandoned;
+            self.close_after = true;
+        }
+        if last_before_eof {
             self.close_after = true;
         }
         let head_only = ex.request.method == request::Method::Head;
@@ -1012,6 +1030,7 @@ impl Session {
 
     fn parse_response_head(&mut self, ctx: &mut Ctx) -> Step {
         let capacity = ctx.bufs.buffer_size();
+        let last_before_eof = self.last_request_before_eof();
         let data = self.resp_in.data();
         if data.is_empty() {
             return Ok(false);
@@ -1061,7 +1080,7 @@ impl Session {
         ex.close_delimited = resp.body == BodyKind::Close;
         ex.answer_sent = true;
         let upgrading = resp.status == 101;
-        if ex.close_delimited || !ex.request.keep_alive {
+        if ex.close_delimited || !ex.request.keep_alive || last_before_eof {
             self.close_after = true;
         }
         self.to_client.extend_from_slice(if upgrading {
@@ -1144,7 +1163,7 @@ impl Session {
         self.resp_phase = ResponsePhase::Idle;
         self.served_any = true;
         self.head_started = ctx.now;
-        if self.close_after {
+        if self.close_after || (self.client_eof && self.req_in.is_empty()) {
             self.begin_closing(ctx);
             if self.client_eof {
                 return Err(Closed);
