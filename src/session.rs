@@ -1275,11 +1275,16 @@ impl Session {
             }
             _ => {}
         }
+        // Response bytes wait for a client that takes none: the proxy has stopped reading the
+        // backend because of it, so the backend's silence is the client's doing. Only the
+        // client's write timeout runs then.
+        let client_blocks = !self.client_output_flushed() && !self.client_ready.writable;
         if let Some(b) = &self.backend {
             if !b.connected {
                 consider(b.last_activity + t.connect, Timer::Connect);
             } else if matches!(self.resp_phase, ResponsePhase::Head | ResponsePhase::Body)
                 && self.req_phase != RequestPhase::Body
+                && !client_blocks
             {
                 // The backend's time to answer runs from the later of its last byte and the
                 // client's: neither a slow upload nor a slow reader is the backend's fault.
@@ -1290,7 +1295,7 @@ impl Session {
                 consider(since + t.backend_response, Timer::BackendResponse);
             }
         }
-        if !self.client_output_flushed() && !self.client_ready.writable {
+        if client_blocks {
             consider(self.last_client_write + t.client_idle, Timer::ClientWrite);
         }
         best
