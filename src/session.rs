@@ -111,7 +111,7 @@ struct BackendConn {
     connected: bool,
     /// Taken from the pool rather than opened for this request.
     reused: bool,
-    /// When the connect began, or the last byte arrived once a response is expected.
+    /// When the connect began, or the last byte went to it or came from it.
     last_activity: Instant,
     eof: bool,
     write_shut: bool,
@@ -739,6 +739,7 @@ impl Session {
             match result {
                 Ok(n) => {
                     progress = true;
+                    b.last_activity = ctx.now;
                     let from_head = n.min(head.len());
                     self.to_backend_pos += from_head;
                     self.req_written += n - from_head;
@@ -1237,6 +1238,12 @@ impl Session {
     }
 
     fn next_timer(&self, t: &Timeouts) -> Option<(Instant, Timer)> {
+        // Request body bytes wait for a backend that takes none: the proxy has stopped reading
+        // the client because of it, so the client's silence is the backend's doing.
+        let backend_blocks = self.req_phase == RequestPhase::Body
+            && self.backend.as_ref().is_some_and(|b| b.connected && !b.ready.writable)
+            && (self.to_backend_pos < self.to_backend.len()
+                || self.req_written < self.req_released);
         let mut best: Option<(Instant, Timer)> = None;
         let mut consider = |at: Instant, timer: Timer| {
             if best.is_none_or(|(b, _)| at < b) {
@@ -1270,7 +1277,8 @@ impl Session {
                     consider(self.head_started + t.client_header, Timer::ClientHeader);
                 }
             }
-            RequestPhase::Body => {
+            // While the backend holds the upload up, the client is not the one to time out.
+            RequestPhase::Body if !backend_blocks => {
                 consider(self.last_client_read + t.client_idle, Timer::ClientBody)
             }
             _ => {}
@@ -1282,6 +1290,8 @@ impl Session {
         if let Some(b) = &self.backend {
             if !b.connected {
                 consider(b.last_activity + t.connect, Timer::Connect);
+            } else if backend_blocks {
+                consider(b.last_activity + t.backend_response, Timer::BackendResponse);
             } else if matches!(self.resp_phase, ResponsePhase::Head | ResponsePhase::Body)
                 && self.req_phase != RequestPhase::Body
                 && !client_blocks
