@@ -1081,7 +1081,11 @@ impl Session {
         ex.close_delimited = resp.body == BodyKind::Close;
         ex.answer_sent = true;
         let upgrading = resp.status == 101;
-        if ex.close_delimited || !ex.request.keep_alive || last_before_eof {
+        // A final answer before the whole request body: if it ends first, the rest of the body
+        // is not forwarded and the connection must close (`response_complete`). Say so in this
+        // head, while the client can still stop sending, rather than close on it unannounced.
+        let body_unfinished = self.req_phase == RequestPhase::Body;
+        if ex.close_delimited || !ex.request.keep_alive || last_before_eof || body_unfinished {
             self.close_after = true;
         }
         self.to_client.extend_from_slice(if upgrading {
