@@ -339,9 +339,7 @@ impl Session {
     fn on_client_eof(&mut self, ctx: &mut Ctx) -> Step {
         match self.req_phase {
             // Between requests with nothing buffered: nothing to finish.
-            RequestPhase::Head if self.exchange.is_none() && self.req_in.is_empty() => {
-                Err(Closed)
-            }
+            RequestPhase::Head if self.exchange.is_none() && self.req_in.is_empty() => Err(Closed),
             // The client gave up mid-request.
             RequestPhase::Body => Err(Closed),
             // A half-close after complete requests (`printf ... | nc -N`): their responses still
@@ -586,7 +584,7 @@ impl Session {
         self.to_client_pos = 0;
         self.resp_in.clear();
         self.resp_released = 0;
-        answer.write(&mut self.to_client, cause, true, false);
+        answer.write(&mut self.to_client, cause, Some("close"), false);
         self.resp_phase = ResponsePhase::Complete;
         self.begin_closing(ctx);
         Ok(true)
@@ -974,11 +972,20 @@ impl Session {
             self.close_after = true;
         }
         let head_only = ex.request.method == request::Method::Head;
+        // As on a backend's answer (parse_response_head): a 1.0 client keeps the connection
+        // only when told so.
+        let connection = if self.close_after {
+            Some("close")
+        } else if ex.request.version_minor == 0 {
+            Some("keep-alive")
+        } else {
+            None
+        };
         self.to_client.clear();
         self.to_client_pos = 0;
         self.resp_in.clear();
         self.resp_released = 0;
-        answer.write(&mut self.to_client, cause, self.close_after, head_only);
+        answer.write(&mut self.to_client, cause, connection, head_only);
         self.resp_phase = ResponsePhase::Complete;
         Ok(true)
     }
@@ -1245,7 +1252,10 @@ impl Session {
         // Request body bytes wait for a backend that takes none: the proxy has stopped reading
         // the client because of it, so the client's silence is the backend's doing.
         let backend_blocks = self.req_phase == RequestPhase::Body
-            && self.backend.as_ref().is_some_and(|b| b.connected && !b.ready.writable)
+            && self
+                .backend
+                .as_ref()
+                .is_some_and(|b| b.connected && !b.ready.writable)
             && (self.to_backend_pos < self.to_backend.len()
                 || self.req_written < self.req_released);
         let mut best: Option<(Instant, Timer)> = None;
