@@ -747,6 +747,17 @@ impl Session {
                 }
                 Err(e) if would_block(&e) => b.ready.writable = false,
                 Err(e) if interrupted(&e) => {}
+                Err(e) if self.resp_phase == ResponsePhase::Body => {
+                    // It answered and stopped reading (a 413 to an upload, say): the rest of
+                    // the request is not wanted, but its response may still be in the socket.
+                    debug!("backend stopped reading the request: {e}");
+                    b.write_shut = true;
+                    if self.req_phase == RequestPhase::Body {
+                        self.req_phase = RequestPhase::Abandoned;
+                        self.close_after = true;
+                    }
+                    return Ok(true);
+                }
                 Err(e) => {
                     debug!("backend write error: {e}");
                     return self.backend_failed(ctx, BackendFailure::Broken);
@@ -959,7 +970,7 @@ impl Session {
             return Err(Closed);
         };
         if ex.answer_sent {
-            return Err(Closed);
+            return self.end_response_early(ctx, cause);
         }
         ex.status = answer.status();
         ex.error_cause = Some(cause);
@@ -987,6 +998,37 @@ impl Session {
         self.resp_released = 0;
         answer.write(&mut self.to_client, cause, connection, head_only);
         self.resp_phase = ResponsePhase::Complete;
+        Ok(true)
+    }
+
+    /// The backend failed after its response head went to the client. What was read of the
+    /// response still goes out (it may even be all of it); if it is not all, the connection then
+    /// closes, which is how the client learns the message was cut short. Closing at once would
+    /// throw away bytes already read, and reset the client's connection under them.
+    fn end_response_early(&mut self, ctx: &mut Ctx, cause: &'static str) -> Step {
+        if self.resp_phase != ResponsePhase::Body {
+            return Err(Closed);
+        }
+        let pending = &self.resp_in.data()[self.resp_released..];
+        match self.resp_scanner.scan(pending) {
+            Ok(scanned) => {
+                self.resp_released += scanned.used;
+                if scanned.done {
+                    self.response_complete(ctx);
+                    return Ok(true);
+                }
+            }
+            Err(_) => return Err(Closed),
+        }
+        if let Some(ex) = &mut self.exchange {
+            ex.error_cause = Some(cause);
+        }
+        self.resp_in.truncate(self.resp_released);
+        self.resp_phase = ResponsePhase::Complete;
+        self.close_after = true;
+        if self.req_phase == RequestPhase::Body {
+            self.req_phase = RequestPhase::Abandoned;
+        }
         Ok(true)
     }
 
