@@ -3,3 +3,6 @@
 mod support;
 
 mod basics;
+mod config;
+mod errors;
+mod streaming;
