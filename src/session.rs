@@ -479,6 +479,23 @@ impl Session {
         if self.exchange.is_some() || self.req_in.is_empty() || self.close_after {
             return Ok(false);
         }
+        // Empty lines before a request line are ignored (RFC 9112 §2.2); a stray CRLF after a
+        // body is common. Dropped here, they cannot pass for the end of a head not yet begun.
+        let mut skip = 0;
+        while let [b'\r', b'\n', ..] | [b'\n', ..] = &self.req_in.data()[skip..] {
+            skip += if self.req_in.data()[skip] == b'\n' {
+                1
+            } else {
+                2
+            };
+        }
+        if skip > 0 {
+            self.req_in.consume(skip);
+            self.head_searched = self.head_searched.saturating_sub(skip);
+            if self.req_in.is_empty() {
+                return Ok(false);
+            }
+        }
         if self.head_searched == 0 && self.served_any {
             self.head_started = ctx.now;
         }
@@ -503,8 +520,9 @@ impl Session {
         );
         let request = match parsed {
             Ok(Some(request)) => request,
-            // Empty lines before the request line ended in what looked like a head's end.
-            Ok(None) => return Ok(true),
+            // httparse wants more than the head end we found: wait for it rather than retry
+            // the same bytes (which would spin).
+            Ok(None) => return Ok(false),
             Err(e) => return self.refuse_head(ctx, e),
         };
         self.req_in.consume(request.head_len);
