@@ -877,3 +877,32 @@ fn backend_closing_mid_body_still_delivers_what_it_sent() {
         );
     }
 }
+
+// ---- empty lines before a request ------------------------------------------------------------
+
+#[test]
+fn empty_lines_before_a_request_are_skipped_without_spinning() {
+    let backend = DemoBackend::start("b");
+    let proxy = ProxyProcess::start(&["--backend", &format!("b={}", backend.addr)]);
+    let pid = proxy.child.id();
+    let mut s = connect(proxy.addr);
+    // RFC 9112 §2.2: empty lines before a request line are ignored. Until the request comes,
+    // there is nothing to do.
+    s.write_all(b"\r\n\r\n").expect("write");
+    let before = cpu_ticks(pid);
+    let window = Duration::from_millis(500);
+    std::thread::sleep(window);
+    let used = cpu_ticks(pid) - before;
+    // 10 ticks = 100 ms of CPU in a 500 ms window: an idle proxy uses none.
+    assert!(
+        used < 10,
+        "the proxy used {used} ticks of CPU waiting for a request"
+    );
+    s.write_all(GET_KEEP_ALIVE).expect("write");
+    let resp = read_response(&mut s, false);
+    assert_eq!(resp.status, 200, "{resp:?}");
+    // Also between keep-alive requests, and in the same packet as the request.
+    s.write_all(b"\r\n\nGET / HTTP/1.1\r\nHost: test\r\n\r\n")
+        .expect("write");
+    assert_eq!(read_response(&mut s, false).status, 200);
+}
