@@ -765,15 +765,15 @@ impl Session {
                 }
                 Err(e) if would_block(&e) => b.ready.writable = false,
                 Err(e) if interrupted(&e) => {}
-                Err(e) if self.resp_phase == ResponsePhase::Body => {
-                    // It answered and stopped reading (a 413 to an upload, say): the rest of
-                    // the request is not wanted, but its response may still be in the socket.
+                Err(e) if self.req_phase != RequestPhase::Tunnel => {
+                    // The backend stopped reading: it answered early (a 413 to an upload, say)
+                    // and closed, or it is gone. An answer may be waiting in the socket ahead of
+                    // the reset, so stop writing and let a read tell which: a response goes on
+                    // as usual (the rest of the request is then abandoned), an end without one
+                    // is the failure.
                     debug!("backend stopped reading the request: {e}");
                     b.write_shut = true;
-                    if self.req_phase == RequestPhase::Body {
-                        self.req_phase = RequestPhase::Abandoned;
-                        self.close_after = true;
-                    }
+                    b.ready.readable = true;
                     return Ok(true);
                 }
                 Err(e) => {
@@ -1053,7 +1053,7 @@ impl Session {
     /// Lets go of the backend connection, into the pool when it can carry another request.
     fn drop_backend(&mut self, ctx: &mut Ctx, reusable: bool) {
         if let Some(mut b) = self.backend.take() {
-            if reusable && b.connected && !b.eof {
+            if reusable && b.connected && !b.eof && !b.write_shut {
                 ctx.pool.put(b.index, b.stream, ctx.registry, ctx.now);
             } else {
                 let _ = ctx.registry.deregister(&mut b.stream);
@@ -1315,7 +1315,7 @@ impl Session {
             && self
                 .backend
                 .as_ref()
-                .is_some_and(|b| b.connected && !b.ready.writable)
+                .is_some_and(|b| b.connected && (!b.ready.writable || b.write_shut))
             && (self.to_backend_pos < self.to_backend.len()
                 || self.req_written < self.req_released);
         let mut best: Option<(Instant, Timer)> = None;
@@ -1364,7 +1364,7 @@ impl Session {
         if let Some(b) = &self.backend {
             if !b.connected {
                 consider(b.last_activity + t.connect, Timer::Connect);
-            } else if backend_blocks {
+            } else if backend_blocks && !client_blocks {
                 consider(b.last_activity + t.backend_response, Timer::BackendResponse);
             } else if matches!(self.resp_phase, ResponsePhase::Head | ResponsePhase::Body)
                 && self.req_phase != RequestPhase::Body
