@@ -546,3 +546,33 @@ fn backend_resetting_mid_upload_is_502() {
     drop(s);
     upload.join().expect("upload thread");
 }
+
+#[test]
+fn early_answer_survives_the_backend_resetting_the_upload() {
+    // Answers 413 as soon as it has the head and closes with the body unread, which makes its
+    // kernel reset the connection right behind the answer.
+    let backend = ScriptedBackend::start(|mut s, _| {
+        read_head(&mut s);
+        let _ = s.write_all(
+            b"HTTP/1.1 413 Content Too Large\r\nContent-Length: 9\r\nConnection: close\r\n\r\ntoo large",
+        );
+        set_linger_zero(&s);
+    });
+    let proxy = Proxy::start_with(vec![backend.config("refuser")], |_| {});
+    for _ in 0..5 {
+        let len = 100_000_000;
+        let (mut s, upload) = upload_in_background(
+            proxy.addr,
+            format!("POST /upload HTTP/1.1\r\nHost: test\r\nContent-Length: {len}\r\n\r\n"),
+            len,
+        );
+        // The answer arrived before the reset: the client must get it, not a proxy 502.
+        let resp = read_response(&mut s, false);
+        assert_eq!(resp.status, 413, "{resp:?}");
+        assert_eq!(resp.text(), "too large");
+        assert_eq!(resp.header("connection"), Some("close"), "{resp:?}");
+        assert!(is_closed(&mut s));
+        drop(s);
+        upload.join().expect("upload thread");
+    }
+}
