@@ -576,3 +576,34 @@ fn early_answer_survives_the_backend_resetting_the_upload() {
         upload.join().expect("upload thread");
     }
 }
+
+#[test]
+fn clients_vanishing_while_the_proxy_connects_leak_nothing() {
+    let hole = Blackhole::start();
+    let config = temp_file(
+        "vanish-connect.toml",
+        "log_level = \"warn\"\n[timeouts]\nconnect = \"300ms\"\n",
+    );
+    let proxy = ProxyProcess::start(&[
+        "--config",
+        config.to_str().expect("utf-8 path"),
+        "--backend",
+        &format!("hole={}", hole.addr),
+    ]);
+    let baseline = idle_fds(&proxy);
+    for i in 0..20 {
+        let s = connect(proxy.addr);
+        (&s).write_all(b"GET / HTTP/1.1\r\nHost: test\r\n\r\n")
+            .expect("write");
+        if i % 2 == 1 {
+            set_linger_zero(&s);
+        }
+        drop(s);
+    }
+    // Whether each connect is abandoned at once or times out, every descriptor comes back.
+    wait_for_fds(&proxy, baseline);
+    // And the proxy still answers (the black hole makes it a 503 after the connect timeout).
+    let resp = get(proxy.addr, "/");
+    assert_eq!(resp.status, 503, "{resp:?}");
+    wait_for_fds(&proxy, baseline);
+}
