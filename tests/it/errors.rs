@@ -1,5 +1,6 @@
-//! Answers the proxy makes itself (502, 503, 504, 400, 408, 414, 431), what happens to the
-//! connection afterwards, backend failover, and request smuggling attempts.
+//! Answers the proxy makes itself (400, 408, 414, 431, 501, 502, 503, 504), what happens to the
+//! connection afterwards, backend failover, request smuggling attempts, replays on pooled
+//! connections, half-closing clients, and backends failing after their response began.
 
 use std::io::{Read, Write};
 use std::sync::{Arc, Mutex};
@@ -586,8 +587,19 @@ fn bad_chunk_size_is_refused_and_nothing_is_smuggled() {
             assert_eq!(text.matches("HTTP/1.1").count(), 1, "{text:?}");
         }
         // The head (and the good chunk) may have been forwarded; nothing after the bad size.
-        recorder.wait_all_closed();
-        let got = String::from_utf8_lossy(&recorder.all_bytes()).into_owned();
+        // The sentinel makes sure any connection made for the bad request has been accepted.
+        sentinel(proxy.addr);
+        recorder.wait_closed_before_last();
+        let mut conns = recorder.connections();
+        let last = conns.pop().expect("the sentinel's connection");
+        let last = String::from_utf8_lossy(&last.bytes).into_owned();
+        assert!(
+            last.starts_with("GET /sentinel HTTP/1.1\r\n"),
+            "{bad:?}: {last:?}"
+        );
+        assert!(conns.len() <= 1, "{bad:?}: {conns:?}");
+        let got: Vec<u8> = conns.into_iter().flat_map(|c| c.bytes).collect();
+        let got = String::from_utf8_lossy(&got).into_owned();
         assert!(
             got.is_empty() || got.starts_with("POST /upload HTTP/1.1\r\n"),
             "{bad:?}: {got:?}"

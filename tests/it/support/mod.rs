@@ -535,6 +535,21 @@ impl Recorder {
             .collect()
     }
 
+    /// Waits until every connection but the last has been closed by the proxy, so what they
+    /// received is final. Call it after a sentinel request answered on the last connection:
+    /// the accept queue is FIFO, so every earlier connection has been accepted by then.
+    pub fn wait_closed_before_last(&self) {
+        wait_until("the proxy to close its earlier backend connections", || {
+            let accepted = self.backend.connection_count();
+            let conns = self.connections();
+            conns.len() == accepted
+                && conns
+                    .iter()
+                    .take(accepted.saturating_sub(1))
+                    .all(|c| c.closed)
+        });
+    }
+
     /// Waits until every accepted connection has been closed by the proxy, so what they
     /// received is final.
     pub fn wait_all_closed(&self) {
