@@ -98,7 +98,7 @@ pub const DEFAULT_TIMEOUT_CLIENT_HEADER: Duration = Duration::from_secs(10);
 /// longest silence while reading a request body or writing to a client.
 pub const DEFAULT_TIMEOUT_CLIENT_IDLE: Duration = Duration::from_secs(60);
 /// `timeouts.backend_response`: longest silence from a backend while a
-/// response is expected.
+/// response is expected, or while it takes no byte of a request body.
 pub const DEFAULT_TIMEOUT_BACKEND_RESPONSE: Duration = Duration::from_secs(30);
 /// `timeouts.backend_idle`: how long an idle pooled backend connection is kept.
 pub const DEFAULT_TIMEOUT_BACKEND_IDLE: Duration = Duration::from_secs(30);

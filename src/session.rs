@@ -117,7 +117,7 @@ struct BackendConn {
     connected: bool,
     /// Taken from the pool rather than opened for this request.
     reused: bool,
-    /// When the connect began, or the last byte arrived once a response is expected.
+    /// When the connect began, or the last byte went to it or came from it.
     last_activity: Instant,
     eof: bool,
     write_shut: bool,
@@ -359,6 +359,11 @@ impl Session {
             }
             RequestPhase::Closing => Err(Closed),
         }
+    }
+
+    /// The client has half-closed and no byte of another request follows the current one.
+    fn last_request_before_eof(&self) -> bool {
+        self.client_eof && self.req_in.len() <= self.req_released
     }
 
     fn discard_client_input(&mut self, ctx: &mut Ctx) -> Step {
@@ -613,7 +618,7 @@ impl Session {
         self.to_client_pos = 0;
         self.resp_in.clear();
         self.resp_released = 0;
-        answer.write(&mut self.to_client, cause, true, false);
+        answer.write(&mut self.to_client, cause, Some("close"), false);
         self.resp_phase = ResponsePhase::Complete;
         self.begin_closing(ctx);
         Ok(true)
@@ -777,6 +782,7 @@ impl Session {
             match result {
                 Ok(n) => {
                     progress = true;
+                    b.last_activity = ctx.now;
                     let from_head = n.min(head.len());
                     self.to_backend_pos += from_head;
                     self.req_written += n - from_head;
@@ -786,6 +792,17 @@ impl Session {
                 }
                 Err(e) if would_block(&e) => b.ready.writable = false,
                 Err(e) if interrupted(&e) => {}
+                Err(e) if self.req_phase != RequestPhase::Tunnel => {
+                    // The backend stopped reading: it answered early (a 413 to an upload, say)
+                    // and closed, or it is gone. An answer may be waiting in the socket ahead of
+                    // the reset, so stop writing and let a read tell which: a response goes on
+                    // as usual (the rest of the request is then abandoned), an end without one
+                    // is the failure.
+                    debug!("backend stopped reading the request: {e}");
+                    b.write_shut = true;
+                    b.ready.readable = true;
+                    return Ok(true);
+                }
                 Err(e) => {
                     debug!("backend write error: {e}");
                     return self.backend_failed(ctx, BackendFailure::Broken);
@@ -994,11 +1011,12 @@ impl Session {
     /// to the client yet; otherwise all the client can be told is that the connection ends.
     fn answer_error(&mut self, ctx: &mut Ctx, answer: Answer, cause: &'static str) -> Step {
         self.drop_backend(ctx, false);
+        let last_before_eof = self.last_request_before_eof();
         let Some(ex) = &mut self.exchange else {
             return Err(Closed);
         };
         if ex.answer_sent {
-            return Err(Closed);
+            return self.end_response_early(ctx, cause);
         }
         ex.status = answer.status();
         ex.error_cause = Some(cause);
@@ -1007,20 +1025,63 @@ impl Session {
             self.req_phase = RequestPhase::Abandoned;
             self.close_after = true;
         }
+        if last_before_eof {
+            self.close_after = true;
+        }
         let head_only = ex.request.method == request::Method::Head;
+        // As on a backend's answer (parse_response_head): a 1.0 client keeps the connection
+        // only when told so.
+        let connection = if self.close_after {
+            Some("close")
+        } else if ex.request.version_minor == 0 {
+            Some("keep-alive")
+        } else {
+            None
+        };
         self.to_client.clear();
         self.to_client_pos = 0;
         self.resp_in.clear();
         self.resp_released = 0;
-        answer.write(&mut self.to_client, cause, self.close_after, head_only);
+        answer.write(&mut self.to_client, cause, connection, head_only);
         self.resp_phase = ResponsePhase::Complete;
+        Ok(true)
+    }
+
+    /// The backend failed after its response head went to the client. What was read of the
+    /// response still goes out (it may even be all of it); if it is not all, the connection then
+    /// closes, which is how the client learns the message was cut short. Closing at once would
+    /// throw away bytes already read, and reset the client's connection under them.
+    fn end_response_early(&mut self, ctx: &mut Ctx, cause: &'static str) -> Step {
+        if self.resp_phase != ResponsePhase::Body {
+            return Err(Closed);
+        }
+        let pending = &self.resp_in.data()[self.resp_released..];
+        match self.resp_scanner.scan(pending) {
+            Ok(scanned) => {
+                self.resp_released += scanned.used;
+                if scanned.done {
+                    self.response_complete(ctx);
+                    return Ok(true);
+                }
+            }
+            Err(_) => return Err(Closed),
+        }
+        if let Some(ex) = &mut self.exchange {
+            ex.error_cause = Some(cause);
+        }
+        self.resp_in.truncate(self.resp_released);
+        self.resp_phase = ResponsePhase::Complete;
+        self.close_after = true;
+        if self.req_phase == RequestPhase::Body {
+            self.req_phase = RequestPhase::Abandoned;
+        }
         Ok(true)
     }
 
     /// Lets go of the backend connection, into the pool when it can carry another request.
     fn drop_backend(&mut self, ctx: &mut Ctx, reusable: bool) {
         if let Some(b) = self.detach(ctx) {
-            if reusable && b.connected && !b.eof {
+            if reusable && b.connected && !b.eof && !b.write_shut {
                 ctx.pool.put(b.index, b.stream, ctx.registry, ctx.now);
             }
         }
@@ -1063,6 +1124,7 @@ impl Session {
 
     fn parse_response_head(&mut self, ctx: &mut Ctx) -> Step {
         let capacity = ctx.bufs.buffer_size();
+        let last_before_eof = self.last_request_before_eof();
         let data = self.resp_in.data();
         if data.is_empty() {
             return Ok(false);
@@ -1117,7 +1179,8 @@ impl Session {
         // body): the exchange ends with the body unread, and the connection with it. The client
         // must learn that from this head (RFC 9110 §10.1.1), not from a closed connection.
         let body_unread = self.req_phase == RequestPhase::Body;
-        if ex.close_delimited || !ex.request.keep_alive || body_unread {
+        // A client that half-closed after this request hears that the connection ends with it.
+        if ex.close_delimited || !ex.request.keep_alive || body_unread || last_before_eof {
             self.close_after = true;
         }
         self.to_client.extend_from_slice(if upgrading {
@@ -1200,7 +1263,7 @@ impl Session {
         self.resp_phase = ResponsePhase::Idle;
         self.served_any = true;
         self.head_started = ctx.now;
-        if self.close_after {
+        if self.close_after || (self.client_eof && self.req_in.is_empty()) {
             self.begin_closing(ctx);
             if self.client_eof {
                 return Err(Closed);
@@ -1324,6 +1387,15 @@ impl Session {
     }
 
     fn next_timer(&self, t: &Timeouts) -> Option<(Instant, Timer)> {
+        // Request body bytes wait for a backend that takes none: the proxy has stopped reading
+        // the client because of it, so the client's silence is the backend's doing.
+        let backend_blocks = self.req_phase == RequestPhase::Body
+            && self
+                .backend
+                .as_ref()
+                .is_some_and(|b| b.connected && (!b.ready.writable || b.write_shut))
+            && (self.to_backend_pos < self.to_backend.len()
+                || self.req_written < self.req_released);
         let mut best: Option<(Instant, Timer)> = None;
         let mut consider = |at: Instant, timer: Timer| {
             if best.is_none_or(|(b, _)| at < b) {
@@ -1357,16 +1429,24 @@ impl Session {
                     consider(self.head_started + t.client_header, Timer::ClientHeader);
                 }
             }
-            RequestPhase::Body => {
+            // While the backend holds the upload up, the client is not the one to time out.
+            RequestPhase::Body if !backend_blocks => {
                 consider(self.last_client_read + t.client_idle, Timer::ClientBody)
             }
             _ => {}
         }
+        // Response bytes wait for a client that takes none: the proxy has stopped reading the
+        // backend because of it, so the backend's silence is the client's doing. Only the
+        // client's write timeout runs then.
+        let client_blocks = !self.client_output_flushed() && !self.client_ready.writable;
         if let Some(b) = &self.backend {
             if !b.connected {
                 consider(b.last_activity + t.connect, Timer::Connect);
+            } else if backend_blocks && !client_blocks {
+                consider(b.last_activity + t.backend_response, Timer::BackendResponse);
             } else if matches!(self.resp_phase, ResponsePhase::Head | ResponsePhase::Body)
                 && self.req_phase != RequestPhase::Body
+                && !client_blocks
             {
                 // The backend's time to answer runs from the later of its last byte and the
                 // client's: neither a slow upload nor a slow reader is the backend's fault.
@@ -1377,7 +1457,7 @@ impl Session {
                 consider(since + t.backend_response, Timer::BackendResponse);
             }
         }
-        if !self.client_output_flushed() && !self.client_ready.writable {
+        if client_blocks {
             consider(self.last_client_write + t.client_idle, Timer::ClientWrite);
         }
         best

@@ -59,8 +59,9 @@ impl Answer {
     }
 
     /// Writes the whole response. `cause` is a short slug for `X-LB-Error`; no client input is
-    /// ever echoed.
-    pub fn write(self, out: &mut Vec<u8>, cause: &str, close: bool, head_only: bool) {
+    /// ever echoed. `connection` is the `Connection` header's value, if one is needed: `close`,
+    /// or `keep-alive` for an HTTP/1.0 client whose connection stays open.
+    pub fn write(self, out: &mut Vec<u8>, cause: &str, connection: Option<&str>, head_only: bool) {
         let status = self.status();
         let reason = self.reason();
         // "NNN reason\n": a status is always three digits.
@@ -73,11 +74,10 @@ impl Answer {
         if matches!(self, Answer::ServiceUnavailable) {
             out.extend_from_slice(b"Retry-After: 1\r\n");
         }
-        out.extend_from_slice(if close {
-            b"Connection: close\r\n\r\n"
-        } else {
-            b"\r\n"
-        });
+        if let Some(value) = connection {
+            let _ = write!(out, "Connection: {value}\r\n");
+        }
+        out.extend_from_slice(b"\r\n");
         if !head_only {
             let _ = writeln!(out, "{status} {reason}");
         }
@@ -91,7 +91,7 @@ mod tests {
     #[test]
     fn answer_is_a_complete_response() {
         let mut out = Vec::new();
-        Answer::BadGateway.write(&mut out, "connect-refused", true, false);
+        Answer::BadGateway.write(&mut out, "connect-refused", Some("close"), false);
         let text = String::from_utf8(out).unwrap();
         assert!(text.starts_with("HTTP/1.1 502 Bad Gateway\r\n"));
         assert!(text.contains("X-LB-Error: connect-refused\r\n"));
@@ -106,7 +106,7 @@ mod tests {
     #[test]
     fn head_only_answers_have_no_body() {
         let mut out = Vec::new();
-        Answer::ServiceUnavailable.write(&mut out, "no-backend", false, true);
+        Answer::ServiceUnavailable.write(&mut out, "no-backend", None, true);
         let text = String::from_utf8(out).unwrap();
         assert!(text.ends_with("Retry-After: 1\r\n\r\n"));
     }

@@ -3,6 +3,9 @@
 mod support;
 
 mod basics;
+mod config;
+mod errors;
 mod failover;
 mod semantics;
+mod streaming;
 mod upgrade;

@@ -1,0 +1,222 @@
+//! The `lb` binary's configuration as an operator meets it: files, flags, exit codes and the
+//! messages that say what to fix.
+
+use std::process::{Command, Output, Stdio};
+use std::time::Instant;
+
+use crate::support::*;
+
+/// Runs `lb` with `args` and returns how it ended; a process still running after `PATIENCE`
+/// (it accepted a configuration it should not have, and is serving) fails the test.
+fn run_lb(args: &[&str]) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_lb"))
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn lb");
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        if child.try_wait().expect("try_wait").is_some() {
+            return child.wait_with_output().expect("lb output");
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let out = child.wait_with_output().expect("lb output");
+            panic!(
+                "lb {args:?} did not exit; stderr: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// Expects a configuration error: exit status 2, and one `lb: ...` line on stderr.
+fn expect_config_error(args: &[&str]) -> String {
+    let out = run_lb(args);
+    let message = stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "lb {args:?}: {message}");
+    assert!(
+        out.stdout.is_empty(),
+        "{:?}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert!(message.starts_with("lb: "), "{message}");
+    assert_eq!(message.lines().count(), 1, "{message}");
+    message
+}
+
+fn repo_lb_toml() -> String {
+    format!("{}/lb.toml", env!("CARGO_MANIFEST_DIR"))
+}
+
+#[test]
+fn unknown_key_is_named_with_its_line() {
+    let path = temp_file(
+        "unknown-key.toml",
+        "listen = \"127.0.0.1:0\"\n\n[timeouts]\nconnect = \"1s\"\nconect_retry = \"5s\"\n\n\
+         [[backend]]\naddress = \"127.0.0.1:9\"\n",
+    );
+    let path = path.to_str().expect("utf-8 path");
+    // Without --check: the process must refuse to start, not serve with the key ignored.
+    let message = expect_config_error(&["--config", path]);
+    assert!(message.contains(path), "{message}");
+    assert!(
+        message.contains("unknown key 'timeouts.conect_retry' on line 5"),
+        "{message}"
+    );
+    // And it lists what would have been valid.
+    assert!(message.contains("connect"), "{message}");
+
+    let path = temp_file(
+        "unknown-top-key.toml",
+        "[[backend]]\naddress = \"127.0.0.1:9\"\nwieght = 2\n",
+    );
+    let message = expect_config_error(&["--config", path.to_str().expect("utf-8 path")]);
+    assert!(message.contains("backend[0].wieght"), "{message}");
+    assert!(message.contains("line 3"), "{message}");
+}
+
+#[test]
+fn bad_duration_is_named_with_its_key() {
+    let path = temp_file(
+        "bad-duration.toml",
+        "[timeouts]\nclient_idle = \"60s\"\nconnect = \"5x\"\n",
+    );
+    let message = expect_config_error(&[
+        "--config",
+        path.to_str().expect("utf-8 path"),
+        "--backend",
+        "127.0.0.1:9",
+    ]);
+    assert!(
+        message.contains("timeouts.connect = \"5x\" on line 3"),
+        "{message}"
+    );
+    assert!(message.contains("invalid duration"), "{message}");
+
+    let path = temp_file(
+        "zero-duration.toml",
+        "[timeouts]\nbackend_response = \"0s\"\n",
+    );
+    let message = expect_config_error(&[
+        "--config",
+        path.to_str().expect("utf-8 path"),
+        "--backend",
+        "127.0.0.1:9",
+    ]);
+    assert!(message.contains("timeouts.backend_response"), "{message}");
+}
+
+#[test]
+fn check_accepts_the_repository_lb_toml() {
+    let path = repo_lb_toml();
+    let out = run_lb(&["--config", &path, "--check"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let summary = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(summary.contains("listen      127.0.0.1:8000"), "{summary}");
+    assert!(summary.contains("backends    3"), "{summary}");
+    for n in 1..=3 {
+        assert!(
+            summary.contains(&format!("backend-{n}  127.0.0.1:800{n}  weight 1")),
+            "{summary}"
+        );
+    }
+}
+
+#[test]
+fn check_shows_command_line_overrides() {
+    let path = repo_lb_toml();
+    let out = run_lb(&[
+        "--config",
+        &path,
+        "--check",
+        "--listen",
+        "127.0.0.1:9000",
+        "--backend",
+        "web=127.0.0.1:9001",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let summary = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(summary.contains("listen      127.0.0.1:9000"), "{summary}");
+    // --backend replaces every backend of the file.
+    assert!(
+        summary.contains("backends    1\n  web  127.0.0.1:9001"),
+        "{summary}"
+    );
+}
+
+#[test]
+fn missing_backends_and_bad_flags_are_refused() {
+    let message = expect_config_error(&[]);
+    assert!(message.contains("no backends configured"), "{message}");
+    let message = expect_config_error(&["--backend", "web=nowhere"]);
+    assert!(message.contains("--backend \"web=nowhere\""), "{message}");
+    let message =
+        expect_config_error(&["--backend", "a=127.0.0.1:9", "--backend", "a=127.0.0.1:10"]);
+    assert!(message.contains("duplicate backend name"), "{message}");
+    let message = expect_config_error(&["--config", "/nonexistent/lb.toml"]);
+    assert!(message.contains("/nonexistent/lb.toml"), "{message}");
+}
+
+#[test]
+fn backend_flag_serves_traffic() {
+    let b1 = DemoBackend::start("one");
+    let b2 = DemoBackend::start("two");
+    let proxy = ProxyProcess::start(&[
+        "--backend",
+        &format!("web={}", b1.addr),
+        "--backend",
+        &format!("api={}", b2.addr),
+    ]);
+    let order: Vec<String> = (0..4)
+        .map(|_| {
+            let resp = get(proxy.addr, "/");
+            assert_eq!(resp.status, 200, "{resp:?}");
+            resp.backend().to_string()
+        })
+        .collect();
+    assert_eq!(order, ["one", "two", "one", "two"]);
+    // The names given on the command line are the ones the proxy logs.
+    let mut log = String::new();
+    wait_until("an access log line naming backend web", || {
+        while let Ok(line) = proxy.output.try_recv() {
+            log.push_str(&line);
+        }
+        log.contains(&format!("backend web at {}", b1.addr))
+            && log.contains(&format!("backend api at {}", b2.addr))
+            && log.contains("\"GET / HTTP/1.1\" 200 ")
+            && log.contains(" web ")
+            && log.contains(" api ")
+    });
+}
+
+#[test]
+fn backend_flag_replaces_the_file_backends() {
+    let live = DemoBackend::start("live");
+    let proxy = ProxyProcess::start(&[
+        "--config",
+        &repo_lb_toml(),
+        "--backend",
+        &format!("web={}", live.addr),
+    ]);
+    // lb.toml's three backends (ports 8001..8003) are gone. (Requests alone would not show it:
+    // unreachable backends are skipped.) The startup lines name every backend in use.
+    let startup: String = proxy.output.try_iter().collect();
+    assert!(
+        startup.contains(&format!("backend web at {}", live.addr)),
+        "{startup}"
+    );
+    assert!(!startup.contains("backend-1"), "{startup}");
+    for _ in 0..4 {
+        let resp = get(proxy.addr, "/");
+        assert_eq!(resp.status, 200, "{resp:?}");
+        assert_eq!(resp.backend(), "live");
+    }
+}
