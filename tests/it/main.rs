@@ -5,4 +5,5 @@ mod support;
 mod basics;
 mod failover;
 mod semantics;
+mod supervisor;
 mod upgrade;
