@@ -1,28 +1,18 @@
 #!/usr/bin/env bash
-# Starts the demo in the foreground: three backends on 8001-8003 and the balancer on 8000
-# (config: lb.toml). Ctrl-C or SIGTERM stops every process this script started.
+# Starts the demo in the foreground under the supervisor (src/bin/supervisor.rs): three backends
+# on 8001-8003, the balancer on 8000 (config: lb.toml), and the supervisor's control API on 8005,
+# which the dashboard uses to kill and restart them. Ctrl-C or SIGTERM stops every process; the
+# children die with the supervisor even if it is killed outright.
+#
+#   ./scripts/start.sh                          the demo
+#   ./scripts/start.sh --backends 4             other arguments go to the supervisor (--help)
+#   ./scripts/start.sh -- --log-level debug     arguments after -- go to the balancer
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 cargo build --release --bins
-bin=target/release
 
-pids=()
-stop() {
-    trap - INT TERM EXIT
-    for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-    wait 2>/dev/null || true
-}
-trap stop INT TERM EXIT
-
-for i in 1 2 3; do
-    "$bin/backend" --port "800$i" --name "backend-$i" --quiet &
-    pids+=($!)
-done
-"$bin/lb" --config lb.toml "$@" &
-lb_pid=$!
-pids+=("$lb_pid")
-
-echo "lb on http://127.0.0.1:8000 — backends on 8001-8003. Ctrl-C stops everything."
-# Returns when the balancer exits (or on Ctrl-C, through the trap).
-wait "$lb_pid"
+echo "dashboard:  http://127.0.0.1:8004/ (the balancer's admin API) or open frontend/index.html"
+echo "supervisor: http://127.0.0.1:8005/api/processes (unless --control says otherwise; see 'control on')"
+echo "lb on http://127.0.0.1:8000, backends on 8001-8003. Ctrl-C stops everything."
+exec target/release/supervisor --config lb.toml "$@"

@@ -8,4 +8,5 @@ mod errors;
 mod failover;
 mod semantics;
 mod streaming;
+mod supervisor;
 mod upgrade;
