@@ -104,6 +104,8 @@ pub const DEFAULT_TIMEOUT_BACKEND_RESPONSE: Duration = Duration::from_secs(30);
 pub const DEFAULT_TIMEOUT_BACKEND_IDLE: Duration = Duration::from_secs(30);
 /// `timeouts.tunnel`: idle timeout of an upgraded (WebSocket) tunnel.
 pub const DEFAULT_TIMEOUT_TUNNEL: Duration = Duration::from_secs(3600);
+/// `timeouts.drain`: how long a graceful stop (SIGTERM) waits for requests in flight.
+pub const DEFAULT_TIMEOUT_DRAIN: Duration = Duration::from_secs(30);
 
 /// `limits.max_connections`: concurrent client connections accepted.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
@@ -270,6 +272,7 @@ pub struct Timeouts {
     pub backend_response: Duration,
     pub backend_idle: Duration,
     pub tunnel: Duration,
+    pub drain: Duration,
 }
 
 /// `[limits]`: `max_target_bytes < max_header_bytes` always holds.
@@ -331,6 +334,7 @@ impl Default for Timeouts {
             backend_response: DEFAULT_TIMEOUT_BACKEND_RESPONSE,
             backend_idle: DEFAULT_TIMEOUT_BACKEND_IDLE,
             tunnel: DEFAULT_TIMEOUT_TUNNEL,
+            drain: DEFAULT_TIMEOUT_DRAIN,
         }
     }
 }
@@ -395,13 +399,14 @@ impl fmt::Display for Config {
         writeln!(
             f,
             "timeouts    connect {}, client_header {}, client_idle {}, backend_response {}, \
-             backend_idle {}, tunnel {}",
+             backend_idle {}, tunnel {}, drain {}",
             d(t.connect),
             d(t.client_header),
             d(t.client_idle),
             d(t.backend_response),
             d(t.backend_idle),
-            d(t.tunnel)
+            d(t.tunnel),
+            d(t.drain)
         )?;
         writeln!(
             f,

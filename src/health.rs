@@ -120,10 +120,11 @@ impl Drop for HealthHandle {
     }
 }
 
-/// Starts the health thread. `targets` is asked for the backends at each round (the set changes
-/// at runtime); `report` is called with every result. Both run on that thread.
+/// Starts the health thread. `config` and `targets` are asked for the checks and the backends at
+/// each round (both change at runtime); `report` is called with every result. All three run on
+/// that thread.
 pub fn spawn(
-    config: HealthConfig,
+    config: impl Fn() -> HealthConfig + Send + 'static,
     targets: impl Fn() -> Vec<ProbeTarget> + Send + 'static,
     report: impl Fn(ProbeResult) + Send + 'static,
 ) -> io::Result<HealthHandle> {
@@ -135,7 +136,8 @@ pub fn spawn(
         .spawn(move || {
             let mut prober = Prober {
                 poll,
-                config,
+                config: config(),
+                current_config: Box::new(config),
                 targets: Box::new(targets),
                 probes: Slab::new(),
                 stop: stop_rx,
@@ -170,6 +172,7 @@ struct Probe {
 struct Prober {
     poll: Poll,
     config: HealthConfig,
+    current_config: Box<dyn Fn() -> HealthConfig + Send>,
     targets: Box<dyn Fn() -> Vec<ProbeTarget> + Send>,
     probes: Slab<Probe>,
     stop: Receiver<()>,
@@ -186,6 +189,7 @@ impl Prober {
             // again instead of skipping them as still busy.
             self.expire(now);
             if now >= next_round {
+                self.config = (self.current_config)();
                 self.start_round(now);
                 next_round += self.config.interval;
                 if next_round <= now {

@@ -8,7 +8,10 @@ use simplelog::{ColorChoice, ConfigBuilder, TermLogger, TerminalMode};
 
 use lb::admin::{self, Admin};
 use lb::config::{Cli, Config};
-use lb::reactor::Reactor;
+use lb::reactor::{Command, Handle, Reactor};
+use log::info;
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+use signal_hook::iterator::Signals;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -52,7 +55,11 @@ fn main() -> ExitCode {
         error!("cannot start the admin API: {e}");
         return ExitCode::FAILURE;
     }
-    let _health = match reactor.start_health_checks(&config.health) {
+    if let Err(e) = watch_signals(reactor.handle(), cli.clone()) {
+        error!("cannot watch signals: {e}");
+        return ExitCode::FAILURE;
+    }
+    let _health = match reactor.start_health_checks() {
         Ok(handle) => handle,
         Err(e) => {
             error!("cannot start health checks: {e}");
@@ -66,6 +73,39 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// SIGTERM or SIGINT: a graceful stop (a second one stops at once). SIGHUP: re-read the
+/// configuration file and apply it; a file that does not validate changes nothing.
+fn watch_signals(reactor: Handle, cli: Cli) -> std::io::Result<()> {
+    let mut signals = Signals::new([SIGTERM, SIGINT, SIGHUP])?;
+    std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            let mut stopping = false;
+            for signal in signals.forever() {
+                match signal {
+                    SIGHUP => match load_config(&cli) {
+                        Ok(config) => {
+                            info!("SIGHUP: reloading the configuration");
+                            reactor.send(Command::Reload(Box::new(config)));
+                        }
+                        Err(message) => {
+                            error!("SIGHUP: configuration refused, the running one stays: {message}")
+                        }
+                    },
+                    _ if stopping => {
+                        info!("second stop signal: stopping now");
+                        reactor.send(Command::Shutdown);
+                    }
+                    _ => {
+                        stopping = true;
+                        reactor.send(Command::Drain);
+                    }
+                }
+            }
+        })?;
+    Ok(())
 }
 
 fn load_config(cli: &Cli) -> Result<Config, String> {

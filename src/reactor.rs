@@ -6,7 +6,7 @@ use std::collections::{BinaryHeap, VecDeque};
 use std::io;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
@@ -41,8 +41,13 @@ const BACKLOG: i32 = 1024;
 /// Messages other threads send to the reactor.
 #[derive(Debug)]
 pub enum Command {
-    /// Stop accepting and return from [`Reactor::run`].
+    /// Return from [`Reactor::run`] now, dropping every connection.
     Shutdown,
+    /// Stop gracefully: stop accepting, close idle connections, let requests in flight finish
+    /// (within `timeouts.drain`), then return from [`Reactor::run`].
+    Drain,
+    /// Apply a new configuration (SIGHUP): backends, weights, health checks, timeouts, limits.
+    Reload(Box<Config>),
     /// An active health check finished.
     Probe(ProbeResult),
     /// An operator's change to the backends; the answer goes back on the channel (the index
@@ -80,8 +85,14 @@ impl Handle {
 
 pub struct Reactor {
     poll: Poll,
-    listener: TcpListener,
+    /// `None` once draining: closing it makes new clients go elsewhere at once.
+    listener: Option<TcpListener>,
     local_addr: SocketAddr,
+    /// When a graceful stop must end, if one is under way.
+    drain_deadline: Option<Instant>,
+    /// Read by the health thread at each round, so a reload changes its checks.
+    health_config: Arc<RwLock<HealthConfig>>,
+    max_header_bytes: usize,
     sessions: Slab<Session>,
     backends: Arc<Backends>,
     events: Arc<EventBus>,
@@ -132,8 +143,11 @@ impl Reactor {
         let limits = &config.limits;
         Ok(Reactor {
             poll,
-            listener,
+            listener: Some(listener),
             local_addr,
+            drain_deadline: None,
+            health_config: Arc::new(RwLock::new(config.health.clone())),
+            max_header_bytes: limits.max_header_bytes,
             sessions: Slab::new(),
             pool: Pool::new(
                 backends.len(),
@@ -187,11 +201,17 @@ impl Reactor {
     }
 
     /// Starts the health thread for this reactor's backends; it stops when the handle drops.
-    pub fn start_health_checks(&self, config: &HealthConfig) -> io::Result<HealthHandle> {
+    pub fn start_health_checks(&self) -> io::Result<HealthHandle> {
         let backends = Arc::clone(&self.backends);
         let handle = self.handle();
+        let config = Arc::clone(&self.health_config);
         health::spawn(
-            config.clone(),
+            move || {
+                config
+                    .read()
+                    .map(|c| c.clone())
+                    .unwrap_or_else(|p| p.into_inner().clone())
+            },
             move || {
                 backends
                     .snapshot()
@@ -228,7 +248,7 @@ impl Reactor {
                         self.accept(now);
                     }
                     Target::Waker => {
-                        if self.drain_commands() {
+                        if self.drain_commands(now) {
                             info!("shutting down");
                             return Ok(());
                         }
@@ -248,6 +268,19 @@ impl Reactor {
             if self.accept_pending && self.accept_resume_at.is_none_or(|at| now >= at) {
                 self.accept(now);
             }
+            if let Some(deadline) = self.drain_deadline {
+                if self.sessions.is_empty() {
+                    info!("drained: every connection finished");
+                    return Ok(());
+                }
+                if now >= deadline {
+                    warn!(
+                        "drain timeout: closing {} connections still open",
+                        self.sessions.len()
+                    );
+                    return Ok(());
+                }
+            }
         }
     }
 
@@ -262,15 +295,20 @@ impl Reactor {
         if let (true, Some(at)) = (self.accept_pending, self.accept_resume_at) {
             next = next.min(at);
         }
+        if let Some(at) = self.drain_deadline {
+            next = next.min(at);
+        }
         // Round up: waking a little early would only find nothing due and poll again.
         Some(next.saturating_duration_since(now) + Duration::from_millis(1))
     }
 
-    fn drain_commands(&mut self) -> bool {
+    fn drain_commands(&mut self, now: Instant) -> bool {
         let mut shutdown = false;
         while let Ok(command) = self.commands.try_recv() {
             match command {
                 Command::Shutdown => shutdown = true,
+                Command::Drain => self.begin_drain(now),
+                Command::Reload(config) => self.reload(&config),
                 Command::Probe(result) => self.backends.observe_probe(&result),
                 Command::Change(change, reply) => {
                     let result = match change {
@@ -289,6 +327,80 @@ impl Reactor {
         shutdown
     }
 
+    /// Starts a graceful stop; a second one changes nothing.
+    fn begin_drain(&mut self, now: Instant) {
+        if self.drain_deadline.is_some() {
+            return;
+        }
+        let drain = self.settings.timeouts.drain;
+        info!(
+            "draining: no new connections; {} open, waiting up to {drain:?} for requests in flight",
+            self.sessions.len()
+        );
+        self.drain_deadline = Some(now + drain);
+        if let Some(mut listener) = self.listener.take() {
+            let _ = self.poll.registry().deregister(&mut listener);
+        }
+        self.accept_pending = false;
+        let slots: Vec<usize> = self.sessions.iter().map(|(slot, _)| slot).collect();
+        for slot in slots {
+            let Some(session) = self.sessions.get_mut(slot) else {
+                continue;
+            };
+            let mut ctx = Ctx {
+                now,
+                registry: self.poll.registry(),
+                backends: &self.backends,
+                events: &self.events,
+                totals: &self.totals,
+                pool: &mut self.pool,
+                bufs: &mut self.bufs,
+                settings: &self.settings,
+            };
+            let outcome = session.begin_drain(&mut ctx);
+            self.after(slot, outcome);
+        }
+    }
+
+    /// Applies a new configuration to what can change without a restart. What cannot (the
+    /// listen and admin addresses, the algorithm, workers, buffer sizes) is logged and kept.
+    fn reload(&mut self, config: &Config) {
+        let t = &mut self.settings;
+        t.timeouts = config.timeouts.clone();
+        t.retries = config.retries;
+        t.access_log = config.access_log;
+        let limits = &config.limits;
+        if limits.max_header_bytes <= self.max_header_bytes {
+            t.head_limits = HeadLimits {
+                max_header_bytes: limits.max_header_bytes,
+                max_headers: limits.max_headers,
+                max_target_bytes: limits.max_target_bytes,
+            };
+        } else {
+            warn!(
+                "reload: a larger limits.max_header_bytes needs a restart; keeping the old limits"
+            );
+        }
+        self.max_connections = limits.max_connections;
+        self.pool
+            .configure(limits.pool_max_idle, config.timeouts.backend_idle);
+        if let Ok(mut health) = self.health_config.write() {
+            *health = config.health.clone();
+        }
+        self.backends
+            .set_thresholds(config.health.rise, config.health.fall);
+        for index in self.backends.reconcile(&config.backends) {
+            self.pool.forget(index);
+        }
+        if config.listen != self.local_addr && config.listen.port() != 0 {
+            warn!(
+                "reload: a new listen address needs a restart; still on {}",
+                self.local_addr
+            );
+        }
+        info!("configuration reloaded");
+    }
+
     fn accept(&mut self, now: Instant) {
         self.accept_resume_at = None;
         while self.accept_pending {
@@ -296,7 +408,11 @@ impl Reactor {
                 // The kernel backlog holds the rest until a session ends.
                 return;
             }
-            match self.listener.accept() {
+            let Some(listener) = &self.listener else {
+                self.accept_pending = false;
+                return;
+            };
+            match listener.accept() {
                 Ok((stream, peer)) => self.add_session(stream, peer, now),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.accept_pending = false,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}

@@ -188,6 +188,8 @@ pub struct Session {
     backend: Option<BackendConn>,
     /// Close the client connection once the current response is out.
     close_after: bool,
+    /// The balancer is stopping: the request under way (or arriving) is the last.
+    draining: bool,
     /// The timer deadline the reactor has queued for this session, if any.
     pub armed: Option<Instant>,
 }
@@ -250,6 +252,7 @@ impl Session {
             exchange: None,
             backend: None,
             close_after: false,
+            draining: false,
             armed: None,
         }
     }
@@ -270,6 +273,23 @@ impl Session {
             b.ready.readable |= readable;
             b.ready.writable |= writable;
         }
+    }
+
+    /// The balancer is stopping: an idle connection closes now; one with a request under way
+    /// finishes that request and says `Connection: close` with its response.
+    pub fn begin_drain(&mut self, ctx: &mut Ctx) -> Outcome {
+        self.draining = true;
+        let idle = self.exchange.is_none()
+            && self.req_in.is_empty()
+            && matches!(self.req_phase, RequestPhase::Head | RequestPhase::Closing);
+        if idle {
+            self.close(ctx);
+            return Outcome::Close;
+        }
+        if self.exchange.is_some() {
+            self.close_after = true;
+        }
+        self.drive(ctx)
     }
 
     /// Makes every step it can until nothing more can happen without new readiness.
@@ -550,7 +570,7 @@ impl Session {
         };
         self.resp_phase = ResponsePhase::Head;
         self.resp_head_searched = 0;
-        if !request.keep_alive {
+        if !request.keep_alive || self.draining {
             self.close_after = true;
         }
         self.exchange = Some(Exchange {

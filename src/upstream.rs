@@ -4,7 +4,7 @@
 use std::collections::VecDeque;
 use std::io;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -26,7 +26,8 @@ use crate::token;
 pub struct Backend {
     pub name: String,
     pub address: SocketAddr,
-    pub weight: u32,
+    /// Relative share for weighted algorithms; a reload may change it.
+    weight: AtomicU32,
     /// Requests sent to it (each try counts).
     pub requests: AtomicU64,
     /// Requests on it now.
@@ -90,7 +91,7 @@ impl Backend {
         Backend {
             name: config.name.clone(),
             address: config.address,
-            weight: config.weight,
+            weight: AtomicU32::new(config.weight),
             requests: AtomicU64::new(0),
             in_flight: AtomicU64::new(0),
             connections: AtomicU64::new(0),
@@ -124,6 +125,10 @@ impl Backend {
         } else {
             BackendState::Down
         }
+    }
+
+    pub fn weight(&self) -> u32 {
+        self.weight.load(Ordering::Relaxed)
     }
 
     pub fn is_up(&self) -> bool {
@@ -180,8 +185,8 @@ impl Backend {
 pub struct Backends {
     list: RwLock<Vec<Arc<Backend>>>,
     balancer: Balancer,
-    rise: u32,
-    fall: u32,
+    rise: AtomicU32,
+    fall: AtomicU32,
     events: Arc<EventBus>,
 }
 
@@ -215,8 +220,8 @@ impl Backends {
         Backends {
             list: RwLock::new(configs.iter().map(|c| Arc::new(Backend::new(c))).collect()),
             balancer: Balancer::new(algorithm),
-            rise: health.rise,
-            fall: health.fall,
+            rise: AtomicU32::new(health.rise),
+            fall: AtomicU32::new(health.fall),
             events,
         }
     }
@@ -276,7 +281,7 @@ impl Backends {
                 let b = &list[i];
                 Candidate {
                     eligible: b.selectable(fail_open),
-                    weight: b.weight,
+                    weight: b.weight(),
                     in_flight: b.in_flight.load(Ordering::Relaxed),
                 }
             }
@@ -326,6 +331,50 @@ impl Backends {
         Ok(index)
     }
 
+    /// New rise and fall thresholds (a reload).
+    pub fn set_thresholds(&self, rise: u32, fall: u32) {
+        self.rise.store(rise, Ordering::Relaxed);
+        self.fall.store(fall, Ordering::Relaxed);
+    }
+
+    /// Makes the live backends match `configs` (a reload): new names are added, missing ones
+    /// removed, a changed address is a removal and an addition, a changed weight is applied in
+    /// place. Returns the indexes removed.
+    pub fn reconcile(&self, configs: &[BackendConfig]) -> Vec<usize> {
+        let mut removed = Vec::new();
+        for (index, b) in self.snapshot().iter().enumerate() {
+            if b.state() == BackendState::Removed {
+                continue;
+            }
+            let keep = configs
+                .iter()
+                .any(|c| c.name == b.name && c.address == b.address);
+            if !keep && self.remove(&b.name).is_ok() {
+                removed.push(index);
+            }
+        }
+        for config in configs {
+            match self.find(&config.name) {
+                Some((_, b)) => {
+                    if b.weight() != config.weight {
+                        info!(
+                            "backend {}: weight {} -> {}",
+                            b.name,
+                            b.weight(),
+                            config.weight
+                        );
+                        b.weight.store(config.weight, Ordering::Relaxed);
+                    }
+                }
+                None => {
+                    // Cannot be a duplicate: the name was just looked up.
+                    let _ = self.add(config);
+                }
+            }
+        }
+        removed
+    }
+
     fn announce(&self, action: &'static str, backend: &str) {
         self.events.publish(Event::Config {
             time: SystemTime::now(),
@@ -344,15 +393,19 @@ impl Backends {
         health.last_ok = Some(result.ok);
         health.last_detail.clone_from(&result.detail);
         health.last_latency = result.latency;
-        if health.tracker.observe(result.ok, self.rise, self.fall) {
+        let (rise, fall) = (
+            self.rise.load(Ordering::Relaxed),
+            self.fall.load(Ordering::Relaxed),
+        );
+        if health.tracker.observe(result.ok, rise, fall) {
             let up = health.tracker.is_up();
             health.last_change = result.at;
             health.flips += 1;
             backend.up.store(up, Ordering::Relaxed);
             let (state, rule, count) = if up {
-                ("up", "rise", self.rise)
+                ("up", "rise", rise)
             } else {
-                ("down", "fall", self.fall)
+                ("down", "fall", fall)
             };
             let reason = format!("health check {} ({rule} {count})", result.detail);
             info!("backend {} is {state}: {reason}", backend.name);
@@ -498,6 +551,12 @@ impl Pool {
                 self.idle.try_remove(oldest);
             }
         }
+    }
+
+    /// New limits (a reload); idle connections beyond them go at the next sweep or put.
+    pub fn configure(&mut self, max_idle: usize, idle_timeout: Duration) {
+        self.max_idle = max_idle;
+        self.idle_timeout = idle_timeout;
     }
 
     /// Closes every idle connection to a backend (it was removed).

@@ -33,7 +33,7 @@ pub fn backend_json(admin: &Admin, _index: usize, b: &Backend) -> Value {
     json!({
         "name": b.name,
         "address": b.address.to_string(),
-        "weight": b.weight,
+        "weight": b.weight(),
         "state": b.state().as_str(),
         "last_check": last_check,
         "last_change_ms": epoch_ms(health.last_change),

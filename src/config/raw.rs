@@ -53,6 +53,7 @@ pub(super) struct RawTimeouts {
     pub backend_response: Option<Spanned<String>>,
     pub backend_idle: Option<Spanned<String>>,
     pub tunnel: Option<Spanned<String>>,
+    pub drain: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -116,6 +116,7 @@ fn documented_example_parses_to_documented_values() {
             backend_response: Duration::from_secs(30),
             backend_idle: Duration::from_secs(30),
             tunnel: Duration::from_secs(3600),
+            drain: Duration::from_secs(30),
         }
     );
     assert_eq!(

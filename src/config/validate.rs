@@ -113,6 +113,7 @@ pub(super) fn build(raw: RawConfig, text: &str) -> Result<Config, ConfigError> {
             DEFAULT_TIMEOUT_BACKEND_IDLE,
         )?,
         tunnel: v.duration("timeouts.tunnel", t.tunnel.as_ref(), DEFAULT_TIMEOUT_TUNNEL)?,
+        drain: v.duration("timeouts.drain", t.drain.as_ref(), DEFAULT_TIMEOUT_DRAIN)?,
     };
 
     let l = &raw.limits;

@@ -6,6 +6,7 @@ mod basics;
 mod config;
 mod errors;
 mod failover;
+mod lifecycle;
 mod semantics;
 mod streaming;
 mod supervisor;

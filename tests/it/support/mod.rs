@@ -158,11 +158,7 @@ impl Proxy {
         let mut reactor = Reactor::with_listener(listener, &config).expect("reactor");
         let addr = reactor.local_addr();
         let handle = reactor.handle();
-        let health = health_checks.then(|| {
-            reactor
-                .start_health_checks(&config.health)
-                .expect("health checks")
-        });
+        let health = health_checks.then(|| reactor.start_health_checks().expect("health checks"));
         let backends = reactor.backends();
         let thread = thread::Builder::new()
             .name("proxy".into())

@@ -1,0 +1,172 @@
+//! Graceful stop (SIGTERM) and configuration reload (SIGHUP) of the real `lb` binary.
+
+use std::io::Write;
+use std::net::{SocketAddr, TcpStream};
+use std::path::PathBuf;
+use std::process::ExitStatus;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use crate::support::*;
+
+fn signal(proxy: &ProxyProcess, sig: i32) {
+    // SAFETY: kill(2) on a child process this test started and still owns.
+    let rc = unsafe { libc::kill(proxy.child.id() as i32, sig) };
+    assert_eq!(rc, 0, "kill failed");
+}
+
+fn wait_exit(proxy: &mut ProxyProcess, within: Duration) -> ExitStatus {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(status) = proxy.child.try_wait().expect("try_wait") {
+            return status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "lb did not exit within {within:?}"
+        );
+        thread::sleep(Duration::from_millis(10));
+    }
+}
+
+fn config_file(name: &str, body: &str) -> PathBuf {
+    let path =
+        std::env::temp_dir().join(format!("lb-lifecycle-{}-{name}.toml", std::process::id()));
+    std::fs::write(&path, body).expect("write config");
+    path
+}
+
+fn backend_table(b: &DemoBackend) -> String {
+    format!(
+        "[[backend]]\nname = \"{}\"\naddress = \"{}\"\n",
+        b.name, b.addr
+    )
+}
+
+/// Waits until the proxy's log shows a line containing `needle`.
+fn wait_for_log(proxy: &ProxyProcess, needle: &str) {
+    let deadline = Instant::now() + PATIENCE;
+    while Instant::now() < deadline {
+        if let Ok(line) = proxy.output.recv_timeout(Duration::from_millis(50)) {
+            if line.contains(needle) {
+                return;
+            }
+        }
+    }
+    panic!("no log line with {needle:?}");
+}
+
+#[test]
+fn sigterm_lets_requests_in_flight_finish_and_exits_zero() {
+    let backend = DemoBackend::start("slow");
+    let path = config_file("drain", &backend_table(&backend));
+    let mut proxy = ProxyProcess::start(&["--config", path.to_str().expect("path")]);
+    let clients: Vec<TcpStream> = (0..5)
+        .map(|_| {
+            let mut s = connect(proxy.addr);
+            s.write_all(b"GET /delay/700 HTTP/1.1\r\nHost: t\r\n\r\n")
+                .expect("write");
+            s
+        })
+        .collect();
+    // An idle keep-alive connection, which the drain closes at once.
+    let mut idle = connect(proxy.addr);
+    idle.write_all(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+        .expect("write");
+    assert_eq!(read_response(&mut idle, false).status, 200);
+    wait_until("the slow requests to reach the backend", || {
+        backend.stats().1 >= 6
+    });
+    signal(&proxy, libc::SIGTERM);
+    assert_closed(&mut idle);
+    let started = Instant::now();
+    for mut c in clients {
+        let r = read_response(&mut c, false);
+        assert_eq!(r.status, 200, "{}", r.text());
+        assert_eq!(r.text(), "delayed 700 ms");
+        assert_eq!(r.header("connection"), Some("close"));
+        assert_closed(&mut c);
+    }
+    let status = wait_exit(&mut proxy, Duration::from_secs(5));
+    assert!(status.success(), "{status:?}");
+    assert!(started.elapsed() < Duration::from_secs(3));
+    assert!(
+        TcpStream::connect(proxy.addr).is_err(),
+        "still accepting after the drain"
+    );
+}
+
+#[test]
+fn drain_timeout_bounds_the_wait() {
+    let backend = DemoBackend::start("slower");
+    let body = format!("[timeouts]\ndrain = \"300ms\"\n{}", backend_table(&backend));
+    let path = config_file("drain-timeout", &body);
+    let mut proxy = ProxyProcess::start(&["--config", path.to_str().expect("path")]);
+    let mut client = connect(proxy.addr);
+    client
+        .write_all(b"GET /delay/5000 HTTP/1.1\r\nHost: t\r\n\r\n")
+        .expect("write");
+    wait_until("the request to reach the backend", || {
+        backend.stats().1 >= 1
+    });
+    let started = Instant::now();
+    signal(&proxy, libc::SIGTERM);
+    let status = wait_exit(&mut proxy, Duration::from_secs(4));
+    assert!(status.success(), "{status:?}");
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(250) && took < Duration::from_secs(3),
+        "{took:?}"
+    );
+}
+
+fn served_by(addr: SocketAddr) -> String {
+    get(addr, "/").backend().to_string()
+}
+
+#[test]
+fn sighup_applies_a_new_backend_set_without_dropping_connections() {
+    let old = DemoBackend::start("old");
+    let new = DemoBackend::start("new");
+    let path = config_file("reload", &backend_table(&old));
+    let proxy = ProxyProcess::start(&["--config", path.to_str().expect("path")]);
+    assert_eq!(served_by(proxy.addr), "old");
+
+    // A keep-alive client that stays connected across the reload.
+    let mut client = connect(proxy.addr);
+    client
+        .write_all(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+        .expect("write");
+    assert_eq!(read_response(&mut client, false).backend(), "old");
+
+    let body = format!(
+        "retries = 1\n[health]\ninterval = \"200ms\"\n{}",
+        backend_table(&new)
+    );
+    std::fs::write(&path, body).expect("rewrite config");
+    signal(&proxy, libc::SIGHUP);
+    wait_for_log(&proxy, "configuration reloaded");
+    for _ in 0..5 {
+        assert_eq!(served_by(proxy.addr), "new");
+    }
+    client
+        .write_all(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+        .expect("write");
+    let r = read_response(&mut client, false);
+    assert_eq!(r.status, 200);
+    assert_eq!(r.backend(), "new");
+}
+
+#[test]
+fn sighup_with_a_broken_file_keeps_the_running_config() {
+    let only = DemoBackend::start("only");
+    let path = config_file("broken", &backend_table(&only));
+    let proxy = ProxyProcess::start(&["--config", path.to_str().expect("path")]);
+    assert_eq!(served_by(proxy.addr), "only");
+    std::fs::write(&path, "listen = 42\n[[backend]]\naddress = \"nowhere\"\n").expect("rewrite");
+    signal(&proxy, libc::SIGHUP);
+    wait_for_log(&proxy, "configuration refused");
+    for _ in 0..3 {
+        assert_eq!(served_by(proxy.addr), "only");
+    }
+}
