@@ -57,7 +57,13 @@ impl Buf {
     }
 
     /// Reads once from `source` into the free space, taking storage from `pool` if needed.
-    pub fn read_from<R: Read>(&mut self, source: &mut R, pool: &mut BufPool) -> io::Result<usize> {
+    /// Returns the bytes read and whether they left free space: a short read from a socket
+    /// means its receive queue is empty now, which spares the read that would say WouldBlock.
+    pub fn read_from<R: Read>(
+        &mut self,
+        source: &mut R,
+        pool: &mut BufPool,
+    ) -> io::Result<(usize, bool)> {
         let storage = self.storage.get_or_insert_with(|| pool.take());
         if self.end == storage.len() && self.start > 0 {
             storage.copy_within(self.start..self.end, 0);
@@ -68,9 +74,10 @@ impl Buf {
             // Callers check is_full first; reading into nothing would look like end of stream.
             return Err(io::Error::new(io::ErrorKind::OutOfMemory, "buffer full"));
         }
+        let space = storage.len() - self.end;
         let n = source.read(&mut storage[self.end..])?;
         self.end += n;
-        Ok(n)
+        Ok((n, n < space))
     }
 
     /// Gives the storage back to the pool when no byte is left in it.
@@ -126,12 +133,12 @@ mod tests {
         let mut pool = BufPool::new(8, 4);
         let mut buf = Buf::default();
         let mut src: &[u8] = b"abcdefghijkl";
-        assert_eq!(buf.read_from(&mut src, &mut pool).unwrap(), 8);
+        assert_eq!(buf.read_from(&mut src, &mut pool).unwrap(), (8, false));
         assert!(buf.is_full(8));
         buf.consume(6);
         assert_eq!(buf.data(), b"gh");
         // The tail is full: the next read moves "gh" to the front first.
-        assert_eq!(buf.read_from(&mut src, &mut pool).unwrap(), 4);
+        assert_eq!(buf.read_from(&mut src, &mut pool).unwrap(), (4, true));
         assert_eq!(buf.data(), b"ghijkl");
         buf.consume(6);
         buf.release_if_empty(&mut pool);

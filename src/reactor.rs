@@ -254,9 +254,10 @@ impl Reactor {
                         }
                     }
                     Target::Client(slot) => self.session_event(slot, event, true, now),
-                    Target::Backend(slot) => self.session_event(slot, event, false, now),
-                    Target::Pooled(key) => self.pool.on_event(key),
-                    Target::Unknown => {}
+                    Target::Backend(id) => match self.pool.session_of(id) {
+                        Some(slot) => self.session_event(slot, event, false, now),
+                        None => self.pool.on_idle_event(id),
+                    },
                 }
             }
             self.run_yielded(now);
@@ -455,12 +456,13 @@ impl Reactor {
         let Some(session) = self.sessions.get_mut(slot) else {
             return;
         };
-        let readable = event.is_readable() || event.is_read_closed() || event.is_error();
+        let read_closed = event.is_read_closed() || event.is_error();
+        let readable = event.is_readable() || read_closed;
         let writable = event.is_writable() || event.is_write_closed() || event.is_error();
         if client {
-            session.client_event(readable, writable);
+            session.client_event(readable, writable, read_closed);
         } else {
-            session.backend_event(readable, writable);
+            session.backend_event(readable, writable, read_closed);
         }
         self.drive(slot, now);
     }

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use log::{debug, info, warn};
 use mio::net::TcpStream;
-use mio::{Interest, Registry};
+use mio::Registry;
 
 use crate::buffer::{Buf, BufPool};
 use crate::config::Timeouts;
@@ -27,7 +27,6 @@ use crate::http::{
     self, request, response, Answer, BodyKind, BodyScanner, HeadLimits, Request, RequestError,
 };
 use crate::stats::Totals;
-use crate::token;
 use crate::upstream::{Backends, Pool};
 
 /// How many read/write rounds one `drive` call may make before giving other sessions a turn.
@@ -79,6 +78,25 @@ type Step = Result<bool, Closed>;
 struct Readiness {
     readable: bool,
     writable: bool,
+    /// The peer closed or the socket failed: read on until the read says so, since no new
+    /// edge will come for what is already queued.
+    read_closed: bool,
+}
+
+impl Readiness {
+    fn record(&mut self, readable: bool, writable: bool, read_closed: bool) {
+        self.readable |= readable;
+        self.writable |= writable;
+        self.read_closed |= read_closed;
+    }
+
+    /// After a read that did not fill the buffer: the queue is empty, and new bytes will come
+    /// with a new edge.
+    fn drained(&mut self) {
+        if !self.read_closed {
+            self.readable = false;
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -112,6 +130,8 @@ enum ResponsePhase {
 /// The connection to the backend serving the current exchange.
 struct BackendConn {
     stream: TcpStream,
+    /// Its id in the pool's table (and its poll token).
+    id: usize,
     index: usize,
     ready: Readiness,
     connected: bool,
@@ -225,6 +245,7 @@ impl Session {
             client_ready: Readiness {
                 readable: true,
                 writable: true,
+                read_closed: false,
             },
             client_eof: false,
             client_write_shut: false,
@@ -262,16 +283,14 @@ impl Session {
     }
 
     /// Records an event on the client socket.
-    pub fn client_event(&mut self, readable: bool, writable: bool) {
-        self.client_ready.readable |= readable;
-        self.client_ready.writable |= writable;
+    pub fn client_event(&mut self, readable: bool, writable: bool, read_closed: bool) {
+        self.client_ready.record(readable, writable, read_closed);
     }
 
     /// Records an event on the backend socket.
-    pub fn backend_event(&mut self, readable: bool, writable: bool) {
+    pub fn backend_event(&mut self, readable: bool, writable: bool, read_closed: bool) {
         if let Some(b) = &mut self.backend {
-            b.ready.readable |= readable;
-            b.ready.writable |= writable;
+            b.ready.record(readable, writable, read_closed);
         }
     }
 
@@ -344,11 +363,14 @@ impl Session {
             }
         }
         match self.req_in.read_from(&mut self.client, ctx.bufs) {
-            Ok(0) => {
+            Ok((0, _)) => {
                 self.client_eof = true;
                 self.on_client_eof(ctx)
             }
-            Ok(_) => {
+            Ok((_, short)) => {
+                if short {
+                    self.client_ready.drained();
+                }
                 self.last_client_read = ctx.now;
                 Ok(true)
             }
@@ -390,7 +412,7 @@ impl Session {
         loop {
             self.req_in.clear();
             match self.req_in.read_from(&mut self.client, ctx.bufs) {
-                Ok(0) => return Err(Closed),
+                Ok((0, _)) => return Err(Closed),
                 Ok(_) => continue,
                 Err(e) if would_block(&e) => {
                     self.client_ready.readable = false;
@@ -422,6 +444,10 @@ impl Session {
                 Ok(n) => {
                     progress = true;
                     self.last_client_write = ctx.now;
+                    if n < head.len() + body.len() {
+                        // The send buffer is full: an edge will say when it has room again.
+                        self.client_ready.writable = false;
+                    }
                     let from_head = n.min(head.len());
                     self.to_client_pos += from_head;
                     let from_body = n - from_head;
@@ -467,7 +493,14 @@ impl Session {
 
     fn advance_request(&mut self, ctx: &mut Ctx) -> Step {
         match self.req_phase {
-            RequestPhase::Head => self.parse_request_head(ctx),
+            RequestPhase::Head => {
+                let progress = self.parse_request_head(ctx)?;
+                if progress && matches!(self.req_phase, RequestPhase::Body | RequestPhase::Tunnel) {
+                    // Body bytes that came with the head go out with it, in one write.
+                    self.advance_request(ctx)?;
+                }
+                Ok(progress)
+            }
             RequestPhase::Body => {
                 let pending = &self.req_in.data()[self.req_released..];
                 if pending.is_empty() {
@@ -673,19 +706,12 @@ impl Session {
             };
             ex.tries += 1;
             ex.backend = Some(index);
-            if let Some(stream) = ctx.pool.take(index, ctx.registry) {
-                if self.attach(ctx, stream, index, true) {
-                    return true;
-                }
-                continue;
+            if let Some((stream, id)) = ctx.pool.take(index, self.slot) {
+                self.attach(ctx, stream, id, index, true);
+                return true;
             }
-            match TcpStream::connect(backend.address) {
-                Ok(stream) => {
-                    backend.connections.fetch_add(1, Ordering::Relaxed);
-                    if self.attach(ctx, stream, index, false) {
-                        return true;
-                    }
-                }
+            match self.open_connection(ctx, index) {
+                Ok(()) => return true,
                 Err(e) => {
                     warn!(
                         "connect to {} ({}) failed: {e}",
@@ -701,28 +727,39 @@ impl Session {
         }
     }
 
-    /// Makes `stream` the current exchange's backend connection.
-    fn attach(&mut self, ctx: &mut Ctx, mut stream: TcpStream, index: usize, reused: bool) -> bool {
-        let registered = ctx.registry.register(
-            &mut stream,
-            token::backend(self.slot),
-            Interest::READABLE | Interest::WRITABLE,
-        );
-        if let Err(e) = registered {
-            warn!("cannot register a backend connection: {e}");
-            return false;
+    /// Starts a new connection to backend `index` for the current exchange.
+    fn open_connection(&mut self, ctx: &mut Ctx, index: usize) -> io::Result<()> {
+        let address = ctx
+            .backends
+            .get(index)
+            .map(|b| b.address)
+            .ok_or_else(|| io::Error::from(io::ErrorKind::NotFound))?;
+        let mut stream = TcpStream::connect(address)?;
+        let id = ctx.pool.open(&mut stream, index, self.slot, ctx.registry)?;
+        if let Some(backend) = ctx.backends.get(index) {
+            backend.connections.fetch_add(1, Ordering::Relaxed);
         }
+        self.attach(ctx, stream, id, index, false);
+        Ok(())
+    }
+
+    /// Makes `stream` the current exchange's backend connection.
+    fn attach(&mut self, ctx: &mut Ctx, stream: TcpStream, id: usize, index: usize, reused: bool) {
         if let Some(backend) = ctx.backends.get(index) {
             backend.requests.fetch_add(1, Ordering::Relaxed);
             backend.in_flight.fetch_add(1, Ordering::Relaxed);
         }
         self.backend = Some(BackendConn {
             stream,
+            id,
             index,
-            // A pooled connection is writable now; a new one says so when its connect ends.
+            // A pooled connection is writable now; a new one says so when its connect ends. Nothing
+            // is there to read: a close while it sat in the pool dropped it there, and one from
+            // now on comes with an edge of its own.
             ready: Readiness {
-                readable: reused,
+                readable: false,
                 writable: reused,
+                read_closed: false,
             },
             connected: reused,
             reused,
@@ -730,13 +767,11 @@ impl Session {
             eof: false,
             write_shut: false,
         });
-        true
     }
 
-    /// Takes the backend connection away from the session.
+    /// Takes the backend connection away from the session; the caller parks or releases it.
     fn detach(&mut self, ctx: &mut Ctx) -> Option<BackendConn> {
-        let mut b = self.backend.take()?;
-        let _ = ctx.registry.deregister(&mut b.stream);
+        let b = self.backend.take()?;
         if let Some(backend) = ctx.backends.get(b.index) {
             backend.in_flight.fetch_sub(1, Ordering::Relaxed);
         }
@@ -803,6 +838,10 @@ impl Session {
                 Ok(n) => {
                     progress = true;
                     b.last_activity = ctx.now;
+                    if n < head.len() + body.len() {
+                        // The send buffer is full: an edge will say when it has room again.
+                        b.ready.writable = false;
+                    }
                     let from_head = n.min(head.len());
                     self.to_backend_pos += from_head;
                     self.req_written += n - from_head;
@@ -881,11 +920,14 @@ impl Session {
             return Ok(false);
         }
         match self.resp_in.read_from(&mut b.stream, ctx.bufs) {
-            Ok(0) => {
+            Ok((0, _)) => {
                 b.eof = true;
                 self.on_backend_eof(ctx)
             }
-            Ok(_) => {
+            Ok((_, short)) => {
+                if short {
+                    b.ready.drained();
+                }
                 b.last_activity = ctx.now;
                 if let Some(ex) = &mut self.exchange {
                     if !ex.response_started {
@@ -942,6 +984,7 @@ impl Session {
         let Some(b) = self.detach(ctx) else {
             return Ok(true);
         };
+        ctx.pool.release(b.id);
         let Some(backend) = ctx.backends.get(b.index) else {
             return Ok(true);
         };
@@ -969,11 +1012,8 @@ impl Session {
             ex.replayed = true;
             backend.retries.fetch_add(1, Ordering::Relaxed);
             self.restart_request();
-            if let Ok(stream) = TcpStream::connect(backend.address) {
-                backend.connections.fetch_add(1, Ordering::Relaxed);
-                if self.attach(ctx, stream, b.index, false) {
-                    return Ok(true);
-                }
+            if self.open_connection(ctx, b.index).is_ok() {
+                return Ok(true);
             }
             return self.answer_error(ctx, Answer::BadGateway, "connect-failed");
         }
@@ -1102,7 +1142,9 @@ impl Session {
     fn drop_backend(&mut self, ctx: &mut Ctx, reusable: bool) {
         if let Some(b) = self.detach(ctx) {
             if reusable && b.connected && !b.eof && !b.write_shut {
-                ctx.pool.put(b.index, b.stream, ctx.registry, ctx.now);
+                ctx.pool.put(b.id, b.stream, ctx.now);
+            } else {
+                ctx.pool.release(b.id);
             }
         }
     }
@@ -1111,7 +1153,14 @@ impl Session {
 
     fn advance_response(&mut self, ctx: &mut Ctx) -> Step {
         match self.resp_phase {
-            ResponsePhase::Head => self.parse_response_head(ctx),
+            ResponsePhase::Head => {
+                let progress = self.parse_response_head(ctx)?;
+                if matches!(self.resp_phase, ResponsePhase::Body | ResponsePhase::Tunnel) {
+                    // Body bytes that came with the head go out with it, in one write.
+                    self.advance_response(ctx)?;
+                }
+                Ok(progress)
+            }
             ResponsePhase::Body => {
                 let pending = &self.resp_in.data()[self.resp_released..];
                 if pending.is_empty() {
@@ -1392,7 +1441,6 @@ impl Session {
             self.exchange = None;
         }
         self.drop_backend(ctx, false);
-        let _ = ctx.registry.deregister(&mut self.client);
         self.req_in.clear();
         self.resp_in.clear();
         self.req_in.release_if_empty(ctx.bufs);

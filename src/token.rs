@@ -1,8 +1,8 @@
 //! The mapping between mio tokens and what they stand for.
 //!
-//! A session's two sockets share its slab slot and differ in the lowest bit; idle pooled backend
-//! connections have their own slab and a tag of their own. Reserved tokens sit at the top of the
-//! range, where no slab key reaches.
+//! A client socket's token carries its session's slab slot; a backend connection's token carries
+//! its slot in the pool's table of connections, which says which session (if any) it serves.
+//! Reserved tokens sit at the top of the range, where no slab key reaches.
 
 use mio::Token;
 
@@ -11,11 +11,10 @@ pub const LISTENER: Token = Token(usize::MAX);
 /// The reactor's waker, for messages from other threads.
 pub const WAKER: Token = Token(usize::MAX - 1);
 
-const TAG_BITS: u32 = 2;
+const TAG_BITS: u32 = 1;
 const TAG_MASK: usize = (1 << TAG_BITS) - 1;
 const TAG_CLIENT: usize = 0;
 const TAG_BACKEND: usize = 1;
-const TAG_POOLED: usize = 2;
 
 /// What a token refers to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -24,23 +23,16 @@ pub enum Target {
     Waker,
     /// The client socket of the session in this slot.
     Client(usize),
-    /// The backend socket of the session in this slot.
+    /// The backend connection with this id in the pool's table.
     Backend(usize),
-    /// An idle connection in the backend pool's slab.
-    Pooled(usize),
-    Unknown,
 }
 
 pub fn client(slot: usize) -> Token {
     Token((slot << TAG_BITS) | TAG_CLIENT)
 }
 
-pub fn backend(slot: usize) -> Token {
-    Token((slot << TAG_BITS) | TAG_BACKEND)
-}
-
-pub fn pooled(slot: usize) -> Token {
-    Token((slot << TAG_BITS) | TAG_POOLED)
+pub fn backend(id: usize) -> Token {
+    Token((id << TAG_BITS) | TAG_BACKEND)
 }
 
 pub fn target(token: Token) -> Target {
@@ -49,11 +41,10 @@ pub fn target(token: Token) -> Target {
         WAKER => Target::Waker,
         Token(n) => {
             let slot = n >> TAG_BITS;
-            match n & TAG_MASK {
-                TAG_CLIENT => Target::Client(slot),
-                TAG_BACKEND => Target::Backend(slot),
-                TAG_POOLED => Target::Pooled(slot),
-                _ => Target::Unknown,
+            if n & TAG_MASK == TAG_CLIENT {
+                Target::Client(slot)
+            } else {
+                Target::Backend(slot)
             }
         }
     }
@@ -68,7 +59,6 @@ mod tests {
         for slot in [0, 1, 7, 123_456] {
             assert_eq!(target(client(slot)), Target::Client(slot));
             assert_eq!(target(backend(slot)), Target::Backend(slot));
-            assert_eq!(target(pooled(slot)), Target::Pooled(slot));
         }
         assert_eq!(target(LISTENER), Target::Listener);
         assert_eq!(target(WAKER), Target::Waker);
@@ -79,6 +69,6 @@ mod tests {
         // The largest slot a slab could hand out on a 64-bit machine still maps below them.
         let largest = usize::MAX >> TAG_BITS;
         assert!(client(largest - 1).0 < WAKER.0);
-        assert!(pooled(largest - 1).0 < WAKER.0);
+        assert!(backend(largest - 1).0 < WAKER.0);
     }
 }

@@ -446,16 +446,29 @@ impl Backends {
     }
 }
 
-struct Idle {
-    stream: TcpStream,
-    backend: usize,
-    since: Instant,
+/// Who a backend connection serves now.
+enum Lease {
+    /// The session in this slot is using it.
+    Session(usize),
+    /// Parked in the pool since `since`.
+    Idle { stream: TcpStream, since: Instant },
 }
 
-/// Idle keep-alive connections, per backend, most recently used last.
+struct Conn {
+    backend: usize,
+    lease: Lease,
+}
+
+/// Every backend connection, in use or idle, and the idle ones per backend (most recently used
+/// last).
+///
+/// A connection is registered with the poll once, when it is opened, under a token naming its
+/// slot here; leasing it to a session or parking it changes only this table. That saves the
+/// four `epoll_ctl` calls per request that re-registering on every take and put would cost.
+/// Closing its socket removes it from the poll.
 pub struct Pool {
-    idle: Slab<Idle>,
-    by_backend: Vec<VecDeque<usize>>,
+    conns: Slab<Conn>,
+    idle_by_backend: Vec<VecDeque<usize>>,
     max_idle: usize,
     idle_timeout: Duration,
 }
@@ -463,97 +476,145 @@ pub struct Pool {
 impl Pool {
     pub fn new(backends: usize, max_idle: usize, idle_timeout: Duration) -> Pool {
         Pool {
-            idle: Slab::new(),
-            by_backend: (0..backends).map(|_| VecDeque::new()).collect(),
+            conns: Slab::new(),
+            idle_by_backend: (0..backends).map(|_| VecDeque::new()).collect(),
             max_idle,
             idle_timeout,
         }
     }
 
-    /// The most recently parked connection to `backend`: the one least likely to have been
-    /// closed by the backend's own idle timeout.
-    pub fn take(&mut self, backend: usize, registry: &Registry) -> Option<TcpStream> {
-        let key = self.by_backend.get_mut(backend)?.pop_back()?;
-        let mut idle = self.idle.try_remove(key)?;
-        // Deregistering lets the caller register it under its own token.
-        let _ = registry.deregister(&mut idle.stream);
-        Some(idle.stream)
+    /// Registers a new connection to `backend` for the session in slot `session`; returns
+    /// the connection's id.
+    pub fn open(
+        &mut self,
+        stream: &mut TcpStream,
+        backend: usize,
+        session: usize,
+        registry: &Registry,
+    ) -> io::Result<usize> {
+        let entry = self.conns.vacant_entry();
+        let id = entry.key();
+        registry.register(
+            stream,
+            token::backend(id),
+            Interest::READABLE | Interest::WRITABLE,
+        )?;
+        entry.insert(Conn {
+            backend,
+            lease: Lease::Session(session),
+        });
+        Ok(id)
     }
 
-    /// Parks a connection whose last exchange ended cleanly; it must not be registered with the
-    /// poll (the session deregisters it first).
-    pub fn put(
-        &mut self,
-        backend: usize,
-        mut stream: TcpStream,
-        registry: &Registry,
-        now: Instant,
-    ) {
-        if self.max_idle == 0 {
-            return;
-        }
-        if self.by_backend.len() <= backend {
-            // A backend added at runtime.
-            self.by_backend.resize_with(backend + 1, VecDeque::new);
-        }
-        let Some(queue) = self.by_backend.get_mut(backend) else {
-            return;
-        };
-        if queue.len() >= self.max_idle {
-            if let Some(oldest) = queue.pop_front() {
-                self.idle.try_remove(oldest);
+    /// Leases the most recently parked connection to `backend` (the one least likely to have
+    /// been closed by the backend's own idle timeout) to `session`.
+    pub fn take(&mut self, backend: usize, session: usize) -> Option<(TcpStream, usize)> {
+        let queue = self.idle_by_backend.get_mut(backend)?;
+        while let Some(id) = queue.pop_back() {
+            let Some(conn) = self.conns.get_mut(id) else {
+                continue;
+            };
+            if let Lease::Idle { stream, .. } =
+                std::mem::replace(&mut conn.lease, Lease::Session(session))
+            {
+                return Some((stream, id));
             }
         }
-        let entry = self.idle.vacant_entry();
-        let key = entry.key();
-        // Watching an idle connection for reads tells us when the backend closes it.
-        if let Err(e) = registry.register(&mut stream, token::pooled(key), Interest::READABLE) {
-            log::debug!("not pooling a connection: {e}");
-            return;
-        }
-        entry.insert(Idle {
-            stream,
-            backend,
-            since: now,
-        });
-        queue.push_back(key);
+        None
     }
 
-    /// An idle connection became readable: the backend closed it or sent bytes nobody asked for.
-    pub fn on_event(&mut self, key: usize) {
-        let Some(idle) = self.idle.get(key) else {
+    /// Parks a connection whose last exchange ended cleanly.
+    pub fn put(&mut self, id: usize, stream: TcpStream, now: Instant) {
+        let Some(backend) = self.conns.get(id).map(|c| c.backend) else {
+            return;
+        };
+        if self.max_idle == 0 {
+            self.conns.remove(id);
+            return;
+        }
+        if self.idle_by_backend.len() <= backend {
+            // A backend added at runtime.
+            self.idle_by_backend.resize_with(backend + 1, VecDeque::new);
+        }
+        let queue = &mut self.idle_by_backend[backend];
+        while queue.len() >= self.max_idle {
+            match queue.pop_front() {
+                Some(oldest) => {
+                    self.conns.try_remove(oldest);
+                }
+                None => break,
+            }
+        }
+        if let Some(conn) = self.conns.get_mut(id) {
+            conn.lease = Lease::Idle { stream, since: now };
+            queue.push_back(id);
+        }
+    }
+
+    /// Forgets a connection its session closes (dropping its socket takes it off the poll).
+    pub fn release(&mut self, id: usize) {
+        self.conns.try_remove(id);
+    }
+
+    /// The session a connection is leased to; `None` while it is idle (or gone).
+    pub fn session_of(&self, id: usize) -> Option<usize> {
+        match self.conns.get(id)?.lease {
+            Lease::Session(slot) => Some(slot),
+            Lease::Idle { .. } => None,
+        }
+    }
+
+    /// An idle connection became readable: the backend closed it or sent bytes nobody asked
+    /// for. Either way it is useless.
+    pub fn on_idle_event(&mut self, id: usize) {
+        let Some(Conn {
+            backend,
+            lease: Lease::Idle { stream, .. },
+        }) = self.conns.get(id)
+        else {
             return;
         };
         let mut probe = [0u8; 1];
-        match idle.stream.peek(&mut probe) {
+        match stream.peek(&mut probe) {
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
             _ => {}
         }
-        let backend = idle.backend;
-        self.idle.remove(key);
-        if let Some(queue) = self.by_backend.get_mut(backend) {
-            queue.retain(|&k| k != key);
+        let backend = *backend;
+        self.conns.remove(id);
+        if let Some(queue) = self.idle_by_backend.get_mut(backend) {
+            queue.retain(|&k| k != id);
         }
     }
 
     /// Closes connections idle for longer than the idle timeout.
     pub fn expire(&mut self, now: Instant) {
-        for queue in &mut self.by_backend {
+        for queue in &mut self.idle_by_backend {
             while let Some(&oldest) = queue.front() {
-                let expired = self
-                    .idle
-                    .get(oldest)
-                    .is_none_or(|idle| now.duration_since(idle.since) >= self.idle_timeout);
+                let expired = match self.conns.get(oldest) {
+                    Some(Conn {
+                        lease: Lease::Idle { since, .. },
+                        ..
+                    }) => now.duration_since(*since) >= self.idle_timeout,
+                    _ => true,
+                };
                 if !expired {
                     break;
                 }
                 queue.pop_front();
-                self.idle.try_remove(oldest);
+                if matches!(
+                    self.conns.get(oldest),
+                    Some(Conn {
+                        lease: Lease::Idle { .. },
+                        ..
+                    })
+                ) {
+                    self.conns.remove(oldest);
+                }
             }
         }
     }
 
-    /// New limits (a reload); idle connections beyond them go at the next sweep or put.
+    /// New limits (a reload); idle connections beyond them go at the next put or sweep.
     pub fn configure(&mut self, max_idle: usize, idle_timeout: Duration) {
         self.max_idle = max_idle;
         self.idle_timeout = idle_timeout;
@@ -561,15 +622,15 @@ impl Pool {
 
     /// Closes every idle connection to a backend (it was removed).
     pub fn forget(&mut self, backend: usize) {
-        if let Some(queue) = self.by_backend.get_mut(backend) {
-            for key in queue.drain(..) {
-                self.idle.try_remove(key);
+        if let Some(queue) = self.idle_by_backend.get_mut(backend) {
+            for id in queue.drain(..) {
+                self.conns.try_remove(id);
             }
         }
     }
 
     pub fn idle_count(&self) -> usize {
-        self.idle.len()
+        self.idle_by_backend.iter().map(VecDeque::len).sum()
     }
 }
 
