@@ -1,1 +1,1200 @@
+/*
+ * lb dashboard — vanilla JS, no build step, nothing fetched but the two APIs of docs/ADMIN_API.md.
+ *
+ * Where the APIs are
+ *   admin API:   ?admin=URL, else the page's own origin when served over http(s), else
+ *                http://127.0.0.1:8004 (page opened from disk).
+ *   supervisor:  ?supervisor=URL, else http://127.0.0.1:8005.
+ *   ?token=T     sent as "Authorization: Bearer T" on the admin API's POSTs (admin_token).
+ *
+ * Stable selectors (for tests; keep them when restyling)
+ *   #conn[data-status]                         connection to the admin API: connecting | live | disconnected
+ *   #status-line  [data-testid=status-line]    visible only while disconnected ("Disconnected … retrying…")
+ *   #t-requests #t-rps #t-active #t-inflight #t-errors #t-uptime #t-algorithm     header totals
+ *   #backends [data-backend="NAME"]            one card per backend; attribute data-state = up|down|draining|removed
+ *     [data-role="state"]                      textContent is exactly the state word
+ *     [data-role="name"] [data-role="address"] [data-role="check"] (data-ok=true|false) [data-role="since"]
+ *     [data-role="requests"] [data-role="share"] [data-role="rps"] [data-role="active"]
+ *     [data-role="p50"] [data-role="p99"] [data-role="errors"] [data-role="retries"]
+ *     [data-role="process"]                    supervisor's view: "pid N" / "stopped" (data-proc-state)
+ *     [data-action="drain"] [data-action="enable"]   admin API; only the relevant one is visible
+ *     [data-action="kill"]  [data-action="start"]    supervisor; visible only when GET /api/processes
+ *                                                    answers and lists a process of the same name
+ *   #processes [data-process="NAME"]           processes without a backend card (e.g. lb), with
+ *                                              [data-action="kill"|"start"]
+ *   #sup-status[data-ok]                       "true" once the supervisor answered
+ *   #chart-rps #chart-latency #chart-states    canvases; #legend-rps #legend-latency legends
+ *   #log-body [role="row"]                     request log rows in view, newest first. The log keeps
+ *                                              ≤ 500 rows but is a virtual list: only the rows scrolled
+ *                                              into view (plus a few) are in the DOM. Each row has
+ *                                              data-index (0 = newest), data-backend (name or "-"),
+ *                                              data-status (code), data-class (2xx|3xx|4xx|5xx|other);
+ *                                              cells [data-col=time|method|target|status|backend|duration|bytes|client]
+ *   #log-pause [data-action="pause-log"]       aria-pressed="true" while paused
+ *   #log-backend                               <select>: "" all, "-" balancer's own answers, or a name
+ *   #log-status [data-class="2xx"|…]           toggle buttons, aria-pressed
+ *   #timeline li                               health/config/connection events, newest first;
+ *                                              data-kind = health|config|conn|process,
+ *                                              data-backend, data-state (health) / data-action (config)
+ *   .toast                                     error/info messages
+ *
+ * Everything from the network is put into the page with textContent / DOM nodes, never innerHTML.
+ */
+'use strict';
 
+(() => {
+  // ------------------------------------------------------------------ configuration
+  const params = new URLSearchParams(location.search);
+  const trimSlash = (u) => u.replace(/\/+$/, '');
+  const ADMIN = trimSlash(params.get('admin') ||
+    (/^https?:$/.test(location.protocol) ? location.origin : 'http://127.0.0.1:8004'));
+  const SUP = trimSlash(params.get('supervisor') || 'http://127.0.0.1:8005');
+  const TOKEN = params.get('token');
+
+  const WINDOW_MS = 5 * 60 * 1000;   // charts: last 5 minutes
+  const LOG_CAP = 500;               // rows in the request log
+  const RING_CAP = 5000;             // request events kept in memory (for re-filtering)
+  const LOG_MIN_FLUSH_MS = 100;      // at most 10 log DOM updates per second
+  const TIMELINE_CAP = 200;
+  const STALE_MS = 5000;             // no event for this long on a "live" stream: reconnect
+  const SUP_POLL_MS = 2000;
+  const PALETTE = ['#3b82f6', '#a855f7', '#06b6d4', '#ec4899', '#f97316', '#84cc16', '#6366f1', '#14b8a6', '#eab308', '#64748b'];
+
+  // ------------------------------------------------------------------ small helpers
+  const $ = (sel) => document.querySelector(sel);
+
+  /** Creates an element. Strings among children become text nodes; attrs never take HTML. */
+  function h(tag, attrs, ...children) {
+    const e = document.createElement(tag);
+    if (attrs) {
+      for (const [k, v] of Object.entries(attrs)) {
+        if (v == null || v === false) continue;
+        if (k === 'class') e.className = v;
+        else if (k === 'text') e.textContent = v;
+        else if (k.startsWith('on')) e.addEventListener(k.slice(2), v);
+        else e.setAttribute(k, v === true ? '' : String(v));
+      }
+    }
+    for (const c of children) if (c != null) e.append(c);
+    return e;
+  }
+  const setText = (e, s) => { s = s == null ? '' : String(s); if (e.textContent !== s) e.textContent = s; };
+
+  const nf0 = new Intl.NumberFormat('en-US', { maximumFractionDigits: 0 });
+  const fmtInt = (n) => (n == null || !isFinite(n) ? '—' : nf0.format(n));
+  function fmtRate(r) {
+    if (r == null || !isFinite(r)) return '—';
+    if (r === 0) return '0';
+    if (r < 10) return r.toFixed(1);
+    if (r < 10000) return nf0.format(Math.round(r));
+    return (r / 1000).toFixed(1) + 'k';
+  }
+  function fmtMs(ms) {
+    if (ms == null || !isFinite(ms)) return '—';
+    if (ms < 1) return ms.toFixed(2) + ' ms';
+    if (ms < 10) return ms.toFixed(1) + ' ms';
+    if (ms < 1000) return Math.round(ms) + ' ms';
+    return (ms / 1000).toFixed(ms < 10000 ? 2 : 1) + ' s';
+  }
+  function fmtBytes(b) {
+    if (b == null || !isFinite(b)) return '—';
+    if (b < 1000) return b + ' B';
+    if (b < 1e6) return (b / 1e3).toFixed(1) + ' kB';
+    if (b < 1e9) return (b / 1e6).toFixed(1) + ' MB';
+    return (b / 1e9).toFixed(1) + ' GB';
+  }
+  function fmtDuration(ms) {
+    if (ms == null || !isFinite(ms) || ms < 0) return '—';
+    const s = Math.floor(ms / 1000), m = Math.floor(s / 60), hh = Math.floor(m / 60), d = Math.floor(hh / 24);
+    if (d > 0) return `${d}d ${hh % 24}h`;
+    if (hh > 0) return `${hh}h ${String(m % 60).padStart(2, '0')}m`;
+    if (m > 0) return `${m}m ${String(s % 60).padStart(2, '0')}s`;
+    return `${s}s`;
+  }
+  function fmtAgo(ms) {
+    if (ms == null) return '';
+    const d = Date.now() - ms;
+    if (d < 1000) return 'just now';
+    return fmtDuration(d) + ' ago';
+  }
+  const pad2 = (n) => String(n).padStart(2, '0');
+  function fmtClock(ms, withMs) {
+    const d = new Date(ms);
+    const s = `${pad2(d.getHours())}:${pad2(d.getMinutes())}:${pad2(d.getSeconds())}`;
+    return withMs ? `${s}.${String(d.getMilliseconds()).padStart(3, '0')}` : s;
+  }
+  const num = (v) => (typeof v === 'number' && isFinite(v) ? v : null);
+  const statusClass = (s) => (s >= 200 && s < 600 ? `${Math.floor(s / 100)}xx` : 'other');
+
+  function toast(msg, kind) {
+    const t = h('div', { class: `toast ${kind || ''}`, role: kind === 'error' ? 'alert' : 'status' }, msg);
+    $('#toasts').append(t);
+    setTimeout(() => t.remove(), kind === 'error' ? 7000 : 3500);
+    while ($('#toasts').childElementCount > 4) $('#toasts').firstElementChild.remove();
+  }
+
+  async function request(url, opts = {}, timeoutMs = 4000) {
+    const ctl = new AbortController();
+    const timer = setTimeout(() => ctl.abort(), timeoutMs);
+    try {
+      const res = await fetch(url, { cache: 'no-store', ...opts, signal: ctl.signal });
+      const text = await res.text();
+      let body = null;
+      try { body = text ? JSON.parse(text) : null; } catch { body = null; }
+      if (!res.ok) {
+        const why = body && typeof body.error === 'string' ? body.error : text.slice(0, 200) || res.statusText;
+        const err = new Error(`${res.status}: ${why}`);
+        err.status = res.status;
+        throw err;
+      }
+      return body;
+    } catch (e) {
+      if (e.name === 'AbortError') throw new Error('timed out');
+      throw e;
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  // ------------------------------------------------------------------ theme (canvas colours)
+  let theme = {};
+  function readTheme() {
+    const cs = getComputedStyle(document.documentElement);
+    const v = (n) => cs.getPropertyValue(n).trim();
+    theme = {
+      text: v('--text'), muted: v('--muted'), faint: v('--faint'), grid: v('--grid'), border: v('--border'),
+      panel: v('--panel'), panel2: v('--panel-2'), up: v('--up'), down: v('--down'), draining: v('--draining'),
+      removed: v('--removed'), accent: v('--accent'), sans: v('--sans'), mono: v('--mono'),
+    };
+  }
+  readTheme();
+
+  const colors = new Map();
+  function colorOf(name) {
+    if (!colors.has(name)) colors.set(name, PALETTE[colors.size % PALETTE.length]);
+    return colors.get(name);
+  }
+
+  // ------------------------------------------------------------------ store
+  let doc = null;         // last /api/state document
+  let docWall = 0;        // Date.now() when it arrived
+  let base = null;        // counters of the last sample: {uptime, wall, total, per:{name:requests}}
+  const samples = [];     // {t, total, per:{name:{rps,p50,p99,state}}} or {t, gap:true}
+  const order = [];       // backend names in display order (first seen first)
+  const cards = new Map(); // name -> card record
+  let procs = null;       // Map name -> process JSON, null while the supervisor does not answer
+  let supOk = false;
+  const conn = { status: 'connecting', es: null, timer: null, backoff: 1000, retryAt: 0, lastEventAt: 0, downSince: 0, everLive: false };
+
+  function pushGap(t) {
+    if (samples.length && !samples[samples.length - 1].gap) samples.push({ t, gap: true });
+  }
+  function trimSamples() {
+    const cut = Date.now() - WINDOW_MS - 10000;
+    let i = 0;
+    while (i < samples.length && samples[i].t < cut) i++;
+    if (i) samples.splice(0, i);
+  }
+
+  /** Takes a /api/state document (from GET or a `stats` event). */
+  function ingest(d) {
+    if (!d || !Array.isArray(d.backends)) return;
+    const wall = Date.now();
+    const prev = doc;
+    if (prev && num(d.uptime_ms) != null && num(prev.uptime_ms) != null && d.uptime_ms < prev.uptime_ms) {
+      // A GET /api/state answer can arrive after a newer `stats` event: drop it. A much
+      // smaller uptime means the balancer restarted.
+      if (prev.uptime_ms - d.uptime_ms < 2000) return;
+      addTimeline({ kind: 'conn', state: 'up', time_ms: wall, text: 'balancer restarted', why: `up for ${fmtDuration(d.uptime_ms)}` });
+    }
+    doc = d;
+    docWall = wall;
+
+    const cur = { uptime: num(d.uptime_ms), wall, total: num(d.totals && d.totals.requests), per: {} };
+    for (const b of d.backends) cur.per[b.name] = num(b.requests);
+
+    if (base && ((cur.uptime != null && base.uptime != null && cur.uptime < base.uptime) ||
+                 (cur.total != null && base.total != null && cur.total < base.total))) {
+      base = null;  // restarted: counters start again
+      pushGap(wall - 1);
+    }
+    if (!base) {
+      base = cur;
+    } else {
+      const dtUp = cur.uptime != null && base.uptime != null ? (cur.uptime - base.uptime) / 1000 : 0;
+      const dtWall = (wall - base.wall) / 1000;
+      const dt = dtUp > 0 ? dtUp : dtWall;
+      if (dt >= 0.5) {
+        if (dtWall > 3.5) pushGap(base.wall + 1);
+        const s = { t: wall, total: null, per: {} };
+        if (cur.total != null && base.total != null) s.total = Math.max(0, cur.total - base.total) / dt;
+        for (const b of d.backends) {
+          const was = base.per[b.name];
+          const now = cur.per[b.name];
+          s.per[b.name] = {
+            rps: was != null && now != null && now >= was ? (now - was) / dt : null,
+            p50: num(b.latency_p50_ms), p99: num(b.latency_p99_ms), state: b.state,
+          };
+        }
+        samples.push(s);
+        trimSamples();
+        base = cur;
+      }
+    }
+    updateBackends(d, prev);
+    renderHeader();
+    renderLegends();
+    charts.forEach((c) => c.draw());
+  }
+
+  const lastSample = () => {
+    for (let i = samples.length - 1; i >= 0; i--) if (!samples[i].gap) return samples[i];
+    return null;
+  };
+
+  // ------------------------------------------------------------------ header
+  function renderHeader() {
+    if (!doc) return;
+    const t = doc.totals || {};
+    const s = lastSample();
+    setText($('#t-requests'), fmtInt(t.requests));
+    setText($('#t-rps'), conn.status === 'live' && s ? fmtRate(s.total) : '—');
+    setText($('#t-active'), fmtInt(t.active_connections));
+    setText($('#t-inflight'), fmtInt(t.in_flight));
+    setText($('#t-errors'), fmtInt(t.errors));
+    const cfg = doc.config || {};
+    setText($('#t-algorithm'), cfg.algorithm || '—');
+    $('#t-algorithm').title = `retries: ${cfg.retries ?? '—'}`;
+    const parts = [];
+    if (doc.version) parts.push(`v${doc.version}`);
+    if (cfg.listen) parts.push(`listening on ${cfg.listen}`);
+    setText($('#meta'), parts.join(' · ') || '—');
+    const hc = cfg.health;
+    const span = (ms) => (num(ms) == null ? '?' : ms < 1000 ? `${+ms.toFixed(1)} ms` : `${+(ms / 1000).toFixed(2)} s`);
+    setText($('#health-config'), hc ? `health: GET ${hc.path} every ${span(hc.interval_ms)}, timeout ${span(hc.timeout_ms)}, rise ${hc.rise} / fall ${hc.fall}` : '');
+    renderUptime();
+  }
+  function renderUptime() {
+    if (!doc || num(doc.uptime_ms) == null) return;
+    const up = doc.uptime_ms + (conn.status === 'live' ? Date.now() - docWall : 0);
+    setText($('#t-uptime'), fmtDuration(up));
+  }
+
+  // ------------------------------------------------------------------ backend cards
+  function makeCard(name) {
+    const role = (r, tag = 'span', cls) => h(tag, { 'data-role': r, class: cls });
+    const r = {};
+    const stat = (label, key, title) => {
+      r[key] = h('dd', { 'data-role': key }, '—');
+      return h('div', { title }, h('dt', null, label), r[key]);
+    };
+    r.name = role('name', 'span', 'card-name');
+    r.state = role('state', 'span', 'badge');
+    r.address = role('address', 'span', 'addr');
+    r.weight = h('span');
+    r.conns = h('span');
+    r.checkMark = h('span', { class: 'mark' });
+    r.checkDetail = h('span', { class: 'detail' });
+    r.checkAgo = h('span', { class: 'ago' });
+    r.check = h('div', { class: 'check', 'data-role': 'check' }, r.checkMark, r.checkDetail, r.checkAgo);
+    r.since = role('since', 'div', 'since');
+    r.shareFill = h('span');
+    r.proc = h('span', { class: 'proc', 'data-role': 'process' });
+    const act = (action, label, cls, title) => {
+      const b = h('button', { type: 'button', class: `btn ${cls}`, 'data-action': action, title, hidden: true }, label);
+      b.addEventListener('click', () => onCardAction(name, action, b));
+      return b;
+    };
+    r.drain = act('drain', 'Drain', 'warn', 'Stop sending new requests; in-flight ones finish');
+    r.enable = act('enable', 'Enable', 'go', 'Put back in rotation');
+    r.kill = act('kill', 'Kill', 'danger', 'SIGKILL the backend process (like a crash)');
+    r.start = act('start', 'Start', 'go', 'Start the backend process again');
+    const el = h('article', { class: 'card', 'data-backend': name, 'data-state': 'up' },
+      h('div', { class: 'card-head' }, h('span', { class: 'swatch' }), r.name, r.state),
+      h('div', { class: 'card-sub' }, r.address, r.weight, r.conns),
+      r.check,
+      r.since,
+      h('dl', { class: 'stats' },
+        stat('Requests', 'requests'), stat('Share', 'share', 'share of all requests sent to backends'),
+        stat('Req/s', 'rps'), stat('Active', 'active', 'requests in flight on this backend now'),
+        stat('p50', 'p50', 'median latency over the last minute'), stat('p99', 'p99', '99th percentile latency over the last minute'),
+        stat('Errors', 'errors'), stat('Retries', 'retries')),
+      h('div', { class: 'sharebar', 'aria-hidden': 'true' }, r.shareFill),
+      h('div', { class: 'card-actions' }, r.drain, r.enable, r.kill, r.start, r.proc));
+    el.style.setProperty('--c', colorOf(name));
+    setText(r.name, name);
+    return { name, el, r, data: null, state: null, removed: false };
+  }
+
+  function ensureCard(name) {
+    let c = cards.get(name);
+    if (!c) {
+      c = makeCard(name);
+      cards.set(name, c);
+      order.push(name);
+      $('#backends').append(c.el);
+      $('#backends-empty').hidden = true;
+      const opt = h('option', { value: name }, name);
+      $('#log-backend').append(opt);
+    }
+    return c;
+  }
+
+  function updateBackends(d, prev) {
+    const seen = new Set();
+    for (const b of d.backends) {
+      seen.add(b.name);
+      const c = ensureCard(b.name);
+      const before = c.state;
+      c.data = b;
+      c.removed = b.state === 'removed';
+      setCardState(c, b.state);
+      if (!prev || before == null) {
+        addTimeline({ kind: 'health', initial: true, backend: b.name, state: b.state,
+          time_ms: num(b.last_change_ms) || Date.now(), why: `${b.last_change_reason || 'state'} · as the dashboard found it` });
+      } else if (before !== b.state) {
+        derivedChange(c, before, b);
+      }
+      renderCard(c);
+    }
+    // Backends that left the document were removed.
+    for (const c of cards.values()) {
+      if (!seen.has(c.name) && !c.removed) {
+        c.removed = true;
+        if (c.state !== 'removed') {
+          setCardState(c, 'removed');
+          if (!recentEvent(c.name, 'removed')) {
+            addTimeline({ kind: 'health', backend: c.name, state: 'removed', time_ms: Date.now(), why: 'no longer in the balancer\'s list' });
+          }
+        }
+        renderCardButtons(c);
+      }
+    }
+  }
+
+  function renderCard(c) {
+    const b = c.data;
+    if (!b) return;
+    const r = c.r;
+    let sum = 0;
+    if (doc) for (const x of doc.backends) sum += num(x.requests) || 0;
+    const s = lastSample();
+    setText(r.address, b.address || '');
+    setText(r.weight, b.weight != null ? `weight ${b.weight}` : '');
+    setText(r.conns, b.connections != null ? `${fmtInt(b.connections)} conns opened` : '');
+    setText(r.requests, fmtInt(b.requests));
+    const share = sum > 0 && num(b.requests) != null ? (100 * b.requests) / sum : null;
+    setText(r.share, share == null ? '—' : `${share.toFixed(share < 10 ? 1 : 0)}%`);
+    r.shareFill.style.width = `${share || 0}%`;
+    const ps = s && s.per[b.name];
+    setText(r.rps, conn.status === 'live' && ps ? fmtRate(ps.rps) : '—');
+    setText(r.active, fmtInt(b.in_flight));
+    setText(r.p50, fmtMs(num(b.latency_p50_ms)));
+    setText(r.p99, fmtMs(num(b.latency_p99_ms)));
+    setText(r.errors, fmtInt(b.errors));
+    setText(r.retries, fmtInt(b.retries));
+    r.retries.parentElement.title = `retries ${fmtInt(b.retries)} · redispatches ${fmtInt(b.redispatches)}`;
+    renderCardTimes(c);
+    renderCardButtons(c);
+  }
+
+  function setCardState(c, state) {
+    c.state = state;
+    c.el.dataset.state = state;
+    setText(c.r.state, state);
+  }
+
+  function renderCardTimes(c) {
+    const b = c.data;
+    if (!b) return;
+    const r = c.r;
+    const lc = b.last_check;
+    if (lc && typeof lc === 'object') {
+      r.check.dataset.ok = String(!!lc.ok);
+      setText(r.checkMark, lc.ok ? '✓' : '✗');
+      const bits = [lc.detail || (lc.ok ? 'ok' : 'failed')];
+      if (num(lc.latency_ms) != null) bits.push(fmtMs(lc.latency_ms));
+      setText(r.checkDetail, bits.join(' · '));
+      setText(r.checkAgo, `· ${fmtAgo(lc.at_ms)}`);
+      r.check.title = `last health check at ${lc.at_ms ? new Date(lc.at_ms).toLocaleString() : '?'}`;
+    } else {
+      delete r.check.dataset.ok;
+      setText(r.checkMark, '…');
+      setText(r.checkDetail, 'not checked yet');
+      setText(r.checkAgo, '');
+    }
+    if (c.removed && !c.data) return;
+    const since = num(b.last_change_ms);
+    const reason = b.last_change_reason ? ` — ${b.last_change_reason}` : '';
+    const flips = b.flips ? ` · ${b.flips} flip${b.flips === 1 ? '' : 's'}` : '';
+    setText(r.since, since ? `${c.state} for ${fmtDuration(Date.now() - since)}${reason}${flips}` : `${c.state}${reason}`);
+    r.since.title = since ? `since ${new Date(since).toLocaleString()}` : '';
+  }
+
+  function renderCardButtons(c) {
+    const r = c.r;
+    const live = !c.removed && conn.status === 'live';
+    r.drain.hidden = !live || c.state === 'draining';
+    r.enable.hidden = !live || c.state !== 'draining';
+    const p = procs && procs.get(c.name);
+    const running = p && p.state === 'running';
+    r.kill.hidden = !supOk || !p || !running;
+    r.start.hidden = !supOk || !p || running;
+    if (supOk && p) {
+      r.proc.hidden = false;
+      r.proc.dataset.procState = p.state;
+      setText(r.proc, running ? (p.pid != null ? `pid ${p.pid}` : 'running') : 'process stopped');
+    } else {
+      r.proc.hidden = true;
+    }
+  }
+
+  async function onCardAction(name, action, btn) {
+    btn.disabled = true;
+    try {
+      if (action === 'drain' || action === 'enable') {
+        const headers = TOKEN ? { Authorization: `Bearer ${TOKEN}` } : undefined;
+        const b = await request(`${ADMIN}/api/backends/${encodeURIComponent(name)}/${action}`, { method: 'POST', headers });
+        const c = cards.get(name);
+        if (b && typeof b === 'object' && b.state && c) {
+          // The answer is the backend's JSON: show it now rather than at the next stats event.
+          const before = c.state;
+          c.data = { ...c.data, ...b };
+          setCardState(c, b.state);
+          if (before !== b.state) derivedChange(c, before, c.data, true);
+          renderCardTimes(c);
+          renderCardButtons(c);
+        }
+        toast(`${action === 'drain' ? 'Draining' : 'Enabled'} ${name}`);
+      } else {
+        await processAction(name, action);
+      }
+    } catch (e) {
+      toast(`${action} ${name} failed: ${e.message}`, 'error');
+    } finally {
+      btn.disabled = false;
+    }
+  }
+
+  async function processAction(name, action) {
+    const p = await request(`${SUP}/api/processes/${encodeURIComponent(name)}/${action}`, { method: 'POST' });
+    if (p && typeof p === 'object' && p.name && procs) procs.set(p.name, p);
+    addTimeline({ kind: 'process', action, backend: name, time_ms: Date.now(),
+      why: action === 'kill' ? 'SIGKILL via the supervisor' : `started via the supervisor${p && p.pid ? ` (pid ${p.pid})` : ''}` });
+    renderProcesses();
+    pollSupervisor();
+  }
+
+  // ------------------------------------------------------------------ supervisor
+  let supSeq = 0, supApplied = 0;
+  async function pollSupervisor() {
+    const seq = ++supSeq;
+    let list = null;
+    try {
+      list = await request(`${SUP}/api/processes`, {}, 1800);
+      if (!Array.isArray(list)) throw new Error('not a list');
+    } catch {
+      list = null;
+    }
+    if (seq < supApplied) return;
+    supApplied = seq;
+    const wasOk = supOk;
+    supOk = !!list;
+    procs = list ? new Map(list.filter((p) => p && typeof p.name === 'string').map((p) => [p.name, p])) : null;
+    const st = $('#sup-status');
+    st.dataset.ok = String(supOk);
+    setText(st, supOk ? `· ${list.length} process${list.length === 1 ? '' : 'es'}` : '· not reachable (kill/start hidden)');
+    if (wasOk !== supOk && wasOk) toast('Supervisor not reachable: Kill/Start hidden');
+    renderProcesses();
+  }
+
+  const procChips = new Map();
+  function renderProcesses() {
+    for (const c of cards.values()) renderCardButtons(c);
+    const box = $('#processes');
+    const others = supOk && procs ? [...procs.values()].filter((p) => !cards.has(p.name)) : [];
+    box.hidden = others.length === 0;
+    const keep = new Set();
+    for (const p of others) {
+      keep.add(p.name);
+      let chip = procChips.get(p.name);
+      if (!chip) {
+        const label = h('span');
+        const kill = h('button', { type: 'button', class: 'btn danger', 'data-action': 'kill' }, 'Kill');
+        const start = h('button', { type: 'button', class: 'btn go', 'data-action': 'start' }, 'Start');
+        const go = (action, btn) => async () => {
+          btn.disabled = true;
+          try { await processAction(p.name, action); } catch (e) { toast(`${action} ${p.name} failed: ${e.message}`, 'error'); }
+          btn.disabled = false;
+        };
+        kill.addEventListener('click', go('kill', kill));
+        start.addEventListener('click', go('start', start));
+        const el = h('span', { class: 'process', 'data-process': p.name }, h('span', { class: 'dot' }), label, kill, start);
+        chip = { el, label, kill, start };
+        procChips.set(p.name, chip);
+        box.append(el);
+      }
+      const running = p.state === 'running';
+      chip.el.dataset.procState = p.state;
+      chip.el.title = `${p.kind || 'process'}${p.port ? ` on port ${p.port}` : ''}${p.pid ? `, pid ${p.pid}` : ''}`;
+      setText(chip.label, `${p.name} ${running ? 'running' : 'stopped'}`);
+      chip.kill.hidden = !running;
+      chip.start.hidden = running;
+    }
+    for (const [name, chip] of procChips) if (!keep.has(name)) { chip.el.remove(); procChips.delete(name); }
+  }
+
+  // ------------------------------------------------------------------ charts
+  function niceStep(range, target) {
+    const raw = range / Math.max(1, target);
+    const mag = Math.pow(10, Math.floor(Math.log10(raw)));
+    const n = raw / mag;
+    return (n <= 1 ? 1 : n <= 2 ? 2 : n <= 2.5 ? 2.5 : n <= 5 ? 5 : 10) * mag;
+  }
+
+  /** A time-series line chart over the last WINDOW_MS, drawn on a canvas. */
+  class TimeChart {
+    constructor(canvas, opts) {
+      this.canvas = canvas;
+      this.ctx = canvas.getContext('2d');
+      this.opts = opts;       // {series(): [...], unit, fmtY, tooltip(sample)}
+      this.hidden = new Set();
+      this.hoverX = null;
+      this.w = 0; this.h = 0; this.dpr = 1;
+      new ResizeObserver(() => this.resize()).observe(canvas.parentElement);
+      canvas.addEventListener('pointermove', (e) => { this.hoverX = e.offsetX; this.draw(); });
+      canvas.addEventListener('pointerleave', () => { this.hoverX = null; this.draw(); });
+      this.resize();
+    }
+    resize() {
+      const dpr = window.devicePixelRatio || 1;
+      const rect = this.canvas.getBoundingClientRect();
+      const W = Math.max(1, Math.round(rect.width * dpr)), H = Math.max(1, Math.round(rect.height * dpr));
+      if (this.canvas.width !== W || this.canvas.height !== H) { this.canvas.width = W; this.canvas.height = H; }
+      this.w = rect.width; this.h = rect.height; this.dpr = dpr;
+      this.draw();
+    }
+    frame() {
+      const { ctx } = this;
+      ctx.setTransform(this.dpr, 0, 0, this.dpr, 0, 0);
+      ctx.clearRect(0, 0, this.w, this.h);
+      ctx.font = `11px ${theme.sans}`;
+      ctx.textBaseline = 'middle';
+    }
+    /** Draws the time axis (and vertical grid) for the plot box; returns x(t). */
+    timeAxis(L, R, T, B) {
+      const { ctx } = this;
+      const now = Date.now(), t0 = now - WINDOW_MS;
+      const x = (t) => L + ((t - t0) / WINDOW_MS) * (R - L);
+      const pxPerMin = (R - L) / 5;
+      const step = pxPerMin > 150 ? 30000 : pxPerMin > 60 ? 60000 : 120000;
+      ctx.fillStyle = theme.muted;
+      ctx.textAlign = 'center';
+      ctx.strokeStyle = theme.grid;
+      ctx.lineWidth = 1;
+      for (let t = Math.ceil(t0 / step) * step; t <= now; t += step) {
+        const xx = Math.round(x(t)) + 0.5;
+        ctx.beginPath(); ctx.moveTo(xx, T); ctx.lineTo(xx, B); ctx.stroke();
+        const d = new Date(t);
+        const label = step < 60000 || d.getSeconds() ? fmtClock(t) : `${pad2(d.getHours())}:${pad2(d.getMinutes())}`;
+        if (xx > L + 18 && xx < R - 18) ctx.fillText(label, xx, B + 11);
+      }
+      return { x, t0, now };
+    }
+    draw() {
+      if (!this.w || !this.h) return;
+      this.frame();
+      const { ctx } = this;
+      const series = this.opts.series().filter((s) => !this.hidden.has(s.key));
+      const L = 46, R = this.w - 10, T = 22, B = this.h - 20;
+      if (R - L < 40 || B - T < 30) return;
+      const visible = samples.filter((s) => s.t >= Date.now() - WINDOW_MS - 2000);
+
+      let max = 0, min = Infinity;
+      for (const s of visible) {
+        if (s.gap) continue;
+        for (const se of series) {
+          const v = se.value(s);
+          if (v == null) continue;
+          if (v > max) max = v;
+          if (v > 0 && v < min) min = v;
+        }
+      }
+      let y, ticks;
+      if (this.opts.log) {
+        // log scale: p50 and p99 both readable however far apart they are
+        const lo = Math.pow(10, Math.floor(Math.log10(isFinite(min) ? min : 0.1)));
+        const hi = Math.max(lo * 10, Math.pow(10, Math.ceil(Math.log10(max > 0 ? max * 1.05 : 1))));
+        const l0 = Math.log10(lo), l1 = Math.log10(hi);
+        y = (v) => B - ((Math.log10(Math.max(v, lo)) - l0) / (l1 - l0)) * (B - T);
+        const decades = l1 - l0;
+        const mult = decades <= 2 ? [1, 2, 5] : decades <= 4 ? [1, 3] : [1];
+        ticks = [];
+        for (let d = lo; d <= hi * 1.0001; d *= 10) for (const m of mult) if (d * m <= hi * 1.0001) ticks.push(d * m);
+      } else {
+        const step = niceStep(max > 0 ? max * 1.1 : (this.opts.minMax || 1), 4);
+        const top = Math.max(step, Math.ceil((max * 1.05) / step) * step);
+        y = (v) => B - (v / top) * (B - T);
+        ticks = [];
+        for (let v = 0; v <= top + step / 1000; v += step) ticks.push(v);
+      }
+
+      // horizontal grid + y labels
+      ctx.strokeStyle = theme.grid; ctx.lineWidth = 1; ctx.fillStyle = theme.muted; ctx.textAlign = 'right';
+      for (const v of ticks) {
+        const yy = Math.round(y(v)) + 0.5;
+        ctx.beginPath(); ctx.moveTo(L, yy); ctx.lineTo(R, yy); ctx.stroke();
+        ctx.fillText(this.opts.fmtY(v), L - 6, yy);
+      }
+      const { x } = this.timeAxis(L, R, T, B);
+      ctx.textAlign = 'left'; ctx.fillStyle = theme.muted;
+      ctx.fillText(this.opts.unit, 4, 8);
+      ctx.strokeStyle = theme.border;
+      ctx.beginPath(); ctx.moveTo(L, B + 0.5); ctx.lineTo(R, B + 0.5); ctx.stroke();
+
+      if (!visible.some((s) => !s.gap)) {
+        ctx.textAlign = 'center'; ctx.fillStyle = theme.faint; ctx.font = `12px ${theme.sans}`;
+        ctx.fillText(doc ? 'collecting data…' : 'waiting for the balancer…', (L + R) / 2, (T + B) / 2);
+        return;
+      }
+
+      ctx.save();
+      ctx.beginPath(); ctx.rect(L, T - 2, R - L, B - T + 2); ctx.clip();
+      ctx.lineJoin = 'round'; ctx.lineCap = 'round';
+      for (const se of series) {
+        const runs = [];
+        let run = [];
+        for (const s of visible) {
+          const v = s.gap ? null : se.value(s);
+          if (v == null) { if (run.length) runs.push(run); run = []; continue; }
+          run.push([x(s.t), y(v)]);
+        }
+        if (run.length) runs.push(run);
+        if (se.fill) {
+          ctx.fillStyle = se.fill;
+          for (const r of runs) {
+            if (r.length < 2) continue;
+            ctx.beginPath(); ctx.moveTo(r[0][0], B);
+            for (const [px, py] of r) ctx.lineTo(px, py);
+            ctx.lineTo(r[r.length - 1][0], B); ctx.closePath(); ctx.fill();
+          }
+        }
+        ctx.strokeStyle = se.color; ctx.lineWidth = se.width || 1.5; ctx.setLineDash(se.dash || []);
+        for (const r of runs) {
+          if (r.length === 1) { ctx.fillStyle = se.color; ctx.fillRect(r[0][0] - 1, r[0][1] - 1, 2, 2); continue; }
+          ctx.beginPath(); ctx.moveTo(r[0][0], r[0][1]);
+          for (let i = 1; i < r.length; i++) ctx.lineTo(r[i][0], r[i][1]);
+          ctx.stroke();
+        }
+      }
+      ctx.setLineDash([]);
+      ctx.restore();
+
+      if (this.hoverX != null && this.hoverX >= L && this.hoverX <= R) this.drawHover(visible, x, L, R, T, B);
+    }
+    drawHover(visible, x, L, R, T, B) {
+      const { ctx } = this;
+      let best = null, bd = Infinity;
+      for (const s of visible) { if (s.gap) continue; const d = Math.abs(x(s.t) - this.hoverX); if (d < bd) { bd = d; best = s; } }
+      if (!best || bd > 30) return;
+      const xx = Math.round(x(best.t)) + 0.5;
+      ctx.strokeStyle = theme.faint; ctx.lineWidth = 1;
+      ctx.beginPath(); ctx.moveTo(xx, T); ctx.lineTo(xx, B); ctx.stroke();
+      const rows = this.opts.tooltip(best).filter((r) => !this.hidden.has(r.key));
+      ctx.font = `11.5px ${theme.sans}`;
+      const head = fmtClock(best.t);
+      let w = ctx.measureText(head).width;
+      for (const r of rows) w = Math.max(w, ctx.measureText(`${r.label}  ${r.value}`).width + 16);
+      const bw = w + 16, bh = 20 + rows.length * 16;
+      let bx = xx + 10; if (bx + bw > R) bx = xx - 10 - bw;
+      const by = T + 4;
+      ctx.fillStyle = theme.panel; ctx.strokeStyle = theme.border;
+      ctx.beginPath(); ctx.rect(bx, by, bw, bh); ctx.fill(); ctx.stroke();
+      ctx.textAlign = 'left'; ctx.fillStyle = theme.muted;
+      ctx.fillText(head, bx + 8, by + 11);
+      rows.forEach((r, i) => {
+        const yy = by + 27 + i * 16;
+        ctx.fillStyle = r.color; ctx.fillRect(bx + 8, yy - 4, 8, 8);
+        ctx.fillStyle = theme.text; ctx.fillText(r.label, bx + 22, yy);
+        ctx.textAlign = 'right'; ctx.fillText(r.value, bx + bw - 8, yy); ctx.textAlign = 'left';
+      });
+    }
+  }
+
+  const fmtRateAxis = (v) => (v >= 10000 ? `${+(v / 1000).toFixed(1)}k` : `${+v.toFixed(2)}`);
+  const fmtMsAxis = (v) => (v >= 1000 ? `${+(v / 1000).toFixed(2)} s` : `${+v.toPrecision(3)}`);
+  const liveNames = () => order.filter((n) => !cards.get(n).removed);
+  const hexAlpha = (hex, a) => { const n = parseInt(hex.slice(1), 16); return `rgba(${n >> 16},${(n >> 8) & 255},${n & 255},${a})`; };
+
+  const rpsChart = new TimeChart($('#chart-rps'), {
+    unit: 'req/s', fmtY: fmtRateAxis, minMax: 10,
+    series: () => [
+      { key: '__total', color: theme.text, width: 2, fill: theme.text.startsWith('#') ? hexAlpha(theme.text, 0.06) : null, value: (s) => s.total },
+      ...order.map((n) => ({ key: n, color: colorOf(n), width: 1.5, value: (s) => (s.per[n] ? s.per[n].rps : null) })),
+    ],
+    tooltip: (s) => [
+      { key: '__total', label: 'total', color: theme.text, value: fmtRate(s.total) },
+      ...order.filter((n) => s.per[n]).map((n) => ({ key: n, label: n, color: colorOf(n), value: fmtRate(s.per[n].rps) })),
+    ],
+  });
+  const latChart = new TimeChart($('#chart-latency'), {
+    unit: 'ms (log)', fmtY: fmtMsAxis, log: true,
+    series: () => order.flatMap((n) => [
+      { key: n, color: colorOf(n), width: 1.75, value: (s) => (s.per[n] ? s.per[n].p50 : null) },
+      { key: n, color: colorOf(n), width: 1.25, dash: [5, 4], value: (s) => (s.per[n] ? s.per[n].p99 : null) },
+    ]),
+    tooltip: (s) => order.filter((n) => s.per[n]).map((n) => ({
+      key: n, label: n, color: colorOf(n), value: `${fmtMs(s.per[n].p50)} / ${fmtMs(s.per[n].p99)}`,
+    })),
+  });
+
+  /** Backend state over the last WINDOW_MS: one coloured band per backend. */
+  class StateStrip extends TimeChart {
+    draw() {
+      const box = this.canvas.parentElement;
+      if (box.hidden !== (order.length === 0)) box.hidden = order.length === 0;
+      if (box.hidden || !this.w || !this.h) return;
+      const names = order;
+      const want = Math.max(1, names.length) * 18 + 26;
+      if (Math.abs(this.canvas.parentElement.clientHeight - want) > 1) { this.canvas.parentElement.style.height = `${want}px`; return; }
+      this.frame();
+      const { ctx } = this;
+      const L = 84, R = this.w - 10, T = 4, B = this.h - 20;
+      const { x, t0 } = this.timeAxis(L, R, T, B);
+      const visible = samples.filter((s) => s.t >= t0 - 2000);
+      const stateColor = { up: theme.up, down: theme.down, draining: theme.draining, removed: theme.removed };
+      names.forEach((n, i) => {
+        const y0 = T + i * 18 + 3, hh = 12;
+        ctx.fillStyle = theme.text; ctx.textAlign = 'right';
+        ctx.fillText(n.length > 12 ? `${n.slice(0, 11)}…` : n, L - 8, y0 + hh / 2);
+        ctx.fillStyle = theme.grid; ctx.fillRect(L, y0, R - L, hh);
+        for (let k = 1; k < visible.length; k++) {
+          const a = visible[k - 1], b = visible[k];
+          if (a.gap || b.gap || !b.per[n]) continue;
+          const xa = Math.max(L, x(a.t)), xb = Math.min(R, x(b.t));
+          if (xb <= xa) continue;
+          ctx.fillStyle = stateColor[b.per[n].state] || theme.removed;
+          ctx.fillRect(xa, y0, xb - xa + 0.6, hh);
+        }
+      });
+      if (this.hoverX != null && this.hoverX >= L && this.hoverX <= R) {
+        const t = t0 + ((this.hoverX - L) / (R - L)) * WINDOW_MS;
+        ctx.strokeStyle = theme.faint; ctx.beginPath(); ctx.moveTo(this.hoverX + 0.5, T); ctx.lineTo(this.hoverX + 0.5, B); ctx.stroke();
+        ctx.fillStyle = theme.muted; ctx.textAlign = this.hoverX > R - 60 ? 'right' : 'left';
+        ctx.fillText(fmtClock(t), this.hoverX + (this.hoverX > R - 60 ? -4 : 4), B + 11);
+      }
+    }
+  }
+  const stateStrip = new StateStrip($('#chart-states'), { series: () => [], tooltip: () => [] });
+  const charts = [rpsChart, latChart, stateStrip];
+  window.addEventListener('resize', () => charts.forEach((c) => c.resize()));
+  matchMedia('(prefers-color-scheme: dark)').addEventListener('change', () => { readTheme(); charts.forEach((c) => c.draw()); });
+
+  // Legends: one toggle per series (clicking hides/shows it on the chart).
+  function legendItem(box, chart, key, label, color) {
+    let b = box.querySelector(`button[data-key="${CSS.escape(key)}"]`);
+    if (!b) {
+      const val = h('span', { class: 'val' });
+      b = h('button', { type: 'button', 'data-key': key, 'aria-pressed': 'true' }, h('span', { class: 'sw' }), label, val);
+      b.style.setProperty('--c', color);
+      b.addEventListener('click', () => {
+        const off = !chart.hidden.has(key);
+        if (off) chart.hidden.add(key); else chart.hidden.delete(key);
+        b.setAttribute('aria-pressed', String(!off));
+        chart.draw();
+      });
+      box.append(b);
+    }
+    return b.lastElementChild;
+  }
+  function renderLegends() {
+    const s = lastSample();
+    const live = conn.status === 'live';
+    setText(legendItem($('#legend-rps'), rpsChart, '__total', 'total', theme.text), live && s ? fmtRate(s.total) : '');
+    for (const n of order) {
+      const p = s && s.per[n];
+      setText(legendItem($('#legend-rps'), rpsChart, n, n, colorOf(n)), live && p ? fmtRate(p.rps) : '');
+      setText(legendItem($('#legend-latency'), latChart, n, n, colorOf(n)), p && p.p50 != null ? `${fmtMs(p.p50)} / ${fmtMs(p.p99)}` : '');
+    }
+  }
+
+  // ------------------------------------------------------------------ request log
+  const logBody = $('#log-body');
+  const ring = new Array(RING_CAP);
+  let ringLen = 0, ringHead = 0;        // ringHead = index of the next write
+  let pending = [];
+  let paused = false, pausedNew = 0;
+  let flushScheduled = false, lastFlush = 0;
+  let evCount = 0, evRate = 0, evCountAt = performance.now();
+  const filter = { backend: '', classes: new Set(['2xx', '3xx', '4xx', '5xx']) };
+
+  const matches = (ev) => {
+    if (filter.backend) {
+      const b = ev.backend == null ? '-' : ev.backend;
+      if (b !== filter.backend) return false;
+    }
+    const cls = statusClass(ev.status);
+    return cls === 'other' || filter.classes.has(cls);
+  };
+
+  // The log is a virtual list: logRows holds up to LOG_CAP events (newest first) and only the
+  // rows in view (plus a few) exist in the DOM, so its cost does not grow with the event rate.
+  const logScroll = $('#log-scroll');
+  let logRows = [];
+  const rowPool = [];
+  let rowH = 25;
+  const COLS = ['time', 'method', 'target', 'status', 'backend', 'duration', 'bytes', 'client'];
+
+  const rowTemplate = (() => {
+    const row = h('div', { class: 'log-row', role: 'row' });
+    for (const col of COLS) row.append(h('span', { class: `c-${col === 'duration' ? 'dur' : col}`, role: 'cell', 'data-col': col }));
+    row.children[0].append(h('span'), h('span', { class: 'ms' }));
+    row.children[3].append(h('span'));
+    row.children[4].append(h('span'));
+    return row;
+  })();
+
+  function fillRow(row, ev) {
+    const td = row.children;
+    const cls = statusClass(ev.status);
+    row.dataset.backend = ev.backend == null ? '-' : String(ev.backend);
+    row.dataset.status = String(ev.status);
+    row.dataset.class = cls;
+    const t = num(ev.time_ms);
+    td[0].firstChild.textContent = t != null ? fmtClock(t) : '';
+    td[0].lastChild.textContent = t != null ? `.${String(new Date(t).getMilliseconds()).padStart(3, '0')}` : '';
+    td[1].textContent = ev.method == null ? '' : String(ev.method);
+    const target = ev.target == null ? '' : String(ev.target);
+    td[2].textContent = target;
+    td[2].title = target;
+    const st = td[3].firstChild;
+    st.className = `st ${cls === 'other' ? 'sx' : `s${cls[0]}`}`;
+    st.textContent = ev.status == null ? '—' : String(ev.status);
+    const be = td[4].firstChild;
+    if (ev.backend == null) {
+      be.className = 'be none';
+      be.textContent = 'balancer';
+      be.style.removeProperty('--c');
+    } else {
+      be.className = 'be';
+      be.textContent = String(ev.backend);
+      be.style.setProperty('--c', colorOf(String(ev.backend)));
+    }
+    td[5].textContent = fmtMs(num(ev.duration_ms));
+    td[6].textContent = fmtBytes(num(ev.bytes));
+    td[7].textContent = ev.client == null ? '' : String(ev.client);
+  }
+
+  /** Puts the rows in view into the DOM (reusing row elements). */
+  function renderLogWindow() {
+    const body = logBody;
+    const headerH = body.offsetTop;
+    const top = Math.max(0, logScroll.scrollTop - headerH);
+    const first = Math.max(0, Math.floor(top / rowH) - 4);
+    const last = Math.min(logRows.length, Math.ceil((top + logScroll.clientHeight) / rowH) + 4);
+    const n = Math.max(0, last - first);
+    while (rowPool.length < n) rowPool.push(rowTemplate.cloneNode(true));
+    for (let k = 0; k < n; k++) {
+      const row = rowPool[k];
+      const i = first + k;
+      const ev = logRows[i];
+      if (row.__ev !== ev) { fillRow(row, ev); row.__ev = ev; }
+      if (row.__i !== i) { row.style.transform = `translateY(${i * rowH}px)`; row.__i = i; }
+      row.dataset.index = String(i);
+      if (row.parentNode !== body) body.append(row);
+    }
+    for (let k = n; k < rowPool.length; k++) {
+      const row = rowPool[k];
+      if (row.parentNode) row.remove();
+      row.__ev = null; row.__i = -1;
+    }
+    // keep the DOM order the same as the visual order (newest first) for readers and tests
+    for (let k = 0; k < n; k++) if (body.children[k] !== rowPool[k]) body.insertBefore(rowPool[k], body.children[k] || null);
+  }
+
+  function setLogRows(rows, added) {
+    const anchored = logScroll.scrollTop > logBody.offsetTop / 2 && added > 0;
+    logRows = rows;
+    logBody.style.height = `${logRows.length * rowH}px`;
+    // Someone reading further down keeps seeing the same rows while new ones arrive on top.
+    if (anchored) logScroll.scrollTop += Math.min(added, LOG_CAP) * rowH;
+    $('#log-empty').hidden = logRows.length > 0;
+    renderLogWindow();
+    renderLogInfo();
+  }
+
+  logScroll.addEventListener('scroll', () => requestAnimationFrame(renderLogWindow), { passive: true });
+  new ResizeObserver(() => {
+    const v = parseFloat(getComputedStyle($('#log')).getPropertyValue('--row-h'));
+    if (v > 0 && v !== rowH) { rowH = v; setLogRows(logRows, 0); } else renderLogWindow();
+  }).observe(logScroll);
+
+  function onRequest(ev) {
+    if (!ev || typeof ev !== 'object') return;
+    ring[ringHead] = ev;
+    ringHead = (ringHead + 1) % RING_CAP;
+    if (ringLen < RING_CAP) ringLen++;
+    evCount++;
+    if (paused) { pausedNew++; return; }
+    if (!matches(ev)) return;
+    pending.push(ev);
+    if (pending.length > 2 * LOG_CAP) pending = pending.slice(-LOG_CAP);
+    scheduleFlush();
+  }
+
+  function scheduleFlush() {
+    if (flushScheduled) return;
+    flushScheduled = true;
+    const wait = LOG_MIN_FLUSH_MS - (performance.now() - lastFlush);
+    if (wait > 0) setTimeout(() => requestAnimationFrame(flushLog), wait);
+    else requestAnimationFrame(flushLog);
+  }
+
+  function flushLog() {
+    flushScheduled = false;
+    lastFlush = performance.now();
+    if (!pending.length || paused) { pending = []; return; }
+    const take = pending.length > LOG_CAP ? pending.slice(-LOG_CAP) : pending;
+    pending = [];
+    const rows = take.reverse();
+    const keep = Math.max(0, LOG_CAP - rows.length);
+    setLogRows(keep ? rows.concat(logRows.slice(0, keep)) : rows, rows.length);
+  }
+
+  /** Rebuilds the log from memory (filter change, resume). */
+  function rebuildLog() {
+    pending = [];
+    const rows = [];
+    for (let i = 0; i < ringLen && rows.length < LOG_CAP; i++) {
+      const ev = ring[(ringHead - 1 - i + RING_CAP) % RING_CAP];
+      if (matches(ev)) rows.push(ev);
+    }
+    setText($('#log-empty'), ringLen ? 'No request matches the filter.' : 'No requests yet.');
+    logScroll.scrollTop = 0;
+    setLogRows(rows, 0);
+  }
+
+  function renderLogInfo() {
+    const bits = [`${fmtInt(logRows.length)} in the log`];
+    if (evRate > 0) bits.push(`${fmtRate(evRate)} events/s`);
+    if (paused) bits.push(`paused · ${fmtInt(pausedNew)} new`);
+    const dropped = doc && doc.totals ? num(doc.totals.events_dropped) : null;
+    if (dropped) bits.push(`${fmtInt(dropped)} dropped by the balancer`);
+    setText($('#log-info'), bits.join(' · '));
+  }
+
+  $('#log-pause').addEventListener('click', () => {
+    paused = !paused;
+    const b = $('#log-pause');
+    b.setAttribute('aria-pressed', String(paused));
+    setText(b, paused ? 'Resume' : 'Pause');
+    if (!paused) { pausedNew = 0; rebuildLog(); } else renderLogInfo();
+  });
+  $('#log-backend').addEventListener('change', (e) => { filter.backend = e.target.value; rebuildLog(); });
+  for (const chip of document.querySelectorAll('#log-status .chip')) {
+    chip.addEventListener('click', () => {
+      const cls = chip.dataset.class;
+      const on = !filter.classes.has(cls);
+      if (on) filter.classes.add(cls); else filter.classes.delete(cls);
+      chip.setAttribute('aria-pressed', String(on));
+      rebuildLog();
+    });
+  }
+
+  // ------------------------------------------------------------------ health / config timeline
+  const timeline = $('#timeline');
+  const lastEvent = new Map();   // backend -> {state, action, seen}
+  const recentEvent = (name, state) => {
+    const e = lastEvent.get(name);
+    return e && Date.now() - e.seen < 5000 && (e.state === state || e.action === 'enable');
+  };
+
+  /** entry: {kind, time_ms, backend?, state?, action?, text?, why?, initial?} */
+  function addTimeline(entry) {
+    const t = num(entry.time_ms) || Date.now();
+    const tag = entry.kind === 'config' || entry.kind === 'process' ? entry.action : entry.state;
+    const li = h('li', {
+      'data-kind': entry.kind, 'data-backend': entry.backend, 'data-state': entry.state, 'data-action': entry.action,
+      'data-time': t, class: entry.initial ? 'initial' : null,
+    },
+    h('time', { datetime: new Date(t).toISOString(), title: new Date(t).toLocaleString() }, fmtClock(t)),
+    h('span', { class: 'what' }, tag ? h('span', { class: 'tag' }, String(tag)) : null, entry.text || entry.backend || ''),
+    h('span', { class: 'why' }, entry.why || ''));
+    if (entry.backend) li.querySelector('.what').style.setProperty('--c', colorOf(entry.backend));
+    // newest first, by time
+    let at = timeline.firstElementChild;
+    while (at && Number(at.dataset.time) > t) at = at.nextElementSibling;
+    timeline.insertBefore(li, at);
+    $('#timeline-empty').hidden = true;
+    while (timeline.childElementCount > TIMELINE_CAP) timeline.lastElementChild.remove();
+  }
+
+  function onHealth(ev) {
+    if (!ev || typeof ev.backend !== 'string') return;
+    lastEvent.set(ev.backend, { state: ev.state, seen: Date.now() });
+    addTimeline({ kind: 'health', backend: ev.backend, state: ev.state, time_ms: ev.time_ms, why: ev.reason || '' });
+    const c = cards.get(ev.backend);
+    if (c && ev.state) {
+      setCardState(c, ev.state);
+      c.removed = ev.state === 'removed';
+      if (c.data) { c.data = { ...c.data, state: ev.state, last_change_ms: ev.time_ms, last_change_reason: ev.reason }; }
+      renderCardTimes(c);
+      renderCardButtons(c);
+    }
+  }
+
+  const CONFIG_WHY = {
+    drain: 'drained: no new requests, in-flight ones finish',
+    enable: 'enabled: back in rotation',
+    add: 'added to the balancer',
+    remove: 'removed from the balancer',
+  };
+  function onConfig(ev) {
+    if (!ev || typeof ev.action !== 'string') return;
+    if (typeof ev.backend === 'string') {
+      const st = { drain: 'draining', remove: 'removed' }[ev.action];
+      lastEvent.set(ev.backend, { state: st, action: ev.action, seen: Date.now() });
+    }
+    addTimeline({ kind: 'config', backend: ev.backend, action: ev.action, time_ms: ev.time_ms, why: CONFIG_WHY[ev.action] || 'operator change' });
+  }
+
+  /** A state change seen in a stats document that no health/config event announced. */
+  function derivedChange(c, before, b, fromAction) {
+    if (recentEvent(c.name, b.state)) return;
+    lastEvent.set(c.name, { state: b.state, seen: Date.now() });
+    if (fromAction) return; // our own drain/enable: the config event (or toast) tells it
+    addTimeline({ kind: 'health', backend: c.name, state: b.state, time_ms: num(b.last_change_ms) || Date.now(),
+      why: `${b.last_change_reason || `was ${before}`}` });
+  }
+
+  // ------------------------------------------------------------------ connection (SSE)
+
+  function setConn(status) {
+    if (conn.status === status) return;
+    const was = conn.status;
+    conn.status = status;
+    $('#conn').dataset.status = status;
+    document.body.classList.toggle('stale', status === 'disconnected');
+    if (status === 'live') {
+      conn.backoff = 1000;
+      if (conn.everLive && was === 'disconnected') {
+        addTimeline({ kind: 'conn', state: 'up', time_ms: Date.now(), text: 'reconnected', why: `to ${ADMIN}` });
+      }
+      conn.everLive = true;
+      conn.downSince = 0;
+    } else if (status === 'disconnected') {
+      conn.downSince = Date.now();
+      if (was === 'live') addTimeline({ kind: 'conn', state: 'down', time_ms: Date.now(), text: 'lost the balancer', why: `event stream from ${ADMIN} closed` });
+    }
+    renderConn();
+    renderHeader();
+    renderLegends();
+    for (const c of cards.values()) renderCard(c);
+  }
+
+  function renderConn() {
+    const line = $('#status-line');
+    if (conn.status === 'live') {
+      setText($('#conn-text'), 'live');
+      line.hidden = true;
+    } else if (conn.status === 'connecting') {
+      setText($('#conn-text'), 'connecting…');
+      line.hidden = true;
+    } else {
+      setText($('#conn-text'), 'disconnected');
+      const wait = conn.timer && conn.retryAt ? Math.max(0, Math.ceil((conn.retryAt - Date.now()) / 1000)) : 0;
+      const since = conn.downSince ? ` (for ${fmtDuration(Date.now() - conn.downSince)})` : '';
+      setText(line, `Disconnected from the balancer at ${ADMIN}${since} — ${wait > 0 ? `retrying in ${wait}s…` : 'retrying…'}`);
+      line.hidden = false;
+    }
+  }
+
+  function connect() {
+    clearTimeout(conn.timer);
+    conn.timer = null;
+    if (conn.es) conn.es.close();
+    let es;
+    try {
+      es = new EventSource(`${ADMIN}/api/events`);
+    } catch (e) {
+      toast(`Bad admin URL: ${e.message}`, 'error');
+      return;
+    }
+    conn.es = es;
+    const parse = (fn) => (e) => {
+      if (conn.es !== es) return;
+      conn.lastEventAt = Date.now();
+      let data;
+      try { data = JSON.parse(e.data); } catch { return; }
+      if (conn.status !== 'live') setConn('live');
+      fn(data);
+    };
+    es.addEventListener('open', () => {
+      if (conn.es !== es) return;
+      conn.lastEventAt = Date.now();
+      setConn('live');
+      loadState();
+    });
+    es.addEventListener('stats', parse(ingest));
+    es.addEventListener('request', parse(onRequest));
+    es.addEventListener('health', parse(onHealth));
+    es.addEventListener('config', parse(onConfig));
+    es.addEventListener('error', () => {
+      if (conn.es !== es) return;
+      setConn('disconnected');
+      if (es.readyState === EventSource.CLOSED) {
+        // The browser gave up (e.g. a non-200 answer): retry ourselves with backoff.
+        es.close();
+        conn.es = null;
+        scheduleReconnect();
+      }
+      // Otherwise (CONNECTING) the browser is already reconnecting by itself.
+    });
+  }
+
+  function scheduleReconnect() {
+    clearTimeout(conn.timer);
+    const delay = conn.backoff;
+    conn.backoff = Math.min(conn.backoff * 2, 15000);
+    conn.retryAt = Date.now() + delay;
+    conn.timer = setTimeout(() => { conn.timer = null; connect(); }, delay);
+    renderConn();
+  }
+
+  async function loadState() {
+    try {
+      ingest(await request(`${ADMIN}/api/state`, {}, 4000));
+    } catch {
+      /* the event stream will bring it */
+    }
+  }
+
+  // ------------------------------------------------------------------ ticker
+  function tick() {
+    const now = performance.now();
+    evRate = (evCount * 1000) / Math.max(1, now - evCountAt);
+    evCount = 0; evCountAt = now;
+    // watchdog: a "live" stream that stopped delivering (stats come every second)
+    if (conn.status === 'live' && Date.now() - conn.lastEventAt > STALE_MS) {
+      if (conn.es) conn.es.close();
+      conn.es = null;
+      setConn('disconnected');
+      scheduleReconnect();
+    }
+    renderConn();
+    renderUptime();
+    for (const c of cards.values()) renderCardTimes(c);
+    renderLogInfo();
+    charts.forEach((c) => c.draw());
+  }
+
+  // ------------------------------------------------------------------ start
+  setText($('#admin-url'), ADMIN);
+  setText($('#sup-url'), SUP);
+  loadState();
+  connect();
+  pollSupervisor();
+  setInterval(pollSupervisor, SUP_POLL_MS);
+  setInterval(tick, 1000);
+  rebuildLog();
+})();
