@@ -1,13 +1,10 @@
 #!/usr/bin/env bash
-# Everything CI checks: formatting, lints, and every test (unit, integration, doc).
+# Everything CI checks: formatting, lints, every Rust test (unit, integration, doc), and the
+# dashboard's browser test in headless Chromium. Installs what the tests drive when missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# The integration tests drive curl as a real client.
-if ! command -v curl >/dev/null 2>&1; then
-    echo "installing curl"
-    if [ "$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq curl; else sudo apt-get update -qq && sudo apt-get install -y -qq curl; fi
-fi
+./scripts/install-test-deps.sh
 
 echo "== cargo fmt"
 cargo fmt --all -- --check
@@ -16,3 +13,6 @@ cargo clippy --all-targets -- -D warnings
 echo "== cargo test"
 cargo test --all-targets
 cargo test --doc
+echo "== dashboard in headless Chromium"
+cargo build --release --bins
+(cd tests/browser && LB_BIN_DIR="$PWD/../../target/release" node --test)

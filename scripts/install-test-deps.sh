@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Installs what the test suite drives besides cargo, when missing: curl (a real client in the
+# integration tests), Python's prometheus_client (the reference parser for /metrics), Debian's
+# Chromium and the playwright-core npm package (the dashboard's browser test). Idempotent and
+# quick when everything is there.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+as_root() {
+    if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi
+}
+
+apt_missing=()
+command -v curl >/dev/null 2>&1 || apt_missing+=(curl)
+command -v chromium >/dev/null 2>&1 || apt_missing+=(chromium)
+command -v node >/dev/null 2>&1 || apt_missing+=(nodejs npm)
+command -v python3 >/dev/null 2>&1 || apt_missing+=(python3 python3-pip)
+if [ "${#apt_missing[@]}" -gt 0 ]; then
+    echo "installing ${apt_missing[*]}"
+    as_root apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq "${apt_missing[@]}" >/dev/null
+fi
+
+if ! python3 -c "import prometheus_client" >/dev/null 2>&1; then
+    echo "installing prometheus_client"
+    python3 -m pip install --quiet prometheus_client 2>/dev/null \
+        || python3 -m pip install --quiet --break-system-packages prometheus_client
+fi
+
+if [ ! -d tests/browser/node_modules/playwright-core ]; then
+    echo "installing playwright-core"
+    (cd tests/browser && npm ci --no-audit --no-fund --silent)
+fi
