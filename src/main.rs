@@ -1,6 +1,7 @@
 //! `lb`: command line → configuration → logging → the reactor.
 
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use clap::Parser;
 use log::{error, LevelFilter};
@@ -8,7 +9,7 @@ use simplelog::{ColorChoice, ConfigBuilder, TermLogger, TerminalMode};
 
 use lb::admin::{self, Admin};
 use lb::config::{Cli, Config};
-use lb::reactor::{Command, Handle, Reactor};
+use lb::reactor::{bind_listener, Command, Handle, Reactor, Shared};
 use log::info;
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
@@ -27,57 +28,85 @@ fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
     init_logging(config.log_level);
-    let mut reactor = match Reactor::bind(&config) {
-        Ok(reactor) => reactor,
-        Err(e) => {
-            error!("cannot listen on {}: {e}", config.listen);
-            return ExitCode::FAILURE;
-        }
-    };
-    for backend in reactor.backends().snapshot() {
-        log::info!("backend {} at {}", backend.name, backend.address);
-    }
-    let admin_listener = match std::net::TcpListener::bind(config.admin) {
-        Ok(listener) => listener,
-        Err(e) => {
-            error!("cannot listen on {} (admin): {e}", config.admin);
-            return ExitCode::FAILURE;
-        }
-    };
-    let admin = Admin::new(
-        &config,
-        reactor.backends(),
-        reactor.events(),
-        reactor.totals(),
-        reactor.handle(),
-    );
-    if let Err(e) = admin::spawn(admin_listener, admin) {
-        error!("cannot start the admin API: {e}");
-        return ExitCode::FAILURE;
-    }
-    if let Err(e) = watch_signals(reactor.handle(), cli.clone()) {
-        error!("cannot watch signals: {e}");
-        return ExitCode::FAILURE;
-    }
-    let _health = match reactor.start_health_checks() {
-        Ok(handle) => handle,
-        Err(e) => {
-            error!("cannot start health checks: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match reactor.run() {
+    match run(&cli, &config) {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            error!("event loop failed: {e}");
+        Err(message) => {
+            error!("{message}");
             ExitCode::FAILURE
         }
     }
 }
 
+/// Starts the reactors (`workers` of them, each on its own SO_REUSEPORT listener), the
+/// management thread, the health thread and the signal watcher; returns when the reactors do.
+fn run(cli: &Cli, config: &Config) -> Result<(), String> {
+    let shared = Shared::new(config);
+    let workers = config.workers.max(1);
+    let mut listen = config.listen;
+    let mut reactors = Vec::with_capacity(workers);
+    for _ in 0..workers {
+        let listener = bind_listener(listen, workers > 1)
+            .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
+        // With port 0, every reactor must share the port the first one got.
+        listen = listener.local_addr().map_err(|e| e.to_string())?;
+        let reactor = Reactor::with_shared(listener, config, shared.clone())
+            .map_err(|e| format!("cannot start a reactor: {e}"))?;
+        reactors.push(reactor);
+    }
+    let handles: Vec<Handle> = reactors.iter().map(Reactor::handle).collect();
+    for backend in shared.backends.snapshot() {
+        info!("backend {} at {}", backend.name, backend.address);
+    }
+    let admin_listener = std::net::TcpListener::bind(config.admin)
+        .map_err(|e| format!("cannot listen on {} (admin): {e}", config.admin))?;
+    let admin = Admin::new(
+        config,
+        Arc::clone(&shared.backends),
+        Arc::clone(&shared.events),
+        Arc::clone(&shared.totals),
+        handles[0].clone(),
+    );
+    admin::spawn(admin_listener, admin).map_err(|e| format!("cannot start the admin API: {e}"))?;
+    watch_signals(handles.clone(), cli.clone())
+        .map_err(|e| format!("cannot watch signals: {e}"))?;
+    // One health thread for all: its results update the shared backends through the first
+    // reactor.
+    let _health = reactors[0]
+        .start_health_checks()
+        .map_err(|e| format!("cannot start health checks: {e}"))?;
+
+    let mut first = reactors.remove(0);
+    let others: Vec<_> = reactors
+        .into_iter()
+        .enumerate()
+        .map(|(i, mut reactor)| {
+            std::thread::Builder::new()
+                .name(format!("reactor-{}", i + 1))
+                .spawn(move || reactor.run())
+        })
+        .collect::<Result<_, _>>()
+        .map_err(|e| format!("cannot start a reactor thread: {e}"))?;
+    let result = first.run();
+    // The first reactor stopped (a drain ended or a shutdown): make sure the others do too.
+    for handle in &handles[1..] {
+        handle.send(Command::Drain);
+    }
+    for thread in others {
+        if let Ok(Err(e)) = thread.join() {
+            error!("a reactor failed: {e}");
+        }
+    }
+    result.map_err(|e| format!("event loop failed: {e}"))
+}
+
 /// SIGTERM or SIGINT: a graceful stop (a second one stops at once). SIGHUP: re-read the
 /// configuration file and apply it; a file that does not validate changes nothing.
-fn watch_signals(reactor: Handle, cli: Cli) -> std::io::Result<()> {
+fn watch_signals(reactors: Vec<Handle>, cli: Cli) -> std::io::Result<()> {
+    let broadcast = move |make: &dyn Fn() -> Command| {
+        for reactor in &reactors {
+            reactor.send(make());
+        }
+    };
     let mut signals = Signals::new([SIGTERM, SIGINT, SIGHUP])?;
     std::thread::Builder::new()
         .name("signals".into())
@@ -88,7 +117,7 @@ fn watch_signals(reactor: Handle, cli: Cli) -> std::io::Result<()> {
                     SIGHUP => match load_config(&cli) {
                         Ok(config) => {
                             info!("SIGHUP: reloading the configuration");
-                            reactor.send(Command::Reload(Box::new(config)));
+                            broadcast(&|| Command::Reload(Box::new(config.clone())));
                         }
                         Err(message) => {
                             error!("SIGHUP: configuration refused, the running one stays: {message}")
@@ -96,11 +125,11 @@ fn watch_signals(reactor: Handle, cli: Cli) -> std::io::Result<()> {
                     },
                     _ if stopping => {
                         info!("second stop signal: stopping now");
-                        reactor.send(Command::Shutdown);
+                        broadcast(&|| Command::Shutdown);
                     }
                     _ => {
                         stopping = true;
-                        reactor.send(Command::Drain);
+                        broadcast(&|| Command::Drain);
                     }
                 }
             }

@@ -115,15 +115,51 @@ pub struct Reactor {
     handle: Handle,
 }
 
+/// What the reactors of one balancer share: the backends (health, counters, the round-robin
+/// cursor), the event bus to the management thread, the totals, and the health checks' config.
+#[derive(Clone)]
+pub struct Shared {
+    pub backends: Arc<Backends>,
+    pub events: Arc<EventBus>,
+    pub totals: Arc<Totals>,
+    health_config: Arc<RwLock<HealthConfig>>,
+}
+
+impl Shared {
+    pub fn new(config: &Config) -> Shared {
+        let events = Arc::new(EventBus::default());
+        Shared {
+            backends: Arc::new(Backends::with_events(
+                &config.backends,
+                config.algorithm,
+                &config.health,
+                Arc::clone(&events),
+            )),
+            events,
+            totals: Arc::new(Totals::default()),
+            health_config: Arc::new(RwLock::new(config.health.clone())),
+        }
+    }
+}
+
 impl Reactor {
     /// Binds the configured listen address.
     pub fn bind(config: &Config) -> io::Result<Reactor> {
-        let listener = bind_listener(config.listen)?;
+        let listener = bind_listener(config.listen, false)?;
         Reactor::with_listener(listener, config)
     }
 
     /// Runs on an already bound listener, so tests can bind port 0.
     pub fn with_listener(listener: std::net::TcpListener, config: &Config) -> io::Result<Reactor> {
+        Reactor::with_shared(listener, config, Shared::new(config))
+    }
+
+    /// One of several reactors (`workers`), each on its own listener, sharing `shared`.
+    pub fn with_shared(
+        listener: std::net::TcpListener,
+        config: &Config,
+        shared: Shared,
+    ) -> io::Result<Reactor> {
         listener.set_nonblocking(true)?;
         let mut listener = TcpListener::from_std(listener);
         let local_addr = listener.local_addr()?;
@@ -132,21 +168,19 @@ impl Reactor {
             .register(&mut listener, token::LISTENER, Interest::READABLE)?;
         let waker = Arc::new(Waker::new(poll.registry(), token::WAKER)?);
         let (sender, commands) = crossbeam_channel::unbounded();
-        let events = Arc::new(EventBus::default());
-        let totals = Arc::new(Totals::default());
-        let backends = Arc::new(Backends::with_events(
-            &config.backends,
-            config.algorithm,
-            &config.health,
-            Arc::clone(&events),
-        ));
+        let Shared {
+            backends,
+            events,
+            totals,
+            health_config,
+        } = shared;
         let limits = &config.limits;
         Ok(Reactor {
             poll,
             listener: Some(listener),
             local_addr,
             drain_deadline: None,
-            health_config: Arc::new(RwLock::new(config.health.clone())),
+            health_config,
             max_header_bytes: limits.max_header_bytes,
             sessions: Slab::new(),
             pool: Pool::new(
@@ -405,7 +439,9 @@ impl Reactor {
     fn accept(&mut self, now: Instant) {
         self.accept_resume_at = None;
         while self.accept_pending {
-            if self.sessions.len() >= self.max_connections {
+            // Counted over every reactor: the limit is the balancer's.
+            if self.totals.active_connections.load(Ordering::Relaxed) >= self.max_connections as u64
+            {
                 // The kernel backlog holds the rest until a session ends.
                 return;
             }
@@ -570,8 +606,11 @@ fn is_resource_exhaustion(e: &io::Error) -> bool {
     )
 }
 
-/// Binds with SO_REUSEADDR (a restart must not wait out TIME_WAIT) and a deep backlog.
-pub fn bind_listener(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
+/// Binds with SO_REUSEADDR (a restart must not wait out TIME_WAIT) and a deep backlog; with
+/// `reuse_port`, SO_REUSEPORT too, so that each reactor of `workers` gets its own listener and
+/// the kernel spreads new connections over them. A single reactor does without it, so that a
+/// second balancer started on the same port fails instead of silently taking half the traffic.
+pub fn bind_listener(addr: SocketAddr, reuse_port: bool) -> io::Result<std::net::TcpListener> {
     let domain = if addr.is_ipv4() {
         libc::AF_INET
     } else {
@@ -600,6 +639,21 @@ pub fn bind_listener(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
     };
     if rc < 0 {
         return Err(io::Error::last_os_error());
+    }
+    if reuse_port {
+        // SAFETY: as above.
+        let rc = unsafe {
+            libc::setsockopt(
+                fd,
+                libc::SOL_SOCKET,
+                libc::SO_REUSEPORT,
+                &one as *const libc::c_int as *const libc::c_void,
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        if rc < 0 {
+            return Err(io::Error::last_os_error());
+        }
     }
     let (storage, len) = sockaddr(addr);
     // SAFETY: storage holds a valid sockaddr of length len.

@@ -170,3 +170,47 @@ fn sighup_with_a_broken_file_keeps_the_running_config() {
         assert_eq!(served_by(proxy.addr), "only");
     }
 }
+
+/// CPU ticks (user + system) a thread of `pid` named `name` has used.
+fn thread_ticks(pid: u32, name: &str) -> Option<u64> {
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).ok()? {
+        let path = task.ok()?.path();
+        let comm = std::fs::read_to_string(path.join("comm")).ok()?;
+        if comm.trim() != name {
+            continue;
+        }
+        let stat = std::fs::read_to_string(path.join("stat")).ok()?;
+        let fields: Vec<&str> = stat.rsplit(')').next()?.split_whitespace().collect();
+        return Some(fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?);
+    }
+    None
+}
+
+#[test]
+fn two_workers_share_the_port_the_backends_and_the_round_robin() {
+    let backends: Vec<DemoBackend> = (1..=3)
+        .map(|i| DemoBackend::start(&format!("w{i}")))
+        .collect();
+    let tables: String = backends.iter().map(backend_table).collect();
+    let path = config_file("workers", &format!("workers = 2\n{tables}"));
+    let mut proxy = ProxyProcess::start(&["--config", path.to_str().expect("path")]);
+    let pid = proxy.child.id();
+    let mut counts = std::collections::HashMap::new();
+    for _ in 0..300 {
+        let r = get(proxy.addr, "/");
+        assert_eq!(r.status, 200);
+        *counts.entry(r.backend().to_string()).or_insert(0) += 1;
+    }
+    // One round-robin cursor for both reactors: exact shares.
+    for b in &backends {
+        assert_eq!(counts.get(&b.name), Some(&100), "{counts:?}");
+    }
+    // The second reactor runs on a thread of its own, beside the first on the main thread.
+    assert!(
+        thread_ticks(pid, "reactor-1").is_some(),
+        "no second reactor thread"
+    );
+    signal(&proxy, libc::SIGTERM);
+    let status = wait_exit(&mut proxy, Duration::from_secs(5));
+    assert!(status.success(), "{status:?}");
+}
