@@ -1,4 +1,40 @@
-//! lb: an HTTP/1.1 load balancer on a single-threaded mio reactor.
+//! lb: an HTTP/1.1 load balancer on single-threaded mio reactors.
+//!
+//! # Module map
+//!
+//! ```text
+//!  main.rs ── config ──► reactor (one per worker) ──► session ──► http (heads, framing, answers)
+//!                 │          │   ▲                       │
+//!                 │          │   │ Command + Waker       ├──► upstream (backends, pool) ──► balance
+//!                 │          │   │                       └──► events, stats
+//!                 │          ▼   │
+//!                 ├──► health thread ───────────┘ probe results
+//!                 └──► admin (management thread) ◄── events (bounded)
+//! ```
+//!
+//! - [`config`]: `lb.toml` and flags → a validated [`config::Config`].
+//! - [`reactor`]: the event loop: listener, sessions in a slab, timers, commands from other
+//!   threads. [`token`] maps mio tokens to what they stand for.
+//! - [`session`]: one client connection's life, driven by readiness; [`buffer`] holds its bytes.
+//! - [`http`]: request and response heads, body framing, the answers the balancer makes itself.
+//! - [`upstream`]: backends (state, counters, runtime changes) and the idle connection pool;
+//!   [`balance`]: the selection algorithms.
+//! - [`health`]: the health thread and the rise/fall rule.
+//! - [`admin`]: the admin API, Server-Sent Events, Prometheus metrics and the dashboard;
+//!   [`events`] and [`stats`] feed it.
+//!
+//! # Lexicon
+//!
+//! - **session**: a client connection and the exchanges on it.
+//! - **exchange**: one request and its response.
+//! - **backend**: a server the balancer forwards to; **up**, **down** (health), **draining** or
+//!   **removed** (an operator's doing).
+//! - **pool**: idle keep-alive connections to backends, reused across sessions.
+//! - **retry**: sending a request again to the same backend (a stale pooled connection);
+//!   **redispatch**: sending it to another backend.
+//! - **answer**: a response the balancer makes itself (`X-LB-Error` says why).
+//! - **drain**: a graceful stop (SIGTERM), or taking one backend out of rotation.
+
 pub mod admin;
 pub mod balance;
 pub mod buffer;
