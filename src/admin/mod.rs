@@ -4,7 +4,7 @@
 //! It is deliberately plain: blocking sockets, a thread per admin connection (there are few),
 //! JSON by serde_json. It reads the shared counters directly and asks the reactor for every
 //! change through the reactor's command channel and waker; the reactor never waits on it.
-//! Server-Sent Events are fanned out by [`sse`], with a bounded queue per listener.
+//! Server-Sent Events are fanned out by the `sse` module, with a bounded queue per listener.
 
 mod http;
 mod metrics;
