@@ -155,7 +155,8 @@ pub fn parse(
     if method_token == "CONNECT" {
         return Err(RequestError::MethodNotAllowed);
     }
-    let absolute_authority = check_target(method, target)?;
+    let target_parts = check_target(method, target)?;
+    let absolute_authority = target_parts.authority;
 
     // First pass: what the headers say about framing, the connection and the host.
     let mut content_length: Option<u64> = None;
@@ -254,17 +255,28 @@ pub fn parse(
     } else {
         "HTTP/1.0"
     };
+    let origin = target_parts.origin;
+    let slash: &[u8] = if origin.first() == Some(&b'/') || origin == b"*" {
+        b""
+    } else {
+        b"/"
+    };
     push_all(
         out,
         &[
             method_token.as_bytes(),
             b" ",
-            target.as_bytes(),
+            slash,
+            origin,
             b" ",
             version.as_bytes(),
             b"\r\n",
         ],
     );
+    if let (None, Some(authority)) = (host, absolute_authority) {
+        // An HTTP/1.0 request may name its host only in the target: the backend still needs it.
+        push_all(out, &[b"Host: ", authority, b"\r\n"]);
+    }
     let mut forwarded_for: Vec<&[u8]> = Vec::new();
     let mut wrote_length = false;
     let mut wrote_coding = false;
@@ -335,14 +347,27 @@ fn push_all(out: &mut Vec<u8>, parts: &[&[u8]]) {
     }
 }
 
-/// Accepts origin-form, absolute-form (returning its authority) and `OPTIONS *`.
-fn check_target(method: Method, target: &str) -> Result<Option<&[u8]>, RequestError> {
+/// A request target split for forwarding.
+struct TargetParts<'a> {
+    /// The authority of an absolute-form target.
+    authority: Option<&'a [u8]>,
+    /// What goes to the backend: the path and query, without scheme and authority (a backend
+    /// is an origin server, which expects origin-form, RFC 9112 §3.2.1). Empty means `/`.
+    origin: &'a [u8],
+}
+
+/// Accepts origin-form, absolute-form and `OPTIONS *`.
+fn check_target(method: Method, target: &str) -> Result<TargetParts<'_>, RequestError> {
+    let whole = TargetParts {
+        authority: None,
+        origin: target.as_bytes(),
+    };
     if target.starts_with('/') {
-        return Ok(None);
+        return Ok(whole);
     }
     if target == "*" {
         return if method == Method::Options {
-            Ok(None)
+            Ok(whole)
         } else {
             Err(RequestError::Malformed(
                 "asterisk-form target outside OPTIONS",
@@ -367,7 +392,10 @@ fn check_target(method: Method, target: &str) -> Result<Option<&[u8]>, RequestEr
             "invalid authority in request target",
         ));
     }
-    Ok(Some(authority))
+    Ok(TargetParts {
+        authority: Some(authority),
+        origin: &rest[end..],
+    })
 }
 
 fn parse_error_reason(e: httparse::Error) -> &'static str {
@@ -483,7 +511,20 @@ mod tests {
 
     #[test]
     fn absolute_form_and_asterisk_targets() {
-        assert!(forward("GET http://a:80/x HTTP/1.1\r\nHost: A:80\r\n\r\n").is_ok());
+        let (_, out) = forward("GET http://a:80/x?y HTTP/1.1\r\nHost: A:80\r\n\r\n").unwrap();
+        assert!(
+            out.starts_with("GET /x?y HTTP/1.1\r\nHost: A:80\r\n"),
+            "{out}"
+        );
+        let (_, out) = forward("GET http://a?q HTTP/1.1\r\nHost: a\r\n\r\n").unwrap();
+        assert!(out.starts_with("GET /?q HTTP/1.1\r\n"), "{out}");
+        let (_, out) = forward("GET HTTP://a:8080 HTTP/1.0\r\n\r\n").unwrap();
+        assert!(
+            out.starts_with("GET / HTTP/1.0\r\nHost: a:8080\r\n"),
+            "{out}"
+        );
+        let (_, out) = forward("OPTIONS * HTTP/1.1\r\nHost: a\r\n\r\n").unwrap();
+        assert!(out.starts_with("OPTIONS * HTTP/1.1\r\n"), "{out}");
         assert!(forward("OPTIONS * HTTP/1.1\r\nHost: a\r\n\r\n").is_ok());
         assert!(forward("GET * HTTP/1.1\r\nHost: a\r\n\r\n").is_err());
     }
