@@ -12,7 +12,7 @@ use lb::reactor::Reactor;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let config = match load_config(&cli) {
+    let mut config = match load_config(&cli) {
         Ok(config) => config,
         Err(message) => {
             eprintln!("lb: {message}");
@@ -41,6 +41,13 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    // The admin API reports the addresses it serves on: with port 0 in the configuration
+    // (tests, `--listen 127.0.0.1:0`) the configured ones would say `:0`, which no dashboard or
+    // operator can use.
+    config.listen = reactor.local_addr();
+    if let Ok(addr) = admin_listener.local_addr() {
+        config.admin = addr;
+    }
     let admin = Admin::new(
         &config,
         reactor.backends(),
