@@ -205,9 +205,15 @@ fn authorized(request: &AdminRequest, admin: &Admin) -> bool {
     let Some(value) = &request.authorization else {
         return false;
     };
-    let Some(given) = value.strip_prefix("Bearer ") else {
+    // RFC 9110 §11.1: the scheme name is case-insensitive ("bearer" is as good as "Bearer"),
+    // and one or more spaces separate it from the credentials.
+    let Some((scheme, given)) = value.split_once(' ') else {
         return false;
     };
+    if !scheme.eq_ignore_ascii_case("Bearer") {
+        return false;
+    }
+    let given = given.trim_start_matches(' ');
     // Compare without stopping at the first difference, so timing tells nothing.
     given.len() == token.len()
         && given
