@@ -28,7 +28,7 @@ use crate::http::{
 };
 use crate::stats::Totals;
 use crate::token;
-use crate::upstream::{Backends, Pool};
+use crate::upstream::{BackendState, Backends, Pool};
 
 /// How many read/write rounds one `drive` call may make before giving other sessions a turn.
 const MAX_ROUNDS: usize = 64;
@@ -1081,7 +1081,14 @@ impl Session {
     /// Lets go of the backend connection, into the pool when it can carry another request.
     fn drop_backend(&mut self, ctx: &mut Ctx, reusable: bool) {
         if let Some(b) = self.detach(ctx) {
-            if reusable && b.connected && !b.eof && !b.write_shut {
+            // A backend removed while this exchange was on it is never picked again: parking
+            // the connection would only hold it open, idle, until `backend_idle` (removal
+            // closes the pooled ones, but not those still in use then).
+            let removed = ctx
+                .backends
+                .get(b.index)
+                .is_none_or(|backend| backend.state() == BackendState::Removed);
+            if reusable && !removed && b.connected && !b.eof && !b.write_shut {
                 ctx.pool.put(b.index, b.stream, ctx.registry, ctx.now);
             }
         }
