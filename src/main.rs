@@ -59,8 +59,16 @@ fn run(cli: &Cli, config: &Config) -> Result<(), String> {
     }
     let admin_listener = std::net::TcpListener::bind(config.admin)
         .map_err(|e| format!("cannot listen on {} (admin): {e}", config.admin))?;
+    // The admin API reports the addresses it serves on: with port 0 in the configuration
+    // (tests, `--listen 127.0.0.1:0`) the configured ones would say `:0`, which no dashboard or
+    // operator can use.
+    let mut reported = config.clone();
+    reported.listen = listen;
+    if let Ok(addr) = admin_listener.local_addr() {
+        reported.admin = addr;
+    }
     let admin = Admin::new(
-        config,
+        &reported,
         Arc::clone(&shared.backends),
         Arc::clone(&shared.events),
         Arc::clone(&shared.totals),

@@ -27,7 +27,7 @@ use crate::http::{
     self, request, response, Answer, BodyKind, BodyScanner, HeadLimits, Request, RequestError,
 };
 use crate::stats::Totals;
-use crate::upstream::{Backends, Pool};
+use crate::upstream::{BackendState, Backends, Pool};
 
 /// How many read/write rounds one `drive` call may make before giving other sessions a turn.
 const MAX_ROUNDS: usize = 64;
@@ -1141,7 +1141,14 @@ impl Session {
     /// Lets go of the backend connection, into the pool when it can carry another request.
     fn drop_backend(&mut self, ctx: &mut Ctx, reusable: bool) {
         if let Some(b) = self.detach(ctx) {
-            if reusable && b.connected && !b.eof && !b.write_shut {
+            // A backend removed while this exchange was on it is never picked again: parking
+            // the connection would only hold it open, idle, until `backend_idle` (removal
+            // closes the pooled ones, but not those still in use then).
+            let removed = ctx
+                .backends
+                .get(b.index)
+                .is_none_or(|backend| backend.state() == BackendState::Removed);
+            if reusable && !removed && b.connected && !b.eof && !b.write_shut {
                 ctx.pool.put(b.id, b.stream, ctx.now);
             } else {
                 ctx.pool.release(b.id);

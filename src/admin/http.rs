@@ -112,11 +112,17 @@ pub fn respond(
     content_type: &str,
     body: &[u8],
 ) -> io::Result<()> {
+    // RFC 9110 §8.6 and §15.3.5: a 204 (the CORS preflight answer) has no body and must not
+    // carry Content-Length.
+    let (length, body) = if status == 204 {
+        (String::new(), &[][..])
+    } else {
+        (format!("Content-Length: {}\r\n", body.len()), body)
+    };
     let head = format!(
-        "HTTP/1.1 {status} {}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n\
+        "HTTP/1.1 {status} {}\r\nContent-Type: {content_type}\r\n{length}\
          Cache-Control: no-store\r\n{CORS}Connection: close\r\n\r\n",
         reason(status),
-        body.len()
     );
     stream.write_all(head.as_bytes())?;
     stream.write_all(body)?;
@@ -150,5 +156,18 @@ mod tests {
         assert!(read_request(&mut empty).unwrap().is_none());
         let mut huge: &[u8] = b"POST / HTTP/1.1\r\nContent-Length: 99999999\r\n\r\n";
         assert_eq!(read_request(&mut huge).unwrap_err(), 413);
+    }
+
+    #[test]
+    fn no_content_answers_have_no_length() {
+        let mut out = Vec::new();
+        respond(&mut out, 204, "text/plain", b"").unwrap();
+        let text = String::from_utf8(out).unwrap();
+        assert!(text.starts_with("HTTP/1.1 204 No Content\r\n"), "{text}");
+        assert!(
+            !text.to_ascii_lowercase().contains("content-length"),
+            "{text}"
+        );
+        assert!(text.ends_with("\r\n\r\n"), "{text}");
     }
 }

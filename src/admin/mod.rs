@@ -147,7 +147,6 @@ fn serve(mut stream: TcpStream, admin: &Admin, hub: &sse::Hub) {
 /// Answers one request: (status, content type, body).
 fn route(request: &AdminRequest, admin: &Admin) -> (u16, &'static str, Vec<u8>) {
     let path = request.path.as_str();
-    let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
     let method = request.method.as_str();
     if method == "OPTIONS" {
         return (204, "text/plain", Vec::new());
@@ -156,6 +155,21 @@ fn route(request: &AdminRequest, admin: &Admin) -> (u16, &'static str, Vec<u8>) 
     if mutating && !authorized(request, admin) {
         return json_answer(401, &json!({ "error": "missing or wrong bearer token" }));
     }
+    // Backend names may contain characters that a client must percent-encode in a path
+    // (`/`, `#`, `%`, non-ASCII...): each segment is decoded after splitting, so an encoded
+    // slash stays part of a name.
+    let decoded: Option<Vec<String>> = path
+        .trim_matches('/')
+        .split('/')
+        .map(percent_decode)
+        .collect();
+    let Some(decoded) = decoded else {
+        return json_answer(
+            400,
+            &json!({ "error": format!("bad percent-encoding in {path:?}") }),
+        );
+    };
+    let segments: Vec<&str> = decoded.iter().map(String::as_str).collect();
     match (method, segments.as_slice()) {
         ("GET", [""]) | ("GET", ["index.html"]) => (
             200,
@@ -198,6 +212,28 @@ fn route(request: &AdminRequest, admin: &Admin) -> (u16, &'static str, Vec<u8>) 
     }
 }
 
+/// Decodes `%XX` escapes; `None` for a broken escape or a result that is not UTF-8.
+fn percent_decode(segment: &str) -> Option<String> {
+    let bytes = segment.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = bytes.get(i + 1..i + 3)?;
+            // from_str_radix alone would take a sign ("%+1").
+            if !hex.iter().all(u8::is_ascii_hexdigit) {
+                return None;
+            }
+            out.push(u8::from_str_radix(std::str::from_utf8(hex).ok()?, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
 fn authorized(request: &AdminRequest, admin: &Admin) -> bool {
     let Some(token) = &admin.token else {
         return true;
@@ -205,9 +241,15 @@ fn authorized(request: &AdminRequest, admin: &Admin) -> bool {
     let Some(value) = &request.authorization else {
         return false;
     };
-    let Some(given) = value.strip_prefix("Bearer ") else {
+    // RFC 9110 §11.1: the scheme name is case-insensitive ("bearer" is as good as "Bearer"),
+    // and one or more spaces separate it from the credentials.
+    let Some((scheme, given)) = value.split_once(' ') else {
         return false;
     };
+    if !scheme.eq_ignore_ascii_case("Bearer") {
+        return false;
+    }
+    let given = given.trim_start_matches(' ');
     // Compare without stopping at the first difference, so timing tells nothing.
     given.len() == token.len()
         && given
@@ -294,6 +336,16 @@ const DASHBOARD_CSS: &str = include_str!("../../frontend/style.css");
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn path_segments_are_percent_decoded() {
+        assert_eq!(percent_decode("web%2F1").as_deref(), Some("web/1"));
+        assert_eq!(percent_decode("caf%C3%a9").as_deref(), Some("café"));
+        assert_eq!(percent_decode("plain").as_deref(), Some("plain"));
+        for bad in ["%", "%2", "%zz", "%+1", "%FF", "a%C3"] {
+            assert_eq!(percent_decode(bad), None, "{bad}");
+        }
+    }
 
     #[test]
     fn new_backend_bodies_are_validated() {

@@ -2,6 +2,7 @@
 
 mod support;
 
+mod admin;
 mod basics;
 mod config;
 mod errors;

@@ -121,6 +121,8 @@ pub struct Proxy {
     pub addr: SocketAddr,
     /// The reactor's backends, for its own counters (requests, connections opened, errors).
     pub backends: std::sync::Arc<lb::upstream::Backends>,
+    /// The admin API's address, for proxies started with one (`start_with_admin*`).
+    pub admin: Option<SocketAddr>,
     handle: Handle,
     thread: Option<JoinHandle<()>>,
 }
@@ -132,7 +134,7 @@ impl Proxy {
 
     /// A proxy without active health checks, so backends see only the test's own requests.
     pub fn start_with(backends: Vec<BackendConfig>, adjust: impl FnOnce(&mut Config)) -> Proxy {
-        Proxy::launch(backends, adjust, false)
+        Proxy::launch(backends, adjust, false, false)
     }
 
     /// A proxy whose health thread probes the backends as configured.
@@ -140,13 +142,37 @@ impl Proxy {
         backends: Vec<BackendConfig>,
         adjust: impl FnOnce(&mut Config),
     ) -> Proxy {
-        Proxy::launch(backends, adjust, true)
+        Proxy::launch(backends, adjust, true, false)
+    }
+
+    /// A proxy without health checks, with the admin API (management thread) on its own port,
+    /// wired as `main` wires it.
+    pub fn start_with_admin(
+        backends: Vec<BackendConfig>,
+        adjust: impl FnOnce(&mut Config),
+    ) -> Proxy {
+        Proxy::launch(backends, adjust, false, true)
+    }
+
+    /// A proxy with health checks and the admin API.
+    pub fn start_with_admin_and_health(
+        backends: Vec<BackendConfig>,
+        adjust: impl FnOnce(&mut Config),
+    ) -> Proxy {
+        Proxy::launch(backends, adjust, true, true)
+    }
+
+    /// The admin API's address; panics for a proxy started without one.
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.admin
+            .expect("this proxy was started without the admin API")
     }
 
     fn launch(
         backends: Vec<BackendConfig>,
         adjust: impl FnOnce(&mut Config),
         health_checks: bool,
+        with_admin: bool,
     ) -> Proxy {
         let mut config = Config {
             backends,
@@ -158,6 +184,24 @@ impl Proxy {
         let mut reactor = Reactor::with_listener(listener, &config).expect("reactor");
         let addr = reactor.local_addr();
         let handle = reactor.handle();
+        let admin = with_admin.then(|| {
+            let listener = TcpListener::bind("127.0.0.1:0").expect("bind admin");
+            let admin_addr = listener.local_addr().expect("admin addr");
+            // What the admin API reports are the addresses actually bound, as in `main`.
+            config.listen = addr;
+            config.admin = admin_addr;
+            let admin = lb::admin::Admin::new(
+                &config,
+                reactor.backends(),
+                reactor.events(),
+                reactor.totals(),
+                reactor.handle(),
+            );
+            // The management thread has no stop: it (and its event hub) outlive the proxy,
+            // idle, until the test process exits.
+            lb::admin::spawn(listener, admin).expect("spawn admin");
+            admin_addr
+        });
         let health = health_checks.then(|| reactor.start_health_checks().expect("health checks"));
         let backends = reactor.backends();
         let thread = thread::Builder::new()
@@ -170,6 +214,7 @@ impl Proxy {
         Proxy {
             addr,
             backends,
+            admin,
             handle,
             thread: Some(thread),
         }
