@@ -388,6 +388,10 @@ impl Backends {
         let Some(backend) = self.get(result.backend) else {
             return;
         };
+        if backend.state() == BackendState::Removed {
+            // A probe that was under way when its backend was removed.
+            return;
+        }
         let mut health = backend.lock_health();
         health.last_check = Some(result.at);
         health.last_ok = Some(result.ok);

@@ -106,6 +106,22 @@ pub const CORS: &str = "Access-Control-Allow-Origin: *\r\n\
     Access-Control-Allow-Methods: GET, POST, DELETE, OPTIONS\r\n\
     Access-Control-Allow-Headers: Authorization, Content-Type\r\n";
 
+/// The head a GET would get, for a HEAD request.
+pub fn respond_head(
+    stream: &mut impl Write,
+    status: u16,
+    content_type: &str,
+    length: usize,
+) -> io::Result<()> {
+    let head = format!(
+        "HTTP/1.1 {status} {}\r\nContent-Type: {content_type}\r\nContent-Length: {length}\r\n\
+         Cache-Control: no-store\r\n{CORS}Connection: close\r\n\r\n",
+        reason(status)
+    );
+    stream.write_all(head.as_bytes())?;
+    stream.flush()
+}
+
 pub fn respond(
     stream: &mut impl Write,
     status: u16,

@@ -27,7 +27,7 @@ use crate::reactor::{Change, Command, Handle};
 use crate::stats::Totals;
 use crate::upstream::Backends;
 
-use self::http::{read_request, respond, AdminRequest};
+use self::http::{read_request, respond, respond_head, AdminRequest};
 
 /// More simultaneous admin connections than this are refused: the API is for a few operators
 /// and dashboards, and each connection costs a thread.
@@ -140,8 +140,22 @@ fn serve(mut stream: TcpStream, admin: &Admin, hub: &sse::Hub) {
         hub.serve(stream);
         return;
     }
+    // HEAD is GET without the body (RFC 9110 §9.3.2).
+    let head_only = request.method == "HEAD";
+    let request = if head_only {
+        AdminRequest {
+            method: "GET".to_string(),
+            ..request
+        }
+    } else {
+        request
+    };
     let (status, content_type, body) = route(&request, admin);
-    let _ = respond(&mut stream, status, content_type, &body);
+    let _ = if head_only {
+        respond_head(&mut stream, status, content_type, body.len())
+    } else {
+        respond(&mut stream, status, content_type, &body)
+    };
 }
 
 /// Answers one request: (status, content type, body).

@@ -59,6 +59,7 @@ impl Hub {
         for event in events.iter() {
             let (frame, keep) = format(&event);
             let frame = Arc::new(frame);
+            let mut listeners = lock(&self.listeners);
             if keep {
                 let mut history = lock(&self.history);
                 if history.len() == HISTORY {
@@ -66,7 +67,6 @@ impl Hub {
                 }
                 history.push_back(Arc::clone(&frame));
             }
-            let mut listeners = lock(&self.listeners);
             let mut dropped = 0;
             listeners.retain(|l| match l.try_send(Arc::clone(&frame)) {
                 Ok(()) => true,
@@ -88,14 +88,21 @@ impl Hub {
             "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-store\r\n\
              {CORS}Connection: keep-alive\r\n\r\nretry: 1000\n\n"
         );
-        if stream.write_all(head.as_bytes()).is_err() {
-            return;
-        }
+        // Listening starts before the client hears it is connected, so nothing that happens
+        // after its request is answered can be missed.
         let (sender, queue) = crossbeam_channel::bounded(LISTENER_QUEUE);
-        let backlog: Vec<Frame> = lock(&self.history).iter().cloned().collect();
-        lock(&self.listeners).push(sender);
+        let backlog: Vec<Frame> = {
+            // Taken under the listeners' lock, which the hub holds while it delivers: an event
+            // is either in the history copy or queued for this listener, never both or neither.
+            let mut listeners = lock(&self.listeners);
+            let backlog = lock(&self.history).iter().cloned().collect();
+            listeners.push(sender);
+            backlog
+        };
         self.admin.events.add_listener();
-        let _ = self.stream_to(&mut stream, &queue, backlog);
+        if stream.write_all(head.as_bytes()).is_ok() {
+            let _ = self.stream_to(&mut stream, &queue, backlog);
+        }
         self.admin.events.remove_listener();
     }
 
