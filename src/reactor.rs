@@ -373,6 +373,7 @@ impl Reactor {
             self.sessions.len()
         );
         self.drain_deadline = Some(now + drain);
+        self.totals.draining.store(true, Ordering::Relaxed);
         if let Some(mut listener) = self.listener.take() {
             let _ = self.poll.registry().deregister(&mut listener);
         }

@@ -198,6 +198,8 @@ pub struct Totals {
     pub answered_by_proxy: std::sync::atomic::AtomicU64,
     /// Statistics of answers that no backend is to blame for (bad requests, no backend).
     pub unattributed: std::sync::Mutex<Traffic>,
+    /// A graceful stop is under way (`GET /api/health` says so to an L4 tier).
+    pub draining: std::sync::atomic::AtomicBool,
 }
 
 impl Default for Totals {
@@ -209,6 +211,7 @@ impl Default for Totals {
             requests: Default::default(),
             answered_by_proxy: Default::default(),
             unattributed: Default::default(),
+            draining: Default::default(),
         }
     }
 }

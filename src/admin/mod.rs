@@ -201,7 +201,15 @@ fn route(request: &AdminRequest, admin: &Admin) -> (u16, &'static str, Vec<u8>) 
             DASHBOARD_CSS.as_bytes().to_vec(),
         ),
         ("GET", ["api", "state"]) => json_answer(200, &state::document(admin)),
-        ("GET", ["api", "health"]) => json_answer(200, &json!({ "status": "ok" })),
+        // For an L4 tier's health check: 503 while draining takes this instance out of its
+        // rotation before the listener closes.
+        ("GET", ["api", "health"]) => {
+            if admin.totals.draining.load(Ordering::Relaxed) {
+                json_answer(503, &json!({ "status": "draining" }))
+            } else {
+                json_answer(200, &json!({ "status": "ready" }))
+            }
+        }
         ("GET", ["metrics"]) => (
             200,
             "text/plain; version=0.0.4; charset=utf-8",

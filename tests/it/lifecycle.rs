@@ -43,17 +43,50 @@ fn backend_table(b: &DemoBackend) -> String {
     )
 }
 
-/// Waits until the proxy's log shows a line containing `needle`.
-fn wait_for_log(proxy: &ProxyProcess, needle: &str) {
+/// Waits until the proxy's log shows a line containing `needle`; returns it.
+fn wait_for_log(proxy: &ProxyProcess, needle: &str) -> String {
     let deadline = Instant::now() + PATIENCE;
     while Instant::now() < deadline {
         if let Ok(line) = proxy.output.recv_timeout(Duration::from_millis(50)) {
             if line.contains(needle) {
-                return;
+                return line;
             }
         }
     }
     panic!("no log line with {needle:?}");
+}
+
+#[test]
+fn health_endpoint_says_draining_during_a_graceful_stop() {
+    let backend = DemoBackend::start("slow");
+    let path = config_file("health", &backend_table(&backend));
+    let mut proxy = ProxyProcess::start(&["--config", path.to_str().expect("path")]);
+    let line = wait_for_log(&proxy, "admin API and dashboard on http://");
+    let admin: SocketAddr = line
+        .split("http://")
+        .nth(1)
+        .and_then(|rest| rest.trim().trim_end_matches('/').parse().ok())
+        .expect("admin address in the log");
+    let r = get(admin, "/api/health");
+    assert_eq!(
+        (r.status, r.text()),
+        (200, r#"{"status":"ready"}"#.to_string())
+    );
+    // A request in flight keeps the process in its drain long enough to ask.
+    let mut client = connect(proxy.addr);
+    client
+        .write_all(b"GET /delay/800 HTTP/1.1\r\nHost: t\r\n\r\n")
+        .expect("write");
+    wait_until("the request to reach the backend", || {
+        backend.stats().1 >= 1
+    });
+    signal(&proxy, libc::SIGTERM);
+    wait_until("the health endpoint to say draining", || {
+        get(admin, "/api/health").status == 503
+    });
+    assert_eq!(get(admin, "/api/health").text(), r#"{"status":"draining"}"#);
+    assert_eq!(read_response(&mut client, false).status, 200);
+    assert!(wait_exit(&mut proxy, Duration::from_secs(5)).success());
 }
 
 #[test]
