@@ -96,7 +96,12 @@ pub struct BufPool {
     size: usize,
     free: Vec<Box<[u8]>>,
     max_free: usize,
+    /// Small vectors for rewritten heads, lent the same way.
+    free_heads: Vec<Vec<u8>>,
 }
+
+/// Room a rewritten head usually fits in.
+const HEAD_CAPACITY: usize = 512;
 
 impl BufPool {
     pub fn new(size: usize, max_free: usize) -> BufPool {
@@ -104,6 +109,7 @@ impl BufPool {
             size,
             free: Vec::new(),
             max_free,
+            free_heads: Vec::new(),
         }
     }
 
@@ -115,6 +121,28 @@ impl BufPool {
         self.free
             .pop()
             .unwrap_or_else(|| vec![0; self.size].into_boxed_slice())
+    }
+
+    /// Lends an empty vector for a head, unless `head` already has room.
+    pub fn lend_head(&mut self, head: &mut Vec<u8>) {
+        if head.capacity() == 0 {
+            *head = self
+                .free_heads
+                .pop()
+                .unwrap_or_else(|| Vec::with_capacity(HEAD_CAPACITY));
+        }
+    }
+
+    /// Takes back a head vector with nothing left to send; an idle connection keeps none.
+    pub fn return_head(&mut self, head: &mut Vec<u8>) {
+        if head.is_empty() && head.capacity() > 0 {
+            let mut v = std::mem::take(head);
+            // A huge head (a big response head) is not worth keeping around.
+            if self.free_heads.len() < self.max_free && v.capacity() <= 4 * HEAD_CAPACITY {
+                v.clear();
+                self.free_heads.push(v);
+            }
+        }
     }
 
     fn give(&mut self, storage: Box<[u8]>) {

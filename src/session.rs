@@ -204,7 +204,8 @@ pub struct Session {
     to_client: Vec<u8>,
     to_client_pos: usize,
 
-    exchange: Option<Exchange>,
+    /// Boxed: an idle connection (most of them, under keep-alive) then pays a pointer for it.
+    exchange: Option<Box<Exchange>>,
     backend: Option<BackendConn>,
     /// Close the client connection once the current response is out.
     close_after: bool,
@@ -323,6 +324,12 @@ impl Session {
                 Ok(false) => {
                     self.req_in.release_if_empty(ctx.bufs);
                     self.resp_in.release_if_empty(ctx.bufs);
+                    if self.exchange.is_none() {
+                        // Idle between requests: ten thousand such connections should cost
+                        // their session structs and nothing more.
+                        ctx.bufs.return_head(&mut self.to_backend);
+                        ctx.bufs.return_head(&mut self.to_client);
+                    }
                     return Outcome::Idle;
                 }
             }
@@ -574,6 +581,8 @@ impl Session {
                 Err(e) => self.refuse_head(ctx, e),
             };
         };
+        ctx.bufs.lend_head(&mut self.to_backend);
+        ctx.bufs.lend_head(&mut self.to_client);
         let parsed = request::parse(
             data,
             limits,
@@ -606,7 +615,7 @@ impl Session {
         if !request.keep_alive || self.draining {
             self.close_after = true;
         }
-        self.exchange = Some(Exchange {
+        self.exchange = Some(Box::new(Exchange {
             request,
             started: ctx.now,
             tried: Vec::new(),
@@ -620,7 +629,7 @@ impl Session {
             close_delimited: false,
             backend_keep_alive: false,
             error_cause: None,
-        });
+        }));
         if !self.connect_backend(ctx) {
             let cause = if ctx.backends.is_empty() {
                 "no-backend"
