@@ -380,21 +380,7 @@ impl Reactor {
         self.accept_pending = false;
         let slots: Vec<usize> = self.sessions.iter().map(|(slot, _)| slot).collect();
         for slot in slots {
-            let Some(session) = self.sessions.get_mut(slot) else {
-                continue;
-            };
-            let mut ctx = Ctx {
-                now,
-                registry: self.poll.registry(),
-                backends: &self.backends,
-                events: &self.events,
-                totals: &self.totals,
-                pool: &mut self.pool,
-                bufs: &mut self.bufs,
-                settings: &self.settings,
-            };
-            let outcome = session.begin_drain(&mut ctx);
-            self.after(slot, outcome);
+            self.with_session(slot, now, Session::begin_drain);
         }
     }
 
@@ -505,6 +491,16 @@ impl Reactor {
     }
 
     fn drive(&mut self, slot: usize, now: Instant) {
+        self.with_session(slot, now, Session::drive);
+    }
+
+    /// Runs `step` on the session in `slot` with what it may use, then acts on the outcome.
+    fn with_session(
+        &mut self,
+        slot: usize,
+        now: Instant,
+        step: impl FnOnce(&mut Session, &mut Ctx) -> Outcome,
+    ) {
         let Some(session) = self.sessions.get_mut(slot) else {
             return;
         };
@@ -518,7 +514,7 @@ impl Reactor {
             bufs: &mut self.bufs,
             settings: &self.settings,
         };
-        let outcome = session.drive(&mut ctx);
+        let outcome = step(session, &mut ctx);
         self.after(slot, outcome);
     }
 
@@ -573,18 +569,7 @@ impl Reactor {
                 continue;
             }
             session.armed = None;
-            let mut ctx = Ctx {
-                now,
-                registry: self.poll.registry(),
-                backends: &self.backends,
-                events: &self.events,
-                totals: &self.totals,
-                pool: &mut self.pool,
-                bufs: &mut self.bufs,
-                settings: &self.settings,
-            };
-            let outcome = session.on_timer(&mut ctx);
-            self.after(slot, outcome);
+            self.with_session(slot, now, Session::on_timer);
         }
     }
 
