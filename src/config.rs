@@ -175,6 +175,9 @@ pub struct Config {
     pub access_log: bool,
     /// How many other backends a failed request may still be sent to.
     pub retries: u32,
+    /// Peers that must open their connections with a PROXY protocol header (v1 or v2); empty
+    /// when `proxy_protocol` is off.
+    pub proxy_protocol_from: Vec<ipnet::IpNet>,
     pub health: HealthConfig,
     pub timeouts: Timeouts,
     pub limits: Limits,
@@ -304,6 +307,7 @@ impl Default for Config {
             log_level: DEFAULT_LOG_LEVEL,
             access_log: DEFAULT_ACCESS_LOG,
             retries: DEFAULT_RETRIES,
+            proxy_protocol_from: Vec::new(),
             health: HealthConfig::default(),
             timeouts: Timeouts::default(),
             limits: Limits::default(),

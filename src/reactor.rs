@@ -201,6 +201,7 @@ impl Reactor {
                 },
                 access_log: config.access_log,
                 retries: config.retries,
+                proxy_from: config.proxy_protocol_from.clone(),
             },
             max_connections: limits.max_connections,
             timers: BinaryHeap::new(),
@@ -390,6 +391,7 @@ impl Reactor {
         let t = &mut self.settings;
         t.timeouts = config.timeouts.clone();
         t.retries = config.retries;
+        t.proxy_from = config.proxy_protocol_from.clone();
         t.access_log = config.access_log;
         let limits = &config.limits;
         if limits.max_header_bytes <= self.max_header_bytes {
@@ -467,7 +469,15 @@ impl Reactor {
         }
         self.next_session_id += 1;
         let id = self.next_session_id;
-        entry.insert(Session::new(id, slot, stream, peer, now));
+        let session = entry.insert(Session::new(id, slot, stream, peer, now));
+        if self
+            .settings
+            .proxy_from
+            .iter()
+            .any(|net| net.contains(&peer.ip()))
+        {
+            session.expect_proxy_header();
+        }
         self.totals
             .active_connections
             .fetch_add(1, Ordering::Relaxed);

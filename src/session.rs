@@ -55,6 +55,8 @@ pub struct Settings {
     pub access_log: bool,
     /// How many other backends a failed request may still go to.
     pub retries: u32,
+    /// Peers whose connections open with a PROXY protocol header.
+    pub proxy_from: Vec<ipnet::IpNet>,
 }
 
 /// What the reactor should do with a session after driving it.
@@ -211,6 +213,9 @@ pub struct Session {
     close_after: bool,
     /// The balancer is stopping: the request under way (or arriving) is the last.
     draining: bool,
+    /// A PROXY protocol header must come before the first request (the peer is a trusted
+    /// L4 proxy); `peer` becomes the client it names.
+    awaiting_proxy_header: bool,
     /// The timer deadline the reactor has queued for this session, if any.
     pub armed: Option<Instant>,
 }
@@ -236,6 +241,11 @@ enum BackendFailure {
 }
 
 impl Session {
+    /// Marks the connection as coming from a trusted L4 proxy that sends a PROXY header first.
+    pub fn expect_proxy_header(&mut self) {
+        self.awaiting_proxy_header = true;
+    }
+
     pub fn new(id: u64, slot: usize, client: TcpStream, peer: SocketAddr, now: Instant) -> Session {
         Session {
             id,
@@ -275,6 +285,7 @@ impl Session {
             backend: None,
             close_after: false,
             draining: false,
+            awaiting_proxy_header: false,
             armed: None,
         }
     }
@@ -556,6 +567,9 @@ impl Session {
                 Ok(false)
             };
         }
+        if self.awaiting_proxy_header {
+            return self.parse_proxy_header(ctx);
+        }
         // RFC 9112 §2.2: empty lines before a request line are ignored (some clients send a CRLF
         // after a body). They must go before the head is looked for: alone in the buffer they
         // look like a complete head to `find_head_end` and like nothing yet to httparse. Nor do
@@ -639,6 +653,25 @@ impl Session {
             return self.answer_error(ctx, Answer::ServiceUnavailable, cause);
         }
         Ok(true)
+    }
+
+    fn parse_proxy_header(&mut self, ctx: &mut Ctx) -> Step {
+        match http::proxy_protocol::parse(self.req_in.data()) {
+            Ok(None) if self.client_eof => Err(Closed),
+            Ok(None) => Ok(false),
+            Ok(Some(header)) => {
+                self.req_in.consume(header.len);
+                self.awaiting_proxy_header = false;
+                if let Some(source) = header.source {
+                    self.peer = source;
+                }
+                Ok(true)
+            }
+            Err(e) => {
+                debug!("client {}: {}", self.peer, e.0);
+                self.refuse_request(ctx, Answer::BadRequest, "bad-proxy-header")
+            }
+        }
     }
 
     fn refuse_head(&mut self, ctx: &mut Ctx, error: RequestError) -> Step {

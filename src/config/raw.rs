@@ -23,6 +23,8 @@ pub(super) struct RawConfig {
     pub log_level: Option<Spanned<String>>,
     pub access_log: Option<bool>,
     pub retries: Option<Spanned<i64>>,
+    pub proxy_protocol: Option<bool>,
+    pub proxy_protocol_from: Option<Spanned<Vec<String>>>,
     #[serde(default)]
     pub health: RawHealth,
     #[serde(default)]
@@ -247,7 +249,10 @@ fn expectation(key: &str) -> Option<&'static str> {
         "algorithm" => "a string naming the algorithm, like \"round_robin\"",
         "workers" | "retries" | "health.rise" | "health.fall" | "backend.weight" => INTEGER,
         "log_level" => "a string: off, error, warn, info, debug or trace",
-        "access_log" => "true or false",
+        "access_log" | "proxy_protocol" => "true or false",
+        "proxy_protocol_from" => {
+            "a list of addresses or networks, like [\"10.0.0.0/8\", \"127.0.0.1\"]"
+        }
         "admin_token" => "a string: the bearer token for mutating admin calls",
         "health.path" => "a string like \"/health\"",
         "health.expect" => "a string of statuses like \"2xx\", \"200\" or \"200-399, 404\"",

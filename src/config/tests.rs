@@ -953,3 +953,28 @@ fn admin_beyond_loopback_needs_a_token() {
     let err = cfg.apply(&cli).unwrap_err().to_string();
     assert!(err.contains("--admin"), "{err}");
 }
+
+#[test]
+fn proxy_protocol_needs_its_trusted_sources() {
+    let err = Config::from_toml_str("proxy_protocol = true\n")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("proxy_protocol_from"), "{err}");
+    let cfg = Config::from_toml_str(
+        "proxy_protocol = true\nproxy_protocol_from = [\"10.0.0.0/8\", \"192.0.2.1\", \"::1\"]\n",
+    )
+    .unwrap();
+    assert_eq!(cfg.proxy_protocol_from.len(), 3);
+    let cfg = Config::from_toml_str("proxy_protocol_from = [\"10.0.0.0/8\"]\n").unwrap();
+    assert!(
+        cfg.proxy_protocol_from.is_empty(),
+        "off unless proxy_protocol = true"
+    );
+    let err = Config::from_toml_str("proxy_protocol = true\nproxy_protocol_from = [\"nope\"]\n")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("proxy_protocol_from") && err.contains("line 2"),
+        "{err}"
+    );
+}

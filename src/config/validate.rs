@@ -59,6 +59,34 @@ pub(super) fn build(raw: RawConfig, text: &str) -> Result<Config, ConfigError> {
     };
     let access_log = raw.access_log.unwrap_or(DEFAULT_ACCESS_LOG);
     let retries = v.int("retries", raw.retries.as_ref(), DEFAULT_RETRIES, 0)?;
+    let mut proxy_protocol_from = Vec::new();
+    if let Some(list) = &raw.proxy_protocol_from {
+        for item in list.get_ref() {
+            let net = item
+                .parse::<ipnet::IpNet>()
+                .or_else(|_| item.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                .map_err(|_| {
+                    v.fail(
+                        "proxy_protocol_from",
+                        list.span(),
+                        format!("{item:?} is not an address or a network like \"10.0.0.0/8\""),
+                    )
+                })?;
+            proxy_protocol_from.push(net);
+        }
+    }
+    let proxy_protocol = raw.proxy_protocol.unwrap_or(false);
+    if proxy_protocol && proxy_protocol_from.is_empty() {
+        return Err(ConfigError::at_key(
+            "proxy_protocol_from",
+            None,
+            "proxy_protocol = true needs the addresses of the proxies allowed to send the header, \
+             like proxy_protocol_from = [\"10.0.0.0/8\"]",
+        ));
+    }
+    if !proxy_protocol {
+        proxy_protocol_from.clear();
+    }
 
     let h = &raw.health;
     let health = HealthConfig {
@@ -221,6 +249,7 @@ pub(super) fn build(raw: RawConfig, text: &str) -> Result<Config, ConfigError> {
         log_level,
         access_log,
         retries,
+        proxy_protocol_from,
         health,
         timeouts,
         limits,

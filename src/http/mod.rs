@@ -3,6 +3,7 @@
 
 pub mod answer;
 pub mod framing;
+pub mod proxy_protocol;
 pub mod request;
 pub mod response;
 

@@ -8,6 +8,7 @@ mod config;
 mod errors;
 mod failover;
 mod lifecycle;
+mod proxy_protocol;
 mod semantics;
 mod streaming;
 mod supervisor;
