@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Installs what the test suite drives besides cargo, when missing: curl (a real client in the
-# integration tests), Python's prometheus_client (the reference parser for /metrics), Debian's
-# Chromium and the playwright-core npm package (the dashboard's browser test). Idempotent and
-# quick when everything is there.
+# integration tests), HAProxy (the L4 tier of the fleet test), Python's prometheus_client (the
+# reference parser for /metrics), Debian's Chromium and the playwright-core npm package (the
+# dashboard's browser test). Idempotent and quick when everything is there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -13,6 +13,7 @@ as_root() {
 apt_missing=()
 command -v curl >/dev/null 2>&1 || apt_missing+=(curl)
 command -v chromium >/dev/null 2>&1 || apt_missing+=(chromium)
+command -v haproxy >/dev/null 2>&1 || apt_missing+=(haproxy)
 command -v node >/dev/null 2>&1 || apt_missing+=(nodejs npm)
 command -v python3 >/dev/null 2>&1 || apt_missing+=(python3 python3-pip)
 if [ "${#apt_missing[@]}" -gt 0 ]; then

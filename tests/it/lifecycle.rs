@@ -43,30 +43,12 @@ fn backend_table(b: &DemoBackend) -> String {
     )
 }
 
-/// Waits until the proxy's log shows a line containing `needle`; returns it.
-fn wait_for_log(proxy: &ProxyProcess, needle: &str) -> String {
-    let deadline = Instant::now() + PATIENCE;
-    while Instant::now() < deadline {
-        if let Ok(line) = proxy.output.recv_timeout(Duration::from_millis(50)) {
-            if line.contains(needle) {
-                return line;
-            }
-        }
-    }
-    panic!("no log line with {needle:?}");
-}
-
 #[test]
 fn health_endpoint_says_draining_during_a_graceful_stop() {
     let backend = DemoBackend::start("slow");
     let path = config_file("health", &backend_table(&backend));
     let mut proxy = ProxyProcess::start(&["--config", path.to_str().expect("path")]);
-    let line = wait_for_log(&proxy, "admin API and dashboard on http://");
-    let admin: SocketAddr = line
-        .split("http://")
-        .nth(1)
-        .and_then(|rest| rest.trim().trim_end_matches('/').parse().ok())
-        .expect("admin address in the log");
+    let admin = proxy.admin_addr();
     let r = get(admin, "/api/health");
     assert_eq!(
         (r.status, r.text()),
@@ -178,7 +160,7 @@ fn sighup_applies_a_new_backend_set_without_dropping_connections() {
     );
     std::fs::write(&path, body).expect("rewrite config");
     signal(&proxy, libc::SIGHUP);
-    wait_for_log(&proxy, "configuration reloaded");
+    proxy.wait_for_log("configuration reloaded");
     for _ in 0..5 {
         assert_eq!(served_by(proxy.addr), "new");
     }
@@ -198,7 +180,7 @@ fn sighup_with_a_broken_file_keeps_the_running_config() {
     assert_eq!(served_by(proxy.addr), "only");
     std::fs::write(&path, "listen = 42\n[[backend]]\naddress = \"nowhere\"\n").expect("rewrite");
     signal(&proxy, libc::SIGHUP);
-    wait_for_log(&proxy, "configuration refused");
+    proxy.wait_for_log("configuration refused");
     for _ in 0..3 {
         assert_eq!(served_by(proxy.addr), "only");
     }

@@ -7,6 +7,7 @@ mod basics;
 mod config;
 mod errors;
 mod failover;
+mod fleet;
 mod lifecycle;
 mod proxy_protocol;
 mod semantics;

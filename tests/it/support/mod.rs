@@ -256,6 +256,29 @@ impl ProxyProcess {
         }
     }
 
+    /// Waits until the log shows a line containing `needle` (lines before it are consumed);
+    /// returns it.
+    pub fn wait_for_log(&self, needle: &str) -> String {
+        let deadline = Instant::now() + PATIENCE;
+        while Instant::now() < deadline {
+            if let Ok(line) = self.output.recv_timeout(Duration::from_millis(50)) {
+                if line.contains(needle) {
+                    return line;
+                }
+            }
+        }
+        panic!("no log line with {needle:?}");
+    }
+
+    /// The admin API's address, from the startup log (call before waiting for later lines).
+    pub fn admin_addr(&self) -> SocketAddr {
+        let line = self.wait_for_log("admin API and dashboard on http://");
+        line.split("http://")
+            .nth(1)
+            .and_then(|rest| rest.trim().trim_end_matches('/').parse().ok())
+            .unwrap_or_else(|| panic!("no admin address in {line:?}"))
+    }
+
     /// Peak resident set size so far, in KiB.
     pub fn peak_rss_kib(&self) -> u64 {
         proc_status_kib(self.child.id(), "VmHWM:")
