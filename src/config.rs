@@ -182,6 +182,50 @@ pub struct Config {
     pub timeouts: Timeouts,
     pub limits: Limits,
     pub backends: Vec<BackendConfig>,
+    /// Backends found in DNS (`[[backend]] discover = ...`), re-resolved off the reactor.
+    pub discover: Vec<DiscoverConfig>,
+    pub discovery: DiscoverySettings,
+}
+
+/// A `[[backend]]` whose addresses come from DNS: every address in the answer is a backend.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DiscoverConfig {
+    /// Prefix of the backends' names: `name@address`.
+    pub name: String,
+    pub target: DiscoverTarget,
+    pub weight: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DiscoverTarget {
+    /// A and AAAA records of `host`, each with `port` (a Kubernetes headless Service).
+    Host { host: String, port: u16 },
+    /// SRV records (Consul, Kubernetes named ports): targets and ports from the answer.
+    Srv(String),
+}
+
+/// `[discovery]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DiscoverySettings {
+    pub resolve_interval: Duration,
+    pub timeout: Duration,
+    /// DNS servers asked in turn; by default the `nameserver`s of /etc/resolv.conf.
+    pub resolvers: Vec<SocketAddr>,
+}
+
+/// `discovery.resolve_interval`: how often discovered names are looked up again.
+pub const DEFAULT_RESOLVE_INTERVAL: Duration = Duration::from_secs(5);
+/// `discovery.timeout`: how long one DNS query may take.
+pub const DEFAULT_RESOLVE_TIMEOUT: Duration = Duration::from_secs(1);
+
+impl Default for DiscoverySettings {
+    fn default() -> DiscoverySettings {
+        DiscoverySettings {
+            resolve_interval: DEFAULT_RESOLVE_INTERVAL,
+            timeout: DEFAULT_RESOLVE_TIMEOUT,
+            resolvers: Vec::new(),
+        }
+    }
 }
 
 /// `[health]`: active health checks of the backends.
@@ -312,6 +356,8 @@ impl Default for Config {
             timeouts: Timeouts::default(),
             limits: Limits::default(),
             backends: Vec::new(),
+            discover: Vec::new(),
+            discovery: DiscoverySettings::default(),
         }
     }
 }
@@ -425,6 +471,19 @@ impl fmt::Display for Config {
         write!(f, "backends    {}", self.backends.len())?;
         for b in &self.backends {
             write!(f, "\n  {}  {}  weight {}", b.name, b.address, b.weight)?;
+        }
+        for entry in &self.discover {
+            let target = match &entry.target {
+                DiscoverTarget::Host { host, port } => format!("{host}:{port}"),
+                DiscoverTarget::Srv(name) => format!("SRV {name}"),
+            };
+            write!(
+                f,
+                "\n  {}  discover {target} every {}  weight {}",
+                entry.name,
+                d(self.discovery.resolve_interval),
+                entry.weight
+            )?;
         }
         Ok(())
     }

@@ -19,7 +19,7 @@
 //! - [`http`]: request and response heads, body framing, the answers the balancer makes itself.
 //! - [`upstream`]: backends (state, counters, runtime changes) and the idle connection pool;
 //!   [`balance`]: the selection algorithms.
-//! - [`health`]: the health thread and the rise/fall rule.
+//! - [`health`]: the health thread and the rise/fall rule; [`discovery`]: backends from DNS.
 //! - [`admin`]: the admin API, Server-Sent Events, Prometheus metrics and the dashboard;
 //!   [`events`] and [`stats`] feed it.
 //!
@@ -39,6 +39,7 @@ pub mod admin;
 pub mod balance;
 pub mod buffer;
 pub mod config;
+pub mod discovery;
 pub mod events;
 pub mod health;
 pub mod http;

@@ -9,6 +9,7 @@ use simplelog::{ColorChoice, ConfigBuilder, TermLogger, TerminalMode};
 
 use lb::admin::{self, Admin};
 use lb::config::{Cli, Config};
+use lb::discovery;
 use lb::reactor::{bind_listener, Command, Handle, Reactor, Shared};
 use log::info;
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
@@ -82,6 +83,17 @@ fn run(cli: &Cli, config: &Config) -> Result<(), String> {
     let _health = reactors[0]
         .start_health_checks()
         .map_err(|e| format!("cannot start health checks: {e}"))?;
+    let _discovery = if config.discover.is_empty() {
+        None
+    } else {
+        let handle = discovery::spawn(
+            config.discover.clone(),
+            config.discovery.clone(),
+            handles[0].clone(),
+        )
+        .map_err(|e| format!("cannot start discovery: {e}"))?;
+        Some(handle)
+    };
 
     let mut first = reactors.remove(0);
     let others: Vec<_> = reactors

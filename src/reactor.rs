@@ -59,6 +59,8 @@ pub enum Command {
 #[derive(Debug)]
 pub enum Change {
     Add(BackendConfig),
+    /// A backend found in DNS: it takes traffic once its health checks pass.
+    Discovered(BackendConfig),
     Remove(String),
     Drain(String),
     Enable(String),
@@ -349,6 +351,7 @@ impl Reactor {
                 Command::Change(change, reply) => {
                     let result = match change {
                         Change::Add(config) => self.backends.add(&config),
+                        Change::Discovered(config) => self.backends.add_discovered(&config),
                         Change::Remove(name) => self.backends.remove(&name).inspect(|&index| {
                             self.pool.forget(index);
                         }),

@@ -44,6 +44,8 @@ pub struct Backend {
     draining: AtomicBool,
     /// Taken away by an operator: never picked again; the slot stays so indexes are stable.
     removed: AtomicBool,
+    /// Found in DNS rather than configured: a reload of the file leaves it alone.
+    pub discovered: bool,
     health: Mutex<HealthStatus>,
     traffic: Mutex<Traffic>,
 }
@@ -101,6 +103,7 @@ impl Backend {
             up: AtomicBool::new(true),
             draining: AtomicBool::new(false),
             removed: AtomicBool::new(false),
+            discovered: false,
             traffic: Mutex::new(Traffic::default()),
             health: Mutex::new(HealthStatus {
                 tracker: HealthTracker::default(),
@@ -294,6 +297,29 @@ impl Backends {
 
     /// Adds a backend at runtime; returns its index.
     pub fn add(&self, config: &BackendConfig) -> Result<usize, ChangeError> {
+        self.insert(Backend::new(config))
+    }
+
+    /// Adds a backend found in DNS: it starts down and takes traffic after `rise` passing
+    /// health checks, so an address that is published before it serves gets no request.
+    pub fn add_discovered(&self, config: &BackendConfig) -> Result<usize, ChangeError> {
+        let mut backend = Backend::new(config);
+        backend.discovered = true;
+        backend.up.store(false, Ordering::Relaxed);
+        {
+            let mut health = backend.lock_health();
+            health.tracker.force_down();
+            health.last_change_reason = "discovered; waiting for health checks".to_string();
+        }
+        self.insert(backend)
+    }
+
+    fn insert(&self, backend: Backend) -> Result<usize, ChangeError> {
+        let config = BackendConfig {
+            name: backend.name.clone(),
+            address: backend.address,
+            weight: backend.weight(),
+        };
         let mut list = self.write();
         if list
             .iter()
@@ -301,7 +327,7 @@ impl Backends {
         {
             return Err(ChangeError::Duplicate(config.name.clone()));
         }
-        list.push(Arc::new(Backend::new(config)));
+        list.push(Arc::new(backend));
         drop(list);
         info!("backend {} at {} added", config.name, config.address);
         self.announce("add", &config.name);
@@ -343,7 +369,7 @@ impl Backends {
     pub fn reconcile(&self, configs: &[BackendConfig]) -> Vec<usize> {
         let mut removed = Vec::new();
         for (index, b) in self.snapshot().iter().enumerate() {
-            if b.state() == BackendState::Removed {
+            if b.state() == BackendState::Removed || b.discovered {
                 continue;
             }
             let keep = configs

@@ -80,6 +80,7 @@ impl Config {
         }
         if !overrides.backend.is_empty() {
             next.backends = parse_backend_flags(&overrides.backend)?;
+            next.discover.clear();
         }
 
         if conflicting(next.listen, next.admin) {
@@ -89,7 +90,7 @@ impl Config {
                 (None, None) => ConfigError::at_key("admin", None, SAME_ADDRESS),
             });
         }
-        if next.backends.is_empty() {
+        if next.backends.is_empty() && next.discover.is_empty() {
             return Err(ConfigError::at_key(
                 "backend",
                 None,

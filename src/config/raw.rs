@@ -32,6 +32,8 @@ pub(super) struct RawConfig {
     #[serde(default)]
     pub limits: RawLimits,
     #[serde(default)]
+    pub discovery: RawDiscovery,
+    #[serde(default)]
     pub backend: Vec<Spanned<RawBackend>>,
 }
 
@@ -72,8 +74,17 @@ pub(super) struct RawLimits {
 #[serde(deny_unknown_fields)]
 pub(super) struct RawBackend {
     pub name: Option<Spanned<String>>,
-    pub address: Spanned<String>,
+    pub address: Option<Spanned<String>>,
+    pub discover: Option<Spanned<String>>,
     pub weight: Option<Spanned<i64>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawDiscovery {
+    pub resolve_interval: Option<Spanned<String>>,
+    pub timeout: Option<Spanned<String>>,
+    pub resolvers: Option<Spanned<Vec<String>>>,
 }
 
 /// `Spanned<T>` deserializes through a private map with these keys, which
@@ -242,7 +253,7 @@ fn expectation(key: &str) -> Option<&'static str> {
     }
     // `backend[0]` itself is one table of the array, not the array.
     if key.ends_with(']') {
-        return Some("a table with name, address and weight");
+        return Some("a table with name, address (or discover) and weight");
     }
     Some(match generic.as_str() {
         "listen" | "admin" | "backend.address" => ADDRESS,
@@ -259,6 +270,10 @@ fn expectation(key: &str) -> Option<&'static str> {
         "health.interval" | "health.timeout" => DURATION,
         k if k.starts_with("timeouts.") => DURATION,
         k if k.starts_with("limits.") => INTEGER,
+        "backend.discover" => "a DNS name with a port, like \"api.internal:8080\", or an SRV name like \"_http._tcp.api.service.consul\"",
+        "discovery.resolve_interval" | "discovery.timeout" => DURATION,
+        "discovery.resolvers" => "a list of DNS servers, like [\"127.0.0.1:53\"]",
+        "discovery" => "a table: [discovery]",
         "backend.name" => "a string like \"backend-1\"",
         "health" => "a table: [health]",
         "timeouts" => "a table: [timeouts]",

@@ -559,7 +559,7 @@ fn bad_backend_values_name_index_and_line() {
         &two("name = \"web\""),
         "backend[1].address",
         3,
-        "required key is missing",
+        "missing: give address",
     );
 }
 
@@ -681,7 +681,7 @@ fn unknown_keys_inside_backend() {
         &text,
         "backend[1].adress",
         5,
-        "valid keys in [[backend]] are: name, address, weight",
+        "valid keys in [[backend]] are: name, address, discover, weight",
     );
 
     let inline = "backend = [{ address = \"127.0.0.1:8001\", zz = 1 }]\n";
@@ -977,4 +977,58 @@ fn proxy_protocol_needs_its_trusted_sources() {
         err.contains("proxy_protocol_from") && err.contains("line 2"),
         "{err}"
     );
+}
+
+#[test]
+fn discover_entries_and_discovery_settings() {
+    let cfg = Config::from_toml_str(
+        "[discovery]\nresolve_interval = \"2s\"\nresolvers = [\"127.0.0.1:5353\", \"10.0.0.2\"]\n\
+         [[backend]]\nname = \"api\"\ndiscover = \"api.internal:8080\"\n\
+         [[backend]]\nname = \"web\"\ndiscover = \"_http._tcp.web.service.consul\"\nweight = 2\n",
+    )
+    .unwrap();
+    assert!(cfg.backends.is_empty());
+    assert_eq!(cfg.discover.len(), 2);
+    assert_eq!(
+        cfg.discover[0].target,
+        DiscoverTarget::Host {
+            host: "api.internal".into(),
+            port: 8080
+        }
+    );
+    assert_eq!(
+        cfg.discover[1].target,
+        DiscoverTarget::Srv("_http._tcp.web.service.consul".into())
+    );
+    assert_eq!(cfg.discover[1].weight, 2);
+    assert_eq!(cfg.discovery.resolve_interval, Duration::from_secs(2));
+    assert_eq!(
+        cfg.discovery.resolvers,
+        [
+            "127.0.0.1:5353".parse::<SocketAddr>().unwrap(),
+            "10.0.0.2:53".parse().unwrap()
+        ]
+    );
+    for (bad, key) in [
+        (
+            "[[backend]]\ndiscover = \"api.internal\"\n",
+            "backend[0].discover",
+        ),
+        (
+            "[[backend]]\ndiscover = \"api..internal:80\"\n",
+            "backend[0].discover",
+        ),
+        ("[[backend]]\ndiscover = \"a:0\"\n", "backend[0].discover"),
+        (
+            "[[backend]]\naddress = \"127.0.0.1:1\"\ndiscover = \"a:1\"\n",
+            "backend[0].discover",
+        ),
+        (
+            "[discovery]\nresolvers = [\"nope\"]\n",
+            "discovery.resolvers",
+        ),
+    ] {
+        let err = Config::from_toml_str(bad).unwrap_err().to_string();
+        assert!(err.contains(key), "{bad:?}: {err}");
+    }
 }

@@ -207,12 +207,57 @@ pub(super) fn build(raw: RawConfig, text: &str) -> Result<Config, ConfigError> {
         });
     }
 
+    let d = &raw.discovery;
+    let discovery = DiscoverySettings {
+        resolve_interval: v.duration(
+            "discovery.resolve_interval",
+            d.resolve_interval.as_ref(),
+            DEFAULT_RESOLVE_INTERVAL,
+        )?,
+        timeout: v.duration(
+            "discovery.timeout",
+            d.timeout.as_ref(),
+            DEFAULT_RESOLVE_TIMEOUT,
+        )?,
+        resolvers: match &d.resolvers {
+            Some(list) => list
+                .get_ref()
+                .iter()
+                .map(|r| {
+                    r.parse::<SocketAddr>()
+                        .or_else(|_| {
+                            r.parse::<std::net::IpAddr>()
+                                .map(|ip| SocketAddr::new(ip, 53))
+                        })
+                        .map_err(|_| {
+                            v.fail(
+                                "discovery.resolvers",
+                                list.span(),
+                                format!("{r:?} is not an address like \"127.0.0.1:53\""),
+                            )
+                        })
+                })
+                .collect::<Result<_, _>>()?,
+            None => Vec::new(),
+        },
+    };
     let mut backends = Vec::with_capacity(raw.backend.len());
+    let mut discover = Vec::new();
     // name -> (index, line) of the first backend using it, to point at both.
     let mut seen: HashMap<String, (usize, usize)> = HashMap::new();
     for (index, entry) in raw.backend.iter().enumerate() {
         let table_line = line_of(text, entry.span().start);
-        let backend = v.backend(index, entry.get_ref())?;
+        let (backend, found_in_dns) = match v.backend(index, entry.get_ref(), table_line)? {
+            Entry::Static(b) => (b, None),
+            Entry::Discover(d) => (
+                BackendConfig {
+                    name: d.name.clone(),
+                    address: SocketAddr::from(([0, 0, 0, 0], 0)),
+                    weight: d.weight,
+                },
+                Some(d),
+            ),
+        };
         if let Some(&(first, first_line)) = seen.get(&backend.name) {
             let used = format!("already used by backend[{first}] on line {first_line}");
             return Err(match &entry.get_ref().name {
@@ -237,7 +282,10 @@ pub(super) fn build(raw: RawConfig, text: &str) -> Result<Config, ConfigError> {
             .as_ref()
             .map_or(table_line, |n| line_of(text, n.span().start));
         seen.insert(backend.name.clone(), (index, name_line));
-        backends.push(backend);
+        match found_in_dns {
+            Some(d) => discover.push(d),
+            None => backends.push(backend),
+        }
     }
 
     Ok(Config {
@@ -254,7 +302,15 @@ pub(super) fn build(raw: RawConfig, text: &str) -> Result<Config, ConfigError> {
         timeouts,
         limits,
         backends,
+        discover,
+        discovery,
     })
+}
+
+/// A `[[backend]]` table: a fixed address, or a name to look up.
+enum Entry {
+    Static(BackendConfig),
+    Discover(DiscoverConfig),
 }
 
 /// Message for `listen` and `admin` sharing a socket, which would make the
@@ -322,7 +378,7 @@ impl Values<'_> {
             .map_err(|_| self.fail(key, n.span(), format!("must be at most {}", T::MAX)))
     }
 
-    fn backend(&self, index: usize, raw: &RawBackend) -> Result<BackendConfig, ConfigError> {
+    fn backend(&self, index: usize, raw: &RawBackend, line: usize) -> Result<Entry, ConfigError> {
         let name = match &raw.name {
             Some(n) => {
                 check_backend_name(n.get_ref())
@@ -331,21 +387,45 @@ impl Values<'_> {
             }
             None => default_backend_name(index),
         };
-        let address_key = format!("backend[{index}].address");
-        let address = resolve_address(raw.address.get_ref())
-            .and_then(check_backend_port)
-            .map_err(|m| self.fail(&address_key, raw.address.span(), m))?;
         let weight = self.int(
             &format!("backend[{index}].weight"),
             raw.weight.as_ref(),
             DEFAULT_BACKEND_WEIGHT,
             1,
         )?;
-        Ok(BackendConfig {
-            name,
-            address,
-            weight,
-        })
+        match (&raw.address, &raw.discover) {
+            (Some(address), None) => {
+                let address_key = format!("backend[{index}].address");
+                let address = resolve_address(address.get_ref())
+                    .and_then(check_backend_port)
+                    .map_err(|m| self.fail(&address_key, address.span(), m))?;
+                Ok(Entry::Static(BackendConfig {
+                    name,
+                    address,
+                    weight,
+                }))
+            }
+            (None, Some(discover)) => {
+                let target = parse_discover(discover.get_ref()).map_err(|m| {
+                    self.fail(&format!("backend[{index}].discover"), discover.span(), m)
+                })?;
+                Ok(Entry::Discover(DiscoverConfig {
+                    name,
+                    target,
+                    weight,
+                }))
+            }
+            (Some(_), Some(discover)) => Err(self.fail(
+                &format!("backend[{index}].discover"),
+                discover.span(),
+                "a backend has either address or discover, not both",
+            )),
+            (None, None) => Err(ConfigError::at_key(
+                &format!("backend[{index}].address"),
+                Some(line),
+                "missing: give address = \"host:port\" or discover = \"name:port\"",
+            )),
+        }
     }
 }
 
@@ -468,4 +548,43 @@ pub(super) fn resolve_address(text: &str) -> Result<SocketAddr, String> {
     addrs
         .next()
         .ok_or_else(|| format!("host {host:?} resolved to no addresses"))
+}
+
+/// `"name:port"` (A/AAAA) or `"_service._proto.name"` (SRV).
+fn parse_discover(text: &str) -> Result<DiscoverTarget, String> {
+    let valid_name = |name: &str| {
+        !name.is_empty()
+            && name.len() <= 253
+            && name.split('.').all(|l| {
+                !l.is_empty()
+                    && l.len() <= 63
+                    && l.bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            })
+    };
+    if text.starts_with('_') {
+        let name = text.trim_end_matches('.');
+        if !valid_name(name) {
+            return Err(format!("{text:?} is not a valid SRV name"));
+        }
+        return Ok(DiscoverTarget::Srv(name.to_string()));
+    }
+    let Some((host, port)) = text.rsplit_once(':') else {
+        return Err(format!(
+            "{text:?} needs a port, like \"api.internal:8080\" (or an SRV name starting with '_')"
+        ));
+    };
+    let port: u16 = port
+        .parse()
+        .ok()
+        .filter(|&p| p != 0)
+        .ok_or_else(|| format!("invalid port in {text:?}"))?;
+    let host = host.trim_end_matches('.');
+    if !valid_name(host) {
+        return Err(format!("{host:?} is not a valid DNS name"));
+    }
+    Ok(DiscoverTarget::Host {
+        host: host.to_string(),
+        port,
+    })
 }

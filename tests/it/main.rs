@@ -5,6 +5,7 @@ mod support;
 mod admin;
 mod basics;
 mod config;
+mod discovery;
 mod errors;
 mod failover;
 mod fleet;
