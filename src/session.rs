@@ -734,7 +734,7 @@ impl Session {
             }
             // Never the backend that just failed, unless it is the only one.
             let pick = ctx.backends.pick(&ex.tried).or_else(|| {
-                if ctx.backends.len() == 1 {
+                if ctx.backends.live_count() == 1 {
                     ctx.backends.pick(&[])
                 } else {
                     None
