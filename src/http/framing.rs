@@ -85,7 +85,11 @@ enum Chunk {
     TrailerStart {
         total: u32,
     },
-    /// Inside a trailer field line.
+    /// Inside the name of a trailer field, before its colon.
+    TrailerName {
+        total: u32,
+    },
+    /// Inside a trailer field value.
     TrailerLine {
         total: u32,
     },
@@ -195,6 +199,11 @@ fn is_line_byte(byte: u8) -> bool {
     byte == b'\t' || (b' '..=b'~').contains(&byte) || byte >= 0x80
 }
 
+/// Bytes of a token, such as a field name (RFC 9110 §5.6.2).
+fn is_tchar(byte: u8) -> bool {
+    byte.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&byte)
+}
+
 fn scan_chunked(mut state: Chunk, input: &[u8]) -> Result<(usize, Chunk), FramingError> {
     let mut i = 0;
     while i < input.len() {
@@ -281,12 +290,21 @@ fn scan_chunked(mut state: Chunk, input: &[u8]) -> Result<(usize, Chunk), Framin
                 },
                 _ => return Err(FramingError::MissingCrlf),
             },
+            // A trailer line is a field line, `name: value` (RFC 9112 §7.1.2): a name that is a
+            // token, then a colon. Anything else (whitespace first, which would be obs-fold; a
+            // space before the colon; a request line) is refused: a backend that reads the
+            // trailer section differently, or not at all, would see it as something else, such
+            // as the start of the next request.
             Chunk::TrailerStart { total } => match byte {
                 b'\r' => Chunk::EndLf,
-                // A trailer line may not start with whitespace (that would be obs-fold).
-                b' ' | b'\t' => return Err(FramingError::BadByte),
-                _ if !is_line_byte(byte) => return Err(FramingError::BadByte),
-                _ => Chunk::TrailerLine { total: total + 1 },
+                _ if is_tchar(byte) => Chunk::TrailerName { total: total + 1 },
+                _ => return Err(FramingError::BadByte),
+            },
+            Chunk::TrailerName { total } => match byte {
+                _ if total >= MAX_TRAILER_BYTES => return Err(FramingError::TooLong),
+                b':' => Chunk::TrailerLine { total: total + 1 },
+                _ if is_tchar(byte) => Chunk::TrailerName { total: total + 1 },
+                _ => return Err(FramingError::BadByte),
             },
             Chunk::TrailerLine { total } => match byte {
                 b'\r' => Chunk::TrailerLf { total },
@@ -403,6 +421,11 @@ mod tests {
             (b"0\r\n\n", FramingError::BadByte),
             (b"0\r\n folded\r\n\r\n", FramingError::BadByte),
             (b"0\r\nX: a\0b\r\n\r\n", FramingError::BadByte),
+            // Trailer lines that are not `token: value`.
+            (b"0\r\nGET /admin HTTP/1.1\r\n\r\n", FramingError::BadByte),
+            (b"0\r\n:x\r\n\r\n", FramingError::BadByte),
+            (b"0\r\nX : y\r\n\r\n", FramingError::BadByte),
+            (b"0\r\nno-colon\r\n\r\n", FramingError::BadByte),
             (b"1;a\0\r\n", FramingError::BadByte),
         ];
         for (input, want) in cases {
