@@ -52,6 +52,15 @@ const MAX_TRAILER_BYTES: u32 = 16 * 1024;
 /// 16 hex digits already make a 64-bit size; more can only overflow.
 const MAX_SIZE_DIGITS: u8 = 16;
 
+/// Where a chunk extension stands with respect to a quoted-string (RFC 9110 §5.6.4).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Quote {
+    Outside,
+    Inside,
+    /// Just after a backslash inside a quoted-string.
+    Escaped,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Chunk {
     /// Reading the hex digits of a chunk size.
@@ -69,6 +78,7 @@ enum Chunk {
     Extension {
         value: u64,
         line: u32,
+        quote: Quote,
     },
     /// Saw CR after the size line; expecting LF.
     SizeLf {
@@ -243,6 +253,7 @@ fn scan_chunked(mut state: Chunk, input: &[u8]) -> Result<(usize, Chunk), Framin
                     b';' => Chunk::Extension {
                         value,
                         line: line + 1,
+                        quote: Quote::Outside,
                     },
                     b' ' | b'\t' => Chunk::SizeSpace {
                         value,
@@ -259,17 +270,28 @@ fn scan_chunked(mut state: Chunk, input: &[u8]) -> Result<(usize, Chunk), Framin
                 b';' => Chunk::Extension {
                     value,
                     line: line + 1,
+                    quote: Quote::Outside,
                 },
                 b' ' | b'\t' => return Err(FramingError::TooLong),
                 _ => return Err(FramingError::BadChunkSize),
             },
-            Chunk::Extension { value, line } => match byte {
-                b'\r' => Chunk::SizeLf { value },
+            // A quoted-string may not span lines (qdtext and quoted-pair exclude CR and LF), so a
+            // CR inside one is refused rather than taken as the end of the line: a backend that
+            // honours the quotes would read on past it, into what we forward as chunk data.
+            Chunk::Extension { value, line, quote } => match byte {
+                b'\r' if quote == Quote::Outside => Chunk::SizeLf { value },
                 _ if !is_line_byte(byte) => return Err(FramingError::BadByte),
                 _ if line >= MAX_CHUNK_LINE => return Err(FramingError::TooLong),
                 _ => Chunk::Extension {
                     value,
                     line: line + 1,
+                    quote: match (quote, byte) {
+                        (Quote::Outside, b'"') => Quote::Inside,
+                        (Quote::Inside, b'"') => Quote::Outside,
+                        (Quote::Inside, b'\\') => Quote::Escaped,
+                        (Quote::Escaped, _) => Quote::Inside,
+                        (quote, _) => quote,
+                    },
                 },
             },
             Chunk::SizeLf { value } => match byte {
@@ -427,6 +449,11 @@ mod tests {
             (b"0\r\nX : y\r\n\r\n", FramingError::BadByte),
             (b"0\r\nno-colon\r\n\r\n", FramingError::BadByte),
             (b"1;a\0\r\n", FramingError::BadByte),
+            // A quoted-string left open at the end of the line.
+            (b"5;a=\"\r\nhello\r\n0\r\n\r\n", FramingError::BadByte),
+            (b"5;a=\"x\\\"\r\nhello\r\n0\r\n\r\n", FramingError::BadByte),
+            (b"5;a=\"x\\\r\nhello\r\n0\r\n\r\n", FramingError::BadByte),
+            (b"5;a=b\"\r\nhello\r\n0\r\n\r\n", FramingError::BadByte),
         ];
         for (input, want) in cases {
             assert_eq!(
@@ -450,6 +477,21 @@ mod tests {
                 done: true
             }
         );
+    }
+
+    #[test]
+    fn chunked_extension_quoted_strings() {
+        let body = b"5;a=\"x;y \\\" z\";b=c\r\nhello\r\n0\r\n\r\n";
+        for f in [scan_all, scan_bytewise] {
+            let s = f(BodyKind::Chunked, body).unwrap();
+            assert_eq!(
+                s,
+                Scanned {
+                    used: body.len(),
+                    done: true
+                }
+            );
+        }
     }
 
     #[test]
