@@ -9,5 +9,6 @@ mod failover;
 mod lifecycle;
 mod semantics;
 mod streaming;
+mod strict;
 mod supervisor;
 mod upgrade;
