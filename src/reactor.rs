@@ -245,7 +245,13 @@ impl Reactor {
                 match token::target(event.token()) {
                     Target::Listener => {
                         self.accept_pending = true;
-                        self.accept(now);
+                        // While accepting is paused (out of descriptors or memory), a new
+                        // connection waits in the backlog with the others: retrying for each
+                        // one would fail and log once per connection. The pause ends on its
+                        // timer, or when a closing session frees a descriptor.
+                        if self.accept_resume_at.is_none_or(|at| now >= at) {
+                            self.accept(now);
+                        }
                     }
                     Target::Waker => {
                         if self.drain_commands(now) {
