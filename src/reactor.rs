@@ -112,6 +112,10 @@ pub struct Reactor {
     /// Connections may be waiting in the backlog that no event will announce again.
     accept_pending: bool,
     accept_resume_at: Option<Instant>,
+    /// Accepts failed in a row for lack of descriptors or memory, since when: the first is
+    /// logged as a warning, the rest only counted, so a full table does not flood the log.
+    accept_failures: u64,
+    accept_failing_since: Option<Instant>,
     next_pool_sweep: Instant,
     commands: Receiver<Command>,
     handle: Handle,
@@ -211,6 +215,8 @@ impl Reactor {
             next_session_id: 0,
             accept_pending: false,
             accept_resume_at: None,
+            accept_failures: 0,
+            accept_failing_since: None,
             next_pool_sweep: Instant::now() + POOL_SWEEP,
             commands,
             handle: Handle { sender, waker },
@@ -282,7 +288,13 @@ impl Reactor {
                 match token::target(event.token()) {
                     Target::Listener => {
                         self.accept_pending = true;
-                        self.accept(now);
+                        // While accepting is paused (out of descriptors or memory), a new
+                        // connection waits in the backlog with the others: retrying for each
+                        // one would fail and log once per connection. The pause ends on its
+                        // timer, or when a closing session frees a descriptor.
+                        if self.accept_resume_at.is_none_or(|at| now >= at) {
+                            self.accept(now);
+                        }
                     }
                     Target::Waker => {
                         if self.drain_commands(now) {
@@ -442,12 +454,29 @@ impl Reactor {
                 return;
             };
             match listener.accept() {
-                Ok((stream, peer)) => self.add_session(stream, peer, now),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.accept_pending = false,
+                Ok((stream, peer)) => {
+                    self.accept_recovered(now);
+                    self.add_session(stream, peer, now);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    // Linux takes the descriptor before it looks at the backlog: an empty one
+                    // means a descriptor was there.
+                    self.accept_recovered(now);
+                    self.accept_pending = false;
+                }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => {
                     if is_resource_exhaustion(&e) {
-                        warn!("accept failed: {e}; pausing accepts for {ACCEPT_BACKOFF:?}");
+                        if self.accept_failures == 0 {
+                            warn!(
+                                "accept failed: {e}; retrying every {ACCEPT_BACKOFF:?} \
+                                 (and whenever a connection closes) until it succeeds"
+                            );
+                            self.accept_failing_since = Some(now);
+                        } else {
+                            debug!("accept failed again: {e}");
+                        }
+                        self.accept_failures += 1;
                         self.accept_resume_at = Some(now + ACCEPT_BACKOFF);
                         return;
                     }
@@ -455,6 +484,18 @@ impl Reactor {
                     debug!("accept failed: {e}");
                 }
             }
+        }
+    }
+
+    fn accept_recovered(&mut self, now: Instant) {
+        if self.accept_failures > 0 {
+            let since = self.accept_failing_since.take().unwrap_or(now);
+            info!(
+                "accepting again after {} failed attempts over {:.1} s",
+                self.accept_failures,
+                now.duration_since(since).as_secs_f64()
+            );
+            self.accept_failures = 0;
         }
     }
 

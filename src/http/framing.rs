@@ -52,6 +52,15 @@ const MAX_TRAILER_BYTES: u32 = 16 * 1024;
 /// 16 hex digits already make a 64-bit size; more can only overflow.
 const MAX_SIZE_DIGITS: u8 = 16;
 
+/// Where a chunk extension stands with respect to a quoted-string (RFC 9110 §5.6.4).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Quote {
+    Outside,
+    Inside,
+    /// Just after a backslash inside a quoted-string.
+    Escaped,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Chunk {
     /// Reading the hex digits of a chunk size.
@@ -69,6 +78,7 @@ enum Chunk {
     Extension {
         value: u64,
         line: u32,
+        quote: Quote,
     },
     /// Saw CR after the size line; expecting LF.
     SizeLf {
@@ -85,7 +95,11 @@ enum Chunk {
     TrailerStart {
         total: u32,
     },
-    /// Inside a trailer field line.
+    /// Inside the name of a trailer field, before its colon.
+    TrailerName {
+        total: u32,
+    },
+    /// Inside a trailer field value.
     TrailerLine {
         total: u32,
     },
@@ -195,6 +209,11 @@ fn is_line_byte(byte: u8) -> bool {
     byte == b'\t' || (b' '..=b'~').contains(&byte) || byte >= 0x80
 }
 
+/// Bytes of a token, such as a field name (RFC 9110 §5.6.2).
+fn is_tchar(byte: u8) -> bool {
+    byte.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&byte)
+}
+
 fn scan_chunked(mut state: Chunk, input: &[u8]) -> Result<(usize, Chunk), FramingError> {
     let mut i = 0;
     while i < input.len() {
@@ -234,6 +253,7 @@ fn scan_chunked(mut state: Chunk, input: &[u8]) -> Result<(usize, Chunk), Framin
                     b';' => Chunk::Extension {
                         value,
                         line: line + 1,
+                        quote: Quote::Outside,
                     },
                     b' ' | b'\t' => Chunk::SizeSpace {
                         value,
@@ -250,17 +270,28 @@ fn scan_chunked(mut state: Chunk, input: &[u8]) -> Result<(usize, Chunk), Framin
                 b';' => Chunk::Extension {
                     value,
                     line: line + 1,
+                    quote: Quote::Outside,
                 },
                 b' ' | b'\t' => return Err(FramingError::TooLong),
                 _ => return Err(FramingError::BadChunkSize),
             },
-            Chunk::Extension { value, line } => match byte {
-                b'\r' => Chunk::SizeLf { value },
+            // A quoted-string may not span lines (qdtext and quoted-pair exclude CR and LF), so a
+            // CR inside one is refused rather than taken as the end of the line: a backend that
+            // honours the quotes would read on past it, into what we forward as chunk data.
+            Chunk::Extension { value, line, quote } => match byte {
+                b'\r' if quote == Quote::Outside => Chunk::SizeLf { value },
                 _ if !is_line_byte(byte) => return Err(FramingError::BadByte),
                 _ if line >= MAX_CHUNK_LINE => return Err(FramingError::TooLong),
                 _ => Chunk::Extension {
                     value,
                     line: line + 1,
+                    quote: match (quote, byte) {
+                        (Quote::Outside, b'"') => Quote::Inside,
+                        (Quote::Inside, b'"') => Quote::Outside,
+                        (Quote::Inside, b'\\') => Quote::Escaped,
+                        (Quote::Escaped, _) => Quote::Inside,
+                        (quote, _) => quote,
+                    },
                 },
             },
             Chunk::SizeLf { value } => match byte {
@@ -281,12 +312,21 @@ fn scan_chunked(mut state: Chunk, input: &[u8]) -> Result<(usize, Chunk), Framin
                 },
                 _ => return Err(FramingError::MissingCrlf),
             },
+            // A trailer line is a field line, `name: value` (RFC 9112 §7.1.2): a name that is a
+            // token, then a colon. Anything else (whitespace first, which would be obs-fold; a
+            // space before the colon; a request line) is refused: a backend that reads the
+            // trailer section differently, or not at all, would see it as something else, such
+            // as the start of the next request.
             Chunk::TrailerStart { total } => match byte {
                 b'\r' => Chunk::EndLf,
-                // A trailer line may not start with whitespace (that would be obs-fold).
-                b' ' | b'\t' => return Err(FramingError::BadByte),
-                _ if !is_line_byte(byte) => return Err(FramingError::BadByte),
-                _ => Chunk::TrailerLine { total: total + 1 },
+                _ if is_tchar(byte) => Chunk::TrailerName { total: total + 1 },
+                _ => return Err(FramingError::BadByte),
+            },
+            Chunk::TrailerName { total } => match byte {
+                _ if total >= MAX_TRAILER_BYTES => return Err(FramingError::TooLong),
+                b':' => Chunk::TrailerLine { total: total + 1 },
+                _ if is_tchar(byte) => Chunk::TrailerName { total: total + 1 },
+                _ => return Err(FramingError::BadByte),
             },
             Chunk::TrailerLine { total } => match byte {
                 b'\r' => Chunk::TrailerLf { total },
@@ -403,7 +443,17 @@ mod tests {
             (b"0\r\n\n", FramingError::BadByte),
             (b"0\r\n folded\r\n\r\n", FramingError::BadByte),
             (b"0\r\nX: a\0b\r\n\r\n", FramingError::BadByte),
+            // Trailer lines that are not `token: value`.
+            (b"0\r\nGET /admin HTTP/1.1\r\n\r\n", FramingError::BadByte),
+            (b"0\r\n:x\r\n\r\n", FramingError::BadByte),
+            (b"0\r\nX : y\r\n\r\n", FramingError::BadByte),
+            (b"0\r\nno-colon\r\n\r\n", FramingError::BadByte),
             (b"1;a\0\r\n", FramingError::BadByte),
+            // A quoted-string left open at the end of the line.
+            (b"5;a=\"\r\nhello\r\n0\r\n\r\n", FramingError::BadByte),
+            (b"5;a=\"x\\\"\r\nhello\r\n0\r\n\r\n", FramingError::BadByte),
+            (b"5;a=\"x\\\r\nhello\r\n0\r\n\r\n", FramingError::BadByte),
+            (b"5;a=b\"\r\nhello\r\n0\r\n\r\n", FramingError::BadByte),
         ];
         for (input, want) in cases {
             assert_eq!(
@@ -427,6 +477,21 @@ mod tests {
                 done: true
             }
         );
+    }
+
+    #[test]
+    fn chunked_extension_quoted_strings() {
+        let body = b"5;a=\"x;y \\\" z\";b=c\r\nhello\r\n0\r\n\r\n";
+        for f in [scan_all, scan_bytewise] {
+            let s = f(BodyKind::Chunked, body).unwrap();
+            assert_eq!(
+                s,
+                Scanned {
+                    used: body.len(),
+                    done: true
+                }
+            );
+        }
     }
 
     #[test]

@@ -198,7 +198,11 @@ pub fn parse(
             if host.is_some() {
                 return Err(RequestError::Malformed("several Host headers"));
             }
-            host = Some(trim_ows(h.value));
+            let value = trim_ows(h.value);
+            if !is_authority(value) {
+                return Err(RequestError::Malformed("invalid Host"));
+            }
+            host = Some(value);
         } else if name.eq_ignore_ascii_case("connection") {
             connection.add(h.value);
         } else if name.eq_ignore_ascii_case("upgrade") {
@@ -387,7 +391,7 @@ fn check_target(method: Method, target: &str) -> Result<TargetParts<'_>, Request
         .position(|&b| matches!(b, b'/' | b'?' | b'#'))
         .unwrap_or(rest.len());
     let authority = &rest[..end];
-    if authority.is_empty() || authority.contains(&b'@') {
+    if authority.is_empty() || !is_authority(authority) {
         return Err(RequestError::Malformed(
             "invalid authority in request target",
         ));
@@ -396,6 +400,17 @@ fn check_target(method: Method, target: &str) -> Result<TargetParts<'_>, Request
         authority: Some(authority),
         origin: &rest[end..],
     })
+}
+
+/// Whether `value` can be `uri-host [ ":" port ]` (RFC 9112 §3.2, RFC 3986 §3.2.2): only the
+/// bytes of a reg-name (unreserved, pct-encoded, sub-delims), an IP literal's brackets and the
+/// port's colon. RFC 9112 §3.2 requires a 400 for an invalid Host; forwarded, a space, slash,
+/// `@` or `?` in it would let a client make backends (virtual hosts, absolute links, caches)
+/// read another host than the one the proxy checked. No userinfo: `user@host` is refused too.
+fn is_authority(value: &[u8]) -> bool {
+    value
+        .iter()
+        .all(|&b| b.is_ascii_alphanumeric() || b"-._~%!$&'()*+,;=:[]".contains(&b))
 }
 
 fn parse_error_reason(e: httparse::Error) -> &'static str {
@@ -475,6 +490,12 @@ mod tests {
             "GET http://a/ HTTP/1.1\r\nHost: b\r\n\r\n",
             "GET x HTTP/1.1\r\nHost: a\r\n\r\n",
             "GET / HTTP/1.1\r\nHost : a\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: a b\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: a/b\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: user@a\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: a?b\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: a\"b\r\n\r\n",
+            "GET http://a|b/ HTTP/1.0\r\n\r\n",
             "GET / HTTP/1.1\r\nHost: a\r\nX: a\r\n b\r\n\r\n",
         ];
         for head in cases {
@@ -525,6 +546,10 @@ mod tests {
         );
         let (_, out) = forward("OPTIONS * HTTP/1.1\r\nHost: a\r\n\r\n").unwrap();
         assert!(out.starts_with("OPTIONS * HTTP/1.1\r\n"), "{out}");
+        assert!(forward("GET http://a:80/x HTTP/1.1\r\nHost: A:80\r\n\r\n").is_ok());
+        assert!(forward("GET http://[::1]:80/ HTTP/1.1\r\nHost: [::1]:80\r\n\r\n").is_ok());
+        assert!(forward("GET / HTTP/1.1\r\nHost: xn--bcher-kva.example:8080\r\n\r\n").is_ok());
+        assert!(forward("GET / HTTP/1.1\r\nHost: \r\n\r\n").is_ok());
         assert!(forward("OPTIONS * HTTP/1.1\r\nHost: a\r\n\r\n").is_ok());
         assert!(forward("GET * HTTP/1.1\r\nHost: a\r\n\r\n").is_err());
     }

@@ -13,5 +13,6 @@ mod lifecycle;
 mod proxy_protocol;
 mod semantics;
 mod streaming;
+mod strict;
 mod supervisor;
 mod upgrade;
