@@ -3,6 +3,7 @@
 #
 #   scripts/fuzz.sh                       # all three targets, 10 minutes each
 #   scripts/fuzz.sh 60 chunked            # one target, one minute
+#   FUZZ_ARGS=-max_len=65536 scripts/fuzz.sh 600 connection   # extra libFuzzer flags
 #
 # cargo-fuzz passes nightly-only flags (-Zsanitizer=address, -Cpasses=sancov-module, ...);
 # RUSTC_BOOTSTRAP=1 lets the stable toolchain accept them. New corpus entries go to
@@ -27,7 +28,7 @@ for target in "${targets[@]}"; do
     echo "== $target for ${seconds}s (log: fuzz/logs/$target.log)"
     status=0
     cargo fuzz run "$target" "fuzz/corpus/$target" "fuzz/seeds/$target" -- \
-        -max_total_time="$seconds" -dict=fuzz/http.dict -print_final_stats=1 \
+        -max_total_time="$seconds" -dict=fuzz/http.dict -print_final_stats=1 ${FUZZ_ARGS:-} \
         >"fuzz/logs/$target.log" 2>&1 || status=$?
     grep -E '^#[0-9]+ +DONE|^stat::|^SUMMARY|panicked' "fuzz/logs/$target.log" || true
     if [ "$status" -ne 0 ]; then

@@ -1,6 +1,7 @@
 //! A whole client connection: the input is written to a real in-process proxy on a new
-//! connection, which is then half-closed; a scripted backend behind the proxy reads what it is
-//! sent and answers `HTTP/1.1 200 OK` with an empty body to each request once it has all of it.
+//! connection, in one to three pieces a short pause apart, and the connection is half-closed; a
+//! scripted backend behind the proxy reads what it is sent and answers `HTTP/1.1 200 OK` with an
+//! empty body to each request once it has all of it.
 //!
 //! The proxy (a `Reactor` on 127.0.0.1:0 on its own thread) and the backend (a listener polled
 //! by the fuzzing thread itself, so every byte the proxy sent is read before an input is judged)
@@ -29,7 +30,7 @@ use std::time::{Duration, Instant};
 
 use lb::config::{BackendConfig, Config};
 use lb::reactor::Reactor;
-use lb_fuzz::{check_forwarded, chunked_end, split_requests, Framing};
+use lb_fuzz::{check_forwarded, chunked_end, split_requests, Framing, Splits};
 use libfuzzer_sys::fuzz_target;
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token};
@@ -39,6 +40,9 @@ const CLIENT: Token = Token(1);
 /// Backend connection `i` has token `FIRST_BACKEND + i`.
 const FIRST_BACKEND: usize = 2;
 const PATIENCE: Duration = Duration::from_secs(5);
+/// The pause between two pieces of the client's input: long enough for the proxy to read the
+/// first on its own, most of the time.
+const PAUSE: Duration = Duration::from_micros(300);
 const ANSWER: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n";
 
 /// A request as the backend received it.
@@ -263,20 +267,33 @@ impl Harness {
             .register(&mut client, CLIENT, Interest::READABLE | Interest::WRITABLE)
             .expect("register client");
         let deadline = Instant::now() + PATIENCE;
+        let ends = piece_ends(data);
+        let mut piece = 0;
+        let mut resume_at: Option<Instant> = None;
         let mut written = 0;
         let mut write_shut = false;
         let mut response = Vec::new();
         let mut buf = [0u8; 16 * 1024];
         loop {
-            // Write what the socket takes, then half-close: the proxy must finish by itself.
-            while !write_shut {
+            if resume_at.is_some_and(|at| Instant::now() >= at) {
+                resume_at = None;
+            }
+            // Write what the socket takes, a piece at a time, then half-close: the proxy must
+            // finish by itself.
+            while !write_shut && resume_at.is_none() {
                 if written == data.len() {
                     let _ = client.shutdown(Shutdown::Write);
                     write_shut = true;
                     break;
                 }
-                match client.write(&data[written..]) {
-                    Ok(n) => written += n,
+                match client.write(&data[written..ends[piece]]) {
+                    Ok(n) => {
+                        written += n;
+                        if written == ends[piece] && written < data.len() {
+                            piece += 1;
+                            resume_at = Some(Instant::now() + PAUSE);
+                        }
+                    }
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                     // The proxy closed first (after refusing a request): fine.
@@ -305,9 +322,11 @@ impl Harness {
                     self.received
                 );
             }
-            self.poll
-                .poll(&mut self.events, Some(deadline - now))
-                .expect("poll");
+            let wait = match resume_at {
+                Some(at) => at.saturating_duration_since(now).min(deadline - now),
+                None => deadline - now,
+            };
+            self.poll.poll(&mut self.events, Some(wait)).expect("poll");
         }
         let _ = self.poll.registry().deregister(&mut client);
         drop(client);
@@ -318,6 +337,22 @@ impl Harness {
         self.serve_all();
         response
     }
+}
+
+/// Where the client's writes end: the input goes out in one to three pieces, a short pause
+/// apart, so the proxy also meets heads and bodies that arrive in parts (where they are cut is
+/// a function of the input, so a crash reproduces).
+fn piece_ends(data: &[u8]) -> Vec<usize> {
+    let mut splits = Splits::new(data);
+    let mut ends = vec![data.len()];
+    if data.len() >= 2 {
+        for _ in 0..splits.below(3) {
+            ends.push(1 + splits.below(data.len() - 1));
+        }
+    }
+    ends.sort_unstable();
+    ends.dedup();
+    ends
 }
 
 /// The statuses of the responses in the client's stream, in order.

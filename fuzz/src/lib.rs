@@ -382,12 +382,22 @@ impl Splits {
         Splits(h | 1)
     }
 
-    /// The next piece size, 1 to 64, small sizes more often.
-    pub fn next_size(&mut self) -> usize {
+    fn step(&mut self) -> u64 {
         // xorshift64
         self.0 ^= self.0 << 13;
         self.0 ^= self.0 >> 7;
         self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    /// A number in `0..n` (`n` > 0).
+    pub fn below(&mut self, n: usize) -> usize {
+        (self.step() % n as u64) as usize
+    }
+
+    /// The next piece size, 1 to 64, small sizes more often.
+    pub fn next_size(&mut self) -> usize {
+        self.step();
         match self.0 % 4 {
             0 => 1,
             1 => 1 + (self.0 >> 8) as usize % 4,
