@@ -15,8 +15,9 @@
 #   big          1 MiB responses over 16 keep-alive connections (throughput)
 #   rate         a fixed rate below saturation, open loop (loadgen --rate): p50 / p99 / p99.9
 #   idle         RSS fresh, and with 10,000 idle keep-alive connections (idleconns)
-#   sys          64 keep-alive connections again, the proxy's system calls, epoll_waits and
-#                context switches counted by perf (skipped when perf is missing)
+#   sys          64 keep-alive connections again, the proxy's system calls (all, epoll_wait,
+#                epoll_ctl, accept4) and context switches counted by perf (skipped without perf)
+#   sysclose     the same with a new connection per request
 # Besides req/s and latency, every run records the proxy's CPU time (utime and stime of its
 # processes, /proc/PID/stat) per request, the backend connections it opened (stub_status
 # "accepts" of the backend) and still holds (ss), its RSS (VmRSS of its processes, the peak of
@@ -33,7 +34,7 @@
 # then is a true ceiling: client and backend do the same work per request in every row, on the
 # same CPU. The 2-worker proxies may use both CPUs (and so compete with client and backend).
 #
-#   ./scripts/bench.sh                 full run: 5 rounds (3 for idle, 1 for sys), ~15 minutes
+#   ./scripts/bench.sh                 full run: 5 rounds (3 for idle, 1 for sys*), ~15 minutes
 #   BENCH_QUICK=1 ./scripts/bench.sh   1 round of short runs, for development
 #
 # Settings (environment): BENCH_ROUNDS, BENCH_IDLE_ROUNDS, BENCH_SYS_ROUNDS, BENCH_DURATION
@@ -43,6 +44,7 @@
 # BENCH_PORT (contestants; lb's admin API on the next port), BENCH_BACKEND_PORT (three backends
 # from there; the backend's stub_status one below), BENCH_CLIENT_CPU, BENCH_PROXY_CPU,
 # BENCH_OUT (where results.tsv, report.md and every raw output are kept; default target/bench),
+# BENCH_REPORT_FROM (a BENCH_OUT of an earlier run: print its report again and exit),
 # BENCH_NICE (e.g. -10: run everything at that niceness, so that other work on a shared machine
 # disturbs the figures less, and is slowed down more; needs root; default: unchanged).
 set -euo pipefail
@@ -59,7 +61,7 @@ warmup=${BENCH_WARMUP:-1}
 rate=${BENCH_RATE:-5000}
 idle_conns=${BENCH_IDLE_CONNS:-10000}
 read -r -a contestants <<<"${BENCH_CONTESTANTS:-direct lb nginx haproxy lb-2 nginx-2 haproxy-2}"
-read -r -a scenarios <<<"${BENCH_SCENARIOS:-ka64 ka256 close big rate idle sys}"
+read -r -a scenarios <<<"${BENCH_SCENARIOS:-ka64 ka256 close big rate idle sys sysclose}"
 port=${BENCH_PORT:-8120}
 admin_port=$((port + 1))
 b1=${BENCH_BACKEND_PORT:-9121}
@@ -73,6 +75,167 @@ out=${BENCH_OUT:-target/bench}
 as_root() {
     if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi
 }
+
+# --- report -------------------------------------------------------------------------------------
+# The table, from results.tsv (scenario, contestant, round, figure, value per line).
+report() {
+    awk -F'\t' -v contestants="${contestants[*]}" -v rate="$rate" -v idle="$idle_conns" \
+        -v rounds="$rounds" '
+    function fmt(v,   a) {
+        a = v < 0 ? -v : v
+        if (a >= 10000) return sprintf("%.1fk", v / 1000)
+        if (a >= 100) return sprintf("%.0f", v)
+        if (a >= 10) return sprintf("%.1f", v)
+        if (a >= 1) return sprintf("%.2f", v)
+        if (a == 0) return "0"
+        return sprintf("%.3f", v)
+    }
+    # median, min and max of the values of key k (contestant SUBSEP figure)
+    function stats(k,   n, i, j, t, x) {
+        n = cnt[k]
+        if (n == 0) return 0
+        for (i = 1; i <= n; i++) x[i] = val[k, i]
+        for (i = 2; i <= n; i++) { t = x[i]; for (j = i - 1; j >= 1 && x[j] > t; j--) x[j + 1] = x[j]; x[j + 1] = t }
+        lo = x[1]; hi = x[n]
+        med = (n % 2) ? x[(n + 1) / 2] : (x[n / 2] + x[n / 2 + 1]) / 2
+        return n
+    }
+    {
+        k = $2 SUBSEP $1 "." $4
+        if ($4 == "errors") { errs[$2] += $5; errseen[$2] = 1; next }
+        val[k, ++cnt[k]] = $5 + 0
+    }
+    END {
+        nc = split(contestants, cs, " ")
+        nf = 0
+        f[++nf] = "ka64.rps";   l[nf] = "keep-alive, 64 conns: req/s"; d[nf] = "↑"
+        f[++nf] = "ka64.p99";   l[nf] = "keep-alive, 64 conns: p99 ms"; d[nf] = "↓"
+        f[++nf] = "ka64.rpc";   l[nf] = "keep-alive, 64 conns: req per proxy CPU-second"; d[nf] = "↑"
+        f[++nf] = "ka64.usr";   l[nf] = "keep-alive, 64 conns: proxy user CPU per request, µs"; d[nf] = "↓"
+        f[++nf] = "ka64.sys";   l[nf] = "keep-alive, 64 conns: proxy system CPU per request, µs"; d[nf] = "↓"
+        f[++nf] = "ka64.util";  l[nf] = "keep-alive, 64 conns: proxy CPU busy, % of one CPU"; d[nf] = ""
+        f[++nf] = "ka64.wait";  l[nf] = "keep-alive, 64 conns: proxy waiting for a CPU, % of the run (sum over its threads)"; d[nf] = ""
+        f[++nf] = "ka64.bwait"; l[nf] = "keep-alive, 64 conns: backend waiting for a CPU, % of the run"; d[nf] = ""
+        f[++nf] = "ka256.rps";  l[nf] = "keep-alive, 256 conns: req/s"; d[nf] = "↑"
+        f[++nf] = "ka256.p99";  l[nf] = "keep-alive, 256 conns: p99 ms"; d[nf] = "↓"
+        f[++nf] = "ka256.rpc";  l[nf] = "keep-alive, 256 conns: req per proxy CPU-second"; d[nf] = "↑"
+        f[++nf] = "ka256.util"; l[nf] = "keep-alive, 256 conns: proxy CPU busy, % of one CPU"; d[nf] = ""
+        f[++nf] = "ka256.wait"; l[nf] = "keep-alive, 256 conns: proxy waiting for a CPU, % of the run (sum over its threads)"; d[nf] = ""
+        f[++nf] = "ka256.bconn"; l[nf] = "keep-alive, 256 conns: backend connections opened/s"; d[nf] = "↓"
+        f[++nf] = "ka256.bheld"; l[nf] = "keep-alive, 256 conns: backend connections open at the end"; d[nf] = ""
+        f[++nf] = "ka256.rss";  l[nf] = "keep-alive, 256 conns: proxy RSS under load, MiB"; d[nf] = "↓"
+        f[++nf] = "close.rps";  l[nf] = "new connection per request, 64 at a time: req/s"; d[nf] = "↑"
+        f[++nf] = "close.p99";  l[nf] = "new connection per request: p99 ms"; d[nf] = "↓"
+        f[++nf] = "close.rpc";  l[nf] = "new connection per request: req per proxy CPU-second"; d[nf] = "↑"
+        f[++nf] = "close.bconn"; l[nf] = "new connection per request: backend connections opened/s"; d[nf] = "↓"
+        f[++nf] = "big.rps";    l[nf] = "1 MiB responses, 16 conns: MiB/s"; d[nf] = "↑"
+        f[++nf] = "big.rpc";    l[nf] = "1 MiB responses: MiB per proxy CPU-second"; d[nf] = "↑"
+        f[++nf] = "rate.done";  l[nf] = "fixed " rate " req/s: req/s done"; d[nf] = ""
+        f[++nf] = "rate.p50";   l[nf] = "fixed " rate " req/s, open loop: p50 ms"; d[nf] = "↓"
+        f[++nf] = "rate.p99";   l[nf] = "fixed " rate " req/s: p99 ms"; d[nf] = "↓"
+        f[++nf] = "rate.p999";  l[nf] = "fixed " rate " req/s: p99.9 ms"; d[nf] = "↓"
+        f[++nf] = "rate.rpc";   l[nf] = "fixed " rate " req/s: req per proxy CPU-second"; d[nf] = "↑"
+        f[++nf] = "idle.rss0";  l[nf] = "RSS idle (fresh), MiB"; d[nf] = "↓"
+        f[++nf] = "idle.rss";   l[nf] = "RSS with " idle " idle keep-alive conns, MiB"; d[nf] = "↓"
+        f[++nf] = "idle.per";   l[nf] = "RSS per idle keep-alive conn, bytes"; d[nf] = "↓"
+        f[++nf] = "sys.calls";  l[nf] = "keep-alive, 64 conns, under perf: system calls per request"; d[nf] = "↓"
+        f[++nf] = "sys.epoll";  l[nf] = "keep-alive, 64 conns, under perf: epoll_wait calls per request"; d[nf] = "↓"
+        f[++nf] = "sys.cs";     l[nf] = "keep-alive, 64 conns, under perf: context switches per request"; d[nf] = "↓"
+        f[++nf] = "sysclose.calls";  l[nf] = "new connection per request, under perf: system calls per request"; d[nf] = "↓"
+        f[++nf] = "sysclose.epoll";  l[nf] = "new connection per request, under perf: epoll_wait per request"; d[nf] = "↓"
+        f[++nf] = "sysclose.ctl";    l[nf] = "new connection per request, under perf: epoll_ctl per request"; d[nf] = "↓"
+        f[++nf] = "sysclose.accept"; l[nf] = "new connection per request, under perf: accept4 per request"; d[nf] = "↓"
+        f[++nf] = "sysclose.cs";     l[nf] = "new connection per request, under perf: context switches per request"; d[nf] = "↓"
+
+        printf "| figure: median (min–max) of the rounds, ×HAProxy | | "
+        for (i = 1; i <= nc; i++) printf "%s | ", cs[i]
+        printf "\n|---|:-:|"
+        for (i = 1; i <= nc; i++) printf "---|"
+        printf "\n"
+        for (j = 1; j <= nf; j++) {
+            printf "| %s | %s | ", l[j], d[j]
+            for (i = 1; i <= nc; i++) {
+                c = cs[i]
+                if (!stats(c SUBSEP f[j])) { printf "– | "; continue }
+                m = med; mn = lo; mx = hi
+                cell = fmt(m)
+                if (cnt[c SUBSEP f[j]] > 1) cell = cell " (" fmt(mn) "–" fmt(mx) ")"
+                ref = (c ~ /-2$/) ? "haproxy-2" : "haproxy"
+                if (c != ref && stats(ref SUBSEP f[j])) {
+                    if (med != 0) cell = cell sprintf(" ×%.2f", m / med)
+                    else if (m == 0) cell = cell " ×1"
+                }
+                printf "%s | ", cell
+            }
+            printf "\n"
+        }
+        printf "| errors, all scenarios and rounds (total) | ↓ | "
+        for (i = 1; i <= nc; i++) printf "%s | ", (cs[i] in errseen) ? errs[cs[i]] + 0 : "–"
+        printf "\n"
+    }' "$results"
+}
+
+# The issue's targets for lb at one reactor against nginx and HAProxy at one worker.
+targets() {
+    awk -F'\t' -v idle="$idle_conns" '
+    function median(k,   n, i, j, t, x) {
+        n = cnt[k]
+        if (n == 0) return ""
+        for (i = 1; i <= n; i++) x[i] = val[k, i]
+        for (i = 2; i <= n; i++) { t = x[i]; for (j = i - 1; j >= 1 && x[j] > t; j--) x[j + 1] = x[j]; x[j + 1] = t }
+        return (n % 2) ? x[(n + 1) / 2] : (x[n / 2] + x[n / 2 + 1]) / 2
+    }
+    function verdict(ok, text) {
+        printf "- %s: %s\n", ok ? "met" : "NOT MET", text
+    }
+    {
+        if ($4 == "errors") { errs[$2] += $5; seen[$2] = 1; next }
+        k = $2 SUBSEP $1 "." $4
+        val[k, ++cnt[k]] = $5 + 0
+    }
+    END {
+        if (median("lb" SUBSEP "ka64.rpc") != "" && median("haproxy" SUBSEP "ka64.rpc") != "") {
+            a = median("lb" SUBSEP "ka64.rpc"); b = median("haproxy" SUBSEP "ka64.rpc")
+            verdict(a >= 1.5 * b, sprintf("requests per proxy CPU-second at 64 keep-alive >= 1.5x HAProxy: lb %.0f, HAProxy %.0f (%.2fx)", a, b, a / b))
+        }
+        split("ka64 ka256 close", ss, " ")
+        split("64 keep-alive,256 keep-alive,new connection per request", sl, ",")
+        for (i = 1; i <= 3; i++) {
+            a = median("lb" SUBSEP ss[i] ".rps"); n = median("nginx" SUBSEP ss[i] ".rps"); h = median("haproxy" SUBSEP ss[i] ".rps")
+            if (a == "" || n == "" || h == "") continue
+            best = n > h ? n : h
+            verdict(a >= best, sprintf("req/s at %s >= the better anchor: lb %.0f, nginx %.0f, HAProxy %.0f (%.2fx the better)", sl[i], a, n, h, a / best))
+        }
+        split("ka256.p99 rate.p99", ps, " ")
+        split("256 connections,the fixed rate", pl, ",")
+        for (i = 1; i <= 2; i++) {
+            a = median("lb" SUBSEP ps[i]); h = median("haproxy" SUBSEP ps[i])
+            if (a == "" || h == "") continue
+            verdict(a <= h, sprintf("p99 at %s <= HAProxy: lb %.3f ms, HAProxy %.3f ms", pl[i], a, h))
+        }
+        a = median("lb" SUBSEP "ka256.bconn")
+        if (a != "") verdict(a < 1, sprintf("backend connections opened per second during the 256 run near zero (< 1/s): lb %.2f/s", a))
+        a = median("lb" SUBSEP "idle.per")
+        if (a != "") verdict(a <= 1024, sprintf("RSS per idle keep-alive client connection <= 1 KiB: lb %.0f bytes", a))
+        line = ""; bad = 0
+        for (c in seen) { line = line sprintf(" %s %d,", c, errs[c]); if (errs[c] > 0) bad = 1 }
+        sub(/,$/, "", line)
+        verdict(!bad, "no errors in any scenario:" line)
+    }' "$results"
+}
+# BENCH_REPORT_FROM=DIR: print the report of an earlier run again (DIR as BENCH_OUT) and exit.
+if [ -n "${BENCH_REPORT_FROM:-}" ]; then
+    # shellcheck source=/dev/null
+    . "$BENCH_REPORT_FROM/meta.sh"
+    results=$BENCH_REPORT_FROM/results.tsv
+    cat "$BENCH_REPORT_FROM/header.md"
+    report
+    echo
+    echo "## Targets (lb, one reactor, against nginx and HAProxy at one worker)"
+    echo
+    targets
+    exit 0
+fi
 
 # --- tools --------------------------------------------------------------------------------------
 missing=()
@@ -520,31 +683,36 @@ idle_run() { # contestant round
         "$c" "$rss0" "$rss1" "$open" "$failed" "$still" "$hold"
 }
 
-# System calls, epoll_wait calls and context switches of the proxy per request, at 64 keep-alive
-# connections, counted by perf in a run of its own (counting costs the proxy a little CPU).
-sys_run() { # contestant round
-    local c=$1 r=$2 s=sys
+# System calls (all; epoll_wait, epoll_ctl, accept4) and context switches of the proxy per
+# request, counted by perf in runs of their own (counting costs the proxy a little CPU):
+# sys at 64 keep-alive connections, sysclose with a new connection per request.
+sys_run() { # scenario contestant round [wrk args]
+    local s=$1 c=$2 r=$3
+    shift 3
     [ -n "$cpid" ] || return 0
     if ! command -v perf >/dev/null 2>&1; then
         echo "  $c: perf is missing (Debian: linux-perf), no system call counts"
         return 0
     fi
     local o=$work/runs/$s-$c-$r.txt pf=$work/runs/$s-$c-$r.perf
-    wrk_run "$work/runs/$s-$c-$r.warmup.txt" 64 "$warmup" /
-    perf stat -x, -o "$pf" -e raw_syscalls:sys_enter,syscalls:sys_enter_epoll_wait,context-switches \
+    wrk_run "$work/runs/$s-$c-$r.warmup.txt" 64 "$warmup" / "$@"
+    perf stat -x, -o "$pf" -e raw_syscalls:sys_enter,syscalls:sys_enter_epoll_wait \
+        -e syscalls:sys_enter_epoll_ctl,syscalls:sys_enter_accept4,context-switches \
         -p "$(proc_tree "$cpid" | paste -sd, -)" -- \
-        taskset -c "$client_cpus" wrk -t1 -c64 -d"${duration}s" --timeout 10s "http://$target/" >"$o" 2>&1 || {
+        taskset -c "$client_cpus" wrk -t1 -c64 -d"${duration}s" --timeout 10s "$@" "http://$target/" >"$o" 2>&1 || {
         echo "  $c: perf stat failed: $(tail -n 1 "$pf")"
         return 0
     }
     awk -F, -v n="$(wrk_requests "$o")" -v s="$s" -v c="$c" -v r="$r" '
         $3 == "raw_syscalls:sys_enter" { k = "calls" }
         $3 == "syscalls:sys_enter_epoll_wait" { k = "epoll" }
+        $3 == "syscalls:sys_enter_epoll_ctl" { k = "ctl" }
+        $3 == "syscalls:sys_enter_accept4" { k = "accept" }
         $3 == "context-switches" { k = "cs" }
-        k != "" { printf "%s\t%s\t%s\t%s\t%.2f\n", s, c, r, k, ($1 + 0) / n; k = "" }
+        k != "" { printf "%s\t%s\t%s\t%s\t%.3f\n", s, c, r, k, ($1 + 0) / n; k = "" }
     ' "$pf" >>"$results"
     rec "$s" "$c" "$r" errors "$(wrk_errors "$o")"
-    printf '  %-10s %s\n' "$c" "$(awk -F, '$3 != "" { printf "%s %s  ", $1, $3 }' "$pf")requests $(wrk_requests "$o")"
+    printf '  %-10s %s\n' "$c" "$(awk -F, '$3 != "" { sub(/^[a-z_]+:(sys_enter_)?/, "", $3); printf "%s %s  ", $1, $3 }' "$pf")requests $(wrk_requests "$o")"
 }
 
 # --- run ----------------------------------------------------------------------------------------
@@ -561,7 +729,7 @@ for s in "${scenarios[@]}"; do
     n_rounds=$rounds
     case $s in # these vary little from one round to the next
         idle) n_rounds=${BENCH_IDLE_ROUNDS:-$((rounds < 3 ? rounds : 3))} ;;
-        sys) n_rounds=${BENCH_SYS_ROUNDS:-1} ;;
+        sys | sysclose) n_rounds=${BENCH_SYS_ROUNDS:-1} ;;
     esac
     for r in $(seq 1 "$n_rounds"); do
         echo "== $s, round $r/$n_rounds"
@@ -574,7 +742,8 @@ for s in "${scenarios[@]}"; do
                 big) closed_loop "$s" "$c" "$r" 16 /1m ;;
                 rate) rate_run "$c" "$r" ;;
                 idle) idle_run "$c" "$r" ;;
-                sys) sys_run "$c" "$r" ;;
+                sys) sys_run "$s" "$c" "$r" ;;
+                sysclose) sys_run "$s" "$c" "$r" -H "Connection: close" ;;
                 *) echo "unknown scenario $s" >&2; exit 2 ;;
             esac
             stop_contestant
@@ -583,148 +752,6 @@ for s in "${scenarios[@]}"; do
 done
 kill -0 "$backend_pid" 2>/dev/null || { echo "the backend died" >&2; exit 1; }
 elapsed=$(($(date +%s) - started))
-
-# --- report -------------------------------------------------------------------------------------
-report() {
-    awk -F'\t' -v contestants="${contestants[*]}" -v rate="$rate" -v idle="$idle_conns" \
-        -v rounds="$rounds" '
-    function fmt(v,   a) {
-        a = v < 0 ? -v : v
-        if (a >= 10000) return sprintf("%.1fk", v / 1000)
-        if (a >= 100) return sprintf("%.0f", v)
-        if (a >= 10) return sprintf("%.1f", v)
-        if (a >= 1) return sprintf("%.2f", v)
-        if (a == 0) return "0"
-        return sprintf("%.3f", v)
-    }
-    # median, min and max of the values of key k (contestant SUBSEP figure)
-    function stats(k,   n, i, j, t, x) {
-        n = cnt[k]
-        if (n == 0) return 0
-        for (i = 1; i <= n; i++) x[i] = val[k, i]
-        for (i = 2; i <= n; i++) { t = x[i]; for (j = i - 1; j >= 1 && x[j] > t; j--) x[j + 1] = x[j]; x[j + 1] = t }
-        lo = x[1]; hi = x[n]
-        med = (n % 2) ? x[(n + 1) / 2] : (x[n / 2] + x[n / 2 + 1]) / 2
-        return n
-    }
-    {
-        k = $2 SUBSEP $1 "." $4
-        if ($4 == "errors") { errs[$2] += $5; errseen[$2] = 1; next }
-        val[k, ++cnt[k]] = $5 + 0
-    }
-    END {
-        nc = split(contestants, cs, " ")
-        nf = 0
-        f[++nf] = "ka64.rps";   l[nf] = "keep-alive, 64 conns: req/s"; d[nf] = "↑"
-        f[++nf] = "ka64.p99";   l[nf] = "keep-alive, 64 conns: p99 ms"; d[nf] = "↓"
-        f[++nf] = "ka64.rpc";   l[nf] = "keep-alive, 64 conns: req per proxy CPU-second"; d[nf] = "↑"
-        f[++nf] = "ka64.usr";   l[nf] = "keep-alive, 64 conns: proxy user CPU per request, µs"; d[nf] = "↓"
-        f[++nf] = "ka64.sys";   l[nf] = "keep-alive, 64 conns: proxy system CPU per request, µs"; d[nf] = "↓"
-        f[++nf] = "ka64.util";  l[nf] = "keep-alive, 64 conns: proxy CPU busy, % of one CPU"; d[nf] = ""
-        f[++nf] = "ka64.wait";  l[nf] = "keep-alive, 64 conns: proxy waiting for a CPU, % of the run"; d[nf] = ""
-        f[++nf] = "ka64.bwait"; l[nf] = "keep-alive, 64 conns: backend waiting for a CPU, % of the run"; d[nf] = ""
-        f[++nf] = "ka256.rps";  l[nf] = "keep-alive, 256 conns: req/s"; d[nf] = "↑"
-        f[++nf] = "ka256.p99";  l[nf] = "keep-alive, 256 conns: p99 ms"; d[nf] = "↓"
-        f[++nf] = "ka256.rpc";  l[nf] = "keep-alive, 256 conns: req per proxy CPU-second"; d[nf] = "↑"
-        f[++nf] = "ka256.util"; l[nf] = "keep-alive, 256 conns: proxy CPU busy, % of one CPU"; d[nf] = ""
-        f[++nf] = "ka256.wait"; l[nf] = "keep-alive, 256 conns: proxy waiting for a CPU, % of the run"; d[nf] = ""
-        f[++nf] = "ka256.bconn"; l[nf] = "keep-alive, 256 conns: backend connections opened/s"; d[nf] = "↓"
-        f[++nf] = "ka256.bheld"; l[nf] = "keep-alive, 256 conns: backend connections open at the end"; d[nf] = ""
-        f[++nf] = "ka256.rss";  l[nf] = "keep-alive, 256 conns: proxy RSS under load, MiB"; d[nf] = "↓"
-        f[++nf] = "close.rps";  l[nf] = "new connection per request, 64 at a time: req/s"; d[nf] = "↑"
-        f[++nf] = "close.p99";  l[nf] = "new connection per request: p99 ms"; d[nf] = "↓"
-        f[++nf] = "close.rpc";  l[nf] = "new connection per request: req per proxy CPU-second"; d[nf] = "↑"
-        f[++nf] = "close.bconn"; l[nf] = "new connection per request: backend connections opened/s"; d[nf] = "↓"
-        f[++nf] = "big.rps";    l[nf] = "1 MiB responses, 16 conns: MiB/s"; d[nf] = "↑"
-        f[++nf] = "big.rpc";    l[nf] = "1 MiB responses: MiB per proxy CPU-second"; d[nf] = "↑"
-        f[++nf] = "rate.done";  l[nf] = "fixed " rate " req/s: req/s done"; d[nf] = ""
-        f[++nf] = "rate.p50";   l[nf] = "fixed " rate " req/s, open loop: p50 ms"; d[nf] = "↓"
-        f[++nf] = "rate.p99";   l[nf] = "fixed " rate " req/s: p99 ms"; d[nf] = "↓"
-        f[++nf] = "rate.p999";  l[nf] = "fixed " rate " req/s: p99.9 ms"; d[nf] = "↓"
-        f[++nf] = "rate.rpc";   l[nf] = "fixed " rate " req/s: req per proxy CPU-second"; d[nf] = "↑"
-        f[++nf] = "idle.rss0";  l[nf] = "RSS idle (fresh), MiB"; d[nf] = "↓"
-        f[++nf] = "idle.rss";   l[nf] = "RSS with " idle " idle keep-alive conns, MiB"; d[nf] = "↓"
-        f[++nf] = "idle.per";   l[nf] = "RSS per idle keep-alive conn, bytes"; d[nf] = "↓"
-        f[++nf] = "sys.calls";  l[nf] = "keep-alive, 64 conns, under perf: system calls per request"; d[nf] = "↓"
-        f[++nf] = "sys.epoll";  l[nf] = "keep-alive, 64 conns, under perf: epoll_wait calls per request"; d[nf] = "↓"
-        f[++nf] = "sys.cs";     l[nf] = "keep-alive, 64 conns, under perf: context switches per request"; d[nf] = "↓"
-
-        printf "| figure: median (min–max) of the rounds, ×HAProxy | | "
-        for (i = 1; i <= nc; i++) printf "%s | ", cs[i]
-        printf "\n|---|:-:|"
-        for (i = 1; i <= nc; i++) printf "---|"
-        printf "\n"
-        for (j = 1; j <= nf; j++) {
-            printf "| %s | %s | ", l[j], d[j]
-            for (i = 1; i <= nc; i++) {
-                c = cs[i]
-                if (!stats(c SUBSEP f[j])) { printf "– | "; continue }
-                m = med; mn = lo; mx = hi
-                cell = fmt(m)
-                if (cnt[c SUBSEP f[j]] > 1) cell = cell " (" fmt(mn) "–" fmt(mx) ")"
-                ref = (c ~ /-2$/) ? "haproxy-2" : "haproxy"
-                if (c != ref && stats(ref SUBSEP f[j])) {
-                    if (med != 0) cell = cell sprintf(" ×%.2f", m / med)
-                    else if (m == 0) cell = cell " ×1"
-                }
-                printf "%s | ", cell
-            }
-            printf "\n"
-        }
-        printf "| errors, all scenarios and rounds (total) | ↓ | "
-        for (i = 1; i <= nc; i++) printf "%s | ", (cs[i] in errseen) ? errs[cs[i]] + 0 : "–"
-        printf "\n"
-    }' "$results"
-}
-
-# The issue's targets for lb at one reactor against nginx and HAProxy at one worker.
-targets() {
-    awk -F'\t' -v idle="$idle_conns" '
-    function median(k,   n, i, j, t, x) {
-        n = cnt[k]
-        if (n == 0) return ""
-        for (i = 1; i <= n; i++) x[i] = val[k, i]
-        for (i = 2; i <= n; i++) { t = x[i]; for (j = i - 1; j >= 1 && x[j] > t; j--) x[j + 1] = x[j]; x[j + 1] = t }
-        return (n % 2) ? x[(n + 1) / 2] : (x[n / 2] + x[n / 2 + 1]) / 2
-    }
-    function verdict(ok, text) {
-        printf "- %s: %s\n", ok ? "met" : "NOT MET", text
-    }
-    {
-        if ($4 == "errors") { errs[$2] += $5; seen[$2] = 1; next }
-        k = $2 SUBSEP $1 "." $4
-        val[k, ++cnt[k]] = $5 + 0
-    }
-    END {
-        if (median("lb" SUBSEP "ka64.rpc") != "" && median("haproxy" SUBSEP "ka64.rpc") != "") {
-            a = median("lb" SUBSEP "ka64.rpc"); b = median("haproxy" SUBSEP "ka64.rpc")
-            verdict(a >= 1.5 * b, sprintf("requests per proxy CPU-second at 64 keep-alive >= 1.5x HAProxy: lb %.0f, HAProxy %.0f (%.2fx)", a, b, a / b))
-        }
-        split("ka64 ka256 close", ss, " ")
-        split("64 keep-alive,256 keep-alive,new connection per request", sl, ",")
-        for (i = 1; i <= 3; i++) {
-            a = median("lb" SUBSEP ss[i] ".rps"); n = median("nginx" SUBSEP ss[i] ".rps"); h = median("haproxy" SUBSEP ss[i] ".rps")
-            if (a == "" || n == "" || h == "") continue
-            best = n > h ? n : h
-            verdict(a >= best, sprintf("req/s at %s >= the better anchor: lb %.0f, nginx %.0f, HAProxy %.0f (%.2fx the better)", sl[i], a, n, h, a / best))
-        }
-        split("ka256.p99 rate.p99", ps, " ")
-        split("256 connections,the fixed rate", pl, ",")
-        for (i = 1; i <= 2; i++) {
-            a = median("lb" SUBSEP ps[i]); h = median("haproxy" SUBSEP ps[i])
-            if (a == "" || h == "") continue
-            verdict(a <= h, sprintf("p99 at %s <= HAProxy: lb %.3f ms, HAProxy %.3f ms", pl[i], a, h))
-        }
-        a = median("lb" SUBSEP "ka256.bconn")
-        if (a != "") verdict(a < 1, sprintf("backend connections opened per second during the 256 run near zero (< 1/s): lb %.2f/s", a))
-        a = median("lb" SUBSEP "idle.per")
-        if (a != "") verdict(a <= 1024, sprintf("RSS per idle keep-alive client connection <= 1 KiB: lb %.0f bytes", a))
-        line = ""; bad = 0
-        for (c in seen) { line = line sprintf(" %s %d,", c, errs[c]); if (errs[c] > 0) bad = 1 }
-        sub(/,$/, "", line)
-        verdict(!bad, "no errors in any scenario:" line)
-    }' "$results"
-}
 
 {
     echo
@@ -737,6 +764,10 @@ targets() {
         "load average before: $loadavg_before, after: $(cut -d' ' -f1-3 /proc/loadavg); niceness ${BENCH_NICE:-0}; ran ${elapsed}s."
     echo "Ratios (×) are to HAProxy at the same worker count (direct: to 1-thread HAProxy); ↑ higher is better, ↓ lower."
     echo
+} >"$work/header.md"
+declare -p rounds duration warmup rate rate_duration idle_conns contestants >"$work/meta.sh"
+{
+    cat "$work/header.md"
     report
     echo
     echo "## Targets (lb, one reactor, against nginx and HAProxy at one worker)"
@@ -744,7 +775,7 @@ targets() {
     targets
 } | tee "$work/report.md"
 rm -rf "${out:?}/runs"
-cp -r "$work/results.tsv" "$work/report.md" "$work/runs" "$out/"
+cp -r "$work/results.tsv" "$work/report.md" "$work/header.md" "$work/meta.sh" "$work/runs" "$out/"
 cp "$work"/*.conf "$work"/*.cfg "$work"/*.toml "$work"/*.err "$work"/*.log "$out/" 2>/dev/null || true
 echo
 echo "raw outputs, configurations and results.tsv: $out/"
