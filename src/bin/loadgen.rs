@@ -6,6 +6,12 @@
 //!
 //! A thread per connection with blocking sockets keeps it simple and exact; the request loops
 //! are bounded by `--duration`.
+//!
+//! With `--rate R` the load is open loop (as wrk2): each connection has a fixed schedule of
+//! request start times, R/connections per second, staggered across the connections, and a
+//! request's latency is counted from its scheduled start, not from when it could be sent, so a
+//! stall is charged to every request it delays (no coordinated omission). `scripts/bench.sh`
+//! uses it for latency at a fixed rate below saturation.
 
 use std::collections::BTreeMap;
 use std::io::{self, Read, Write};
@@ -39,6 +45,11 @@ struct Args {
     /// Per-request timeout in seconds.
     #[arg(long, default_value_t = 30.0)]
     timeout: f64,
+    /// Open loop: requests per second over all connections, each started on schedule and timed
+    /// from its scheduled start. Without it, every connection sends its next request as soon as
+    /// the previous answer is in (closed loop).
+    #[arg(long)]
+    rate: Option<f64>,
 }
 
 /// One finished request.
@@ -62,13 +73,27 @@ fn main() {
     )
     .into_bytes();
 
+    if let Some(rate) = args.rate {
+        if !(rate.is_finite() && rate > 0.0) {
+            eprintln!("loadgen: --rate must be a positive number of requests per second");
+            std::process::exit(2);
+        }
+    }
+    // Open loop: connection i sends at started + (i / connections + k) * interval, k = 0, 1, ...
+    let interval = args
+        .rate
+        .map(|rate| Duration::from_secs_f64(args.connections as f64 / rate));
     let workers: Vec<_> = (0..args.connections)
         .map(|i| {
             let request = request.clone();
             let target = args.target;
+            let schedule = interval.map(|every| Schedule {
+                next: started + every.mul_f64(i as f64 / args.connections as f64),
+                every,
+            });
             thread::Builder::new()
                 .name(format!("conn-{i}"))
-                .spawn(move || run_connection(target, &request, started, until, timeout))
+                .spawn(move || run_connection(target, &request, started, until, timeout, schedule))
                 .expect("spawn load thread")
         })
         .collect();
@@ -82,17 +107,44 @@ fn main() {
     report(&args, &samples);
 }
 
+/// The request start times of one connection in open-loop mode.
+struct Schedule {
+    next: Instant,
+    every: Duration,
+}
+
 fn run_connection(
     target: SocketAddr,
     request: &[u8],
     started: Instant,
     until: Instant,
     timeout: Duration,
+    mut schedule: Option<Schedule>,
 ) -> Vec<Sample> {
     let mut samples = Vec::new();
     let mut conn: Option<Conn> = None;
-    while Instant::now() < until {
-        let begin = Instant::now();
+    loop {
+        let begin = match schedule.as_mut() {
+            Some(s) => {
+                let at = s.next;
+                if at >= until {
+                    break;
+                }
+                s.next += s.every;
+                let now = Instant::now();
+                if at > now {
+                    thread::sleep(at - now);
+                }
+                at
+            }
+            None => {
+                let now = Instant::now();
+                if now >= until {
+                    break;
+                }
+                now
+            }
+        };
         let start_ms = begin.duration_since(started).as_millis() as u32;
         let result = match conn.as_mut() {
             Some(c) => c.exchange(request),
@@ -202,6 +254,13 @@ fn report(args: &Args, samples: &[Sample]) {
         .filter(|s| !(200..300).contains(&s.status))
         .collect();
     println!("requests sent:    {}", samples.len());
+    if let Some(rate) = args.rate {
+        println!(
+            "rate:             {:.0} req/s scheduled, {:.0} req/s done (open loop; latency from the scheduled start)",
+            rate,
+            samples.len() as f64 / args.duration
+        );
+    }
     println!("requests failed:  {}", failed.len());
     if !failed.is_empty() {
         let mut by_status: BTreeMap<u16, usize> = BTreeMap::new();
@@ -236,9 +295,10 @@ fn report(args: &Args, samples: &[Sample]) {
         f64::from(latencies[i]) / 1000.0
     };
     println!(
-        "latency:          p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+        "latency:          p50 {:.3} ms, p99 {:.3} ms, p99.9 {:.3} ms, max {:.3} ms",
         pct(0.5),
         pct(0.99),
+        pct(0.999),
         pct(1.0)
     );
 

@@ -1,0 +1,781 @@
+#!/usr/bin/env bash
+# Side-by-side benchmark of lb against nginx and HAProxy (issue #6); results in docs/BENCHMARKS.md.
+#
+# One common backend for everyone: nginx, one worker, `return 200` of a small body (and a 1 MiB
+# file) on three loopback ports, keep-alive without limit, no access log. Contestants, each on the
+# same port and balancing the same three backends round-robin:
+#   direct     wrk straight to one backend port: the ceiling
+#   lb         workers = 1, access_log = false
+#   nginx      worker_processes 1, upstream keepalive, access_log off
+#   haproxy    nbthread 1, http-reuse always, no log
+#   lb-2 nginx-2 haproxy-2    the same at 2 workers / 2 threads
+# Scenarios (each run on a freshly started contestant, after a warm-up):
+#   ka64 ka256   keep-alive GETs from 64 / 256 connections (wrk, closed loop)
+#   close        a new connection per request, 64 at a time (wrk -H 'Connection: close')
+#   big          1 MiB responses over 16 keep-alive connections (throughput)
+#   rate         a fixed rate below saturation, open loop (loadgen --rate): p50 / p99 / p99.9
+#   idle         RSS fresh, and with 10,000 idle keep-alive connections (idleconns)
+#   sys          64 keep-alive connections again, the proxy's system calls (all, epoll_wait,
+#                epoll_ctl, accept4) and context switches counted by perf (skipped without perf)
+#   sysclose     the same with a new connection per request
+# Besides req/s and latency, every run records the proxy's CPU time (utime and stime of its
+# processes, /proc/PID/stat) per request, the backend connections it opened (stub_status
+# "accepts" of the backend) and still holds (ss), its RSS (VmRSS of its processes, the peak of
+# samples every 0.25 s), how long its threads and the backend's waited for a CPU
+# (/proc/PID/task/*/schedstat: the other work on the machine), and errors (socket errors,
+# non-2xx answers, connections lost). Rounds are interleaved per scenario: for each scenario,
+# round 1 runs every contestant, then round 2 ..., so machine drift hits everyone alike; each
+# figure is the median over the rounds with min-max. The final table gives every median's ratio
+# to HAProxy's at the same worker count (direct is compared with 1-thread HAProxy), then checks
+# the issue's targets for lb.
+#
+# CPU placement (2 CPUs assumed, see BENCH_CLIENT_CPU / BENCH_PROXY_CPU): the load generator,
+# the backend and this script share CPU 0; a 1-worker proxy has CPU 1 to itself. The direct row
+# then is a true ceiling: client and backend do the same work per request in every row, on the
+# same CPU. The 2-worker proxies may use both CPUs (and so compete with client and backend).
+#
+#   ./scripts/bench.sh                 full run: 5 rounds (3 for idle, 1 for sys*), ~15 minutes
+#   BENCH_QUICK=1 ./scripts/bench.sh   1 round of short runs, for development
+#
+# Settings (environment): BENCH_ROUNDS, BENCH_IDLE_ROUNDS, BENCH_SYS_ROUNDS, BENCH_DURATION
+# (s per measured closed-loop run), BENCH_RATE_DURATION, BENCH_WARMUP (s, whole), BENCH_RATE
+# (req/s of the fixed-rate scenario),
+# BENCH_IDLE_CONNS, BENCH_CONTESTANTS, BENCH_SCENARIOS (subsets, in the order given),
+# BENCH_PORT (contestants; lb's admin API on the next port), BENCH_BACKEND_PORT (three backends
+# from there; the backend's stub_status one below), BENCH_CLIENT_CPU, BENCH_PROXY_CPU,
+# BENCH_OUT (where results.tsv, report.md and every raw output are kept; default target/bench),
+# BENCH_REPORT_FROM (a BENCH_OUT of an earlier run: print its report again and exit),
+# BENCH_NICE (e.g. -10: run everything at that niceness, so that other work on a shared machine
+# disturbs the figures less, and is slowed down more; needs root; default: unchanged).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export PATH="$PATH:/usr/sbin:/sbin"
+
+quick=${BENCH_QUICK:-0}
+if [ "$quick" = 1 ]; then
+    rounds=${BENCH_ROUNDS:-1}; duration=${BENCH_DURATION:-2}; rate_duration=${BENCH_RATE_DURATION:-3}
+else
+    rounds=${BENCH_ROUNDS:-5}; duration=${BENCH_DURATION:-3}; rate_duration=${BENCH_RATE_DURATION:-3}
+fi
+warmup=${BENCH_WARMUP:-1}
+rate=${BENCH_RATE:-5000}
+idle_conns=${BENCH_IDLE_CONNS:-10000}
+read -r -a contestants <<<"${BENCH_CONTESTANTS:-direct lb nginx haproxy lb-2 nginx-2 haproxy-2}"
+read -r -a scenarios <<<"${BENCH_SCENARIOS:-ka64 ka256 close big rate idle sys sysclose}"
+port=${BENCH_PORT:-8120}
+admin_port=$((port + 1))
+b1=${BENCH_BACKEND_PORT:-9121}
+b2=$((b1 + 1))
+b3=$((b1 + 2))
+status_port=$((b1 - 1))
+client_cpu=${BENCH_CLIENT_CPU:-0}
+proxy_cpu=${BENCH_PROXY_CPU:-1}
+out=${BENCH_OUT:-target/bench}
+
+as_root() {
+    if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi
+}
+
+# --- report -------------------------------------------------------------------------------------
+# The table, from results.tsv (scenario, contestant, round, figure, value per line).
+report() {
+    awk -F'\t' -v contestants="${contestants[*]}" -v rate="$rate" -v idle="$idle_conns" \
+        -v rounds="$rounds" '
+    function fmt(v,   a) {
+        a = v < 0 ? -v : v
+        if (a >= 10000) return sprintf("%.1fk", v / 1000)
+        if (a >= 100) return sprintf("%.0f", v)
+        if (a >= 10) return sprintf("%.1f", v)
+        if (a >= 1) return sprintf("%.2f", v)
+        if (a == 0) return "0"
+        return sprintf("%.3f", v)
+    }
+    # median, min and max of the values of key k (contestant SUBSEP figure)
+    function stats(k,   n, i, j, t, x) {
+        n = cnt[k]
+        if (n == 0) return 0
+        for (i = 1; i <= n; i++) x[i] = val[k, i]
+        for (i = 2; i <= n; i++) { t = x[i]; for (j = i - 1; j >= 1 && x[j] > t; j--) x[j + 1] = x[j]; x[j + 1] = t }
+        lo = x[1]; hi = x[n]
+        med = (n % 2) ? x[(n + 1) / 2] : (x[n / 2] + x[n / 2 + 1]) / 2
+        return n
+    }
+    {
+        k = $2 SUBSEP $1 "." $4
+        if ($4 == "errors") { errs[$2] += $5; errseen[$2] = 1; next }
+        val[k, ++cnt[k]] = $5 + 0
+    }
+    END {
+        nc = split(contestants, cs, " ")
+        nf = 0
+        f[++nf] = "ka64.rps";   l[nf] = "keep-alive, 64 conns: req/s"; d[nf] = "↑"
+        f[++nf] = "ka64.p99";   l[nf] = "keep-alive, 64 conns: p99 ms"; d[nf] = "↓"
+        f[++nf] = "ka64.rpc";   l[nf] = "keep-alive, 64 conns: req per proxy CPU-second"; d[nf] = "↑"
+        f[++nf] = "ka64.usr";   l[nf] = "keep-alive, 64 conns: proxy user CPU per request, µs"; d[nf] = "↓"
+        f[++nf] = "ka64.sys";   l[nf] = "keep-alive, 64 conns: proxy system CPU per request, µs"; d[nf] = "↓"
+        f[++nf] = "ka64.util";  l[nf] = "keep-alive, 64 conns: proxy CPU busy, % of one CPU"; d[nf] = ""
+        f[++nf] = "ka64.wait";  l[nf] = "keep-alive, 64 conns: proxy waiting for a CPU, % of the run (sum over its threads)"; d[nf] = ""
+        f[++nf] = "ka64.bwait"; l[nf] = "keep-alive, 64 conns: backend waiting for a CPU, % of the run"; d[nf] = ""
+        f[++nf] = "ka256.rps";  l[nf] = "keep-alive, 256 conns: req/s"; d[nf] = "↑"
+        f[++nf] = "ka256.p99";  l[nf] = "keep-alive, 256 conns: p99 ms"; d[nf] = "↓"
+        f[++nf] = "ka256.rpc";  l[nf] = "keep-alive, 256 conns: req per proxy CPU-second"; d[nf] = "↑"
+        f[++nf] = "ka256.util"; l[nf] = "keep-alive, 256 conns: proxy CPU busy, % of one CPU"; d[nf] = ""
+        f[++nf] = "ka256.wait"; l[nf] = "keep-alive, 256 conns: proxy waiting for a CPU, % of the run (sum over its threads)"; d[nf] = ""
+        f[++nf] = "ka256.bconn"; l[nf] = "keep-alive, 256 conns: backend connections opened/s"; d[nf] = "↓"
+        f[++nf] = "ka256.bheld"; l[nf] = "keep-alive, 256 conns: backend connections open at the end"; d[nf] = ""
+        f[++nf] = "ka256.rss";  l[nf] = "keep-alive, 256 conns: proxy RSS under load, MiB"; d[nf] = "↓"
+        f[++nf] = "close.rps";  l[nf] = "new connection per request, 64 at a time: req/s"; d[nf] = "↑"
+        f[++nf] = "close.p99";  l[nf] = "new connection per request: p99 ms"; d[nf] = "↓"
+        f[++nf] = "close.rpc";  l[nf] = "new connection per request: req per proxy CPU-second"; d[nf] = "↑"
+        f[++nf] = "close.bconn"; l[nf] = "new connection per request: backend connections opened/s"; d[nf] = "↓"
+        f[++nf] = "big.rps";    l[nf] = "1 MiB responses, 16 conns: MiB/s"; d[nf] = "↑"
+        f[++nf] = "big.rpc";    l[nf] = "1 MiB responses: MiB per proxy CPU-second"; d[nf] = "↑"
+        f[++nf] = "rate.done";  l[nf] = "fixed " rate " req/s: req/s done"; d[nf] = ""
+        f[++nf] = "rate.p50";   l[nf] = "fixed " rate " req/s, open loop: p50 ms"; d[nf] = "↓"
+        f[++nf] = "rate.p99";   l[nf] = "fixed " rate " req/s: p99 ms"; d[nf] = "↓"
+        f[++nf] = "rate.p999";  l[nf] = "fixed " rate " req/s: p99.9 ms"; d[nf] = "↓"
+        f[++nf] = "rate.rpc";   l[nf] = "fixed " rate " req/s: req per proxy CPU-second"; d[nf] = "↑"
+        f[++nf] = "idle.rss0";  l[nf] = "RSS idle (fresh), MiB"; d[nf] = "↓"
+        f[++nf] = "idle.rss";   l[nf] = "RSS with " idle " idle keep-alive conns, MiB"; d[nf] = "↓"
+        f[++nf] = "idle.per";   l[nf] = "RSS per idle keep-alive conn, bytes"; d[nf] = "↓"
+        f[++nf] = "sys.calls";  l[nf] = "keep-alive, 64 conns, under perf: system calls per request"; d[nf] = "↓"
+        f[++nf] = "sys.epoll";  l[nf] = "keep-alive, 64 conns, under perf: epoll_wait calls per request"; d[nf] = "↓"
+        f[++nf] = "sys.cs";     l[nf] = "keep-alive, 64 conns, under perf: context switches per request"; d[nf] = "↓"
+        f[++nf] = "sysclose.calls";  l[nf] = "new connection per request, under perf: system calls per request"; d[nf] = "↓"
+        f[++nf] = "sysclose.epoll";  l[nf] = "new connection per request, under perf: epoll_wait per request"; d[nf] = "↓"
+        f[++nf] = "sysclose.ctl";    l[nf] = "new connection per request, under perf: epoll_ctl per request"; d[nf] = "↓"
+        f[++nf] = "sysclose.accept"; l[nf] = "new connection per request, under perf: accept4 per request"; d[nf] = "↓"
+        f[++nf] = "sysclose.cs";     l[nf] = "new connection per request, under perf: context switches per request"; d[nf] = "↓"
+
+        printf "| figure: median (min–max) of the rounds, ×HAProxy | | "
+        for (i = 1; i <= nc; i++) printf "%s | ", cs[i]
+        printf "\n|---|:-:|"
+        for (i = 1; i <= nc; i++) printf "---|"
+        printf "\n"
+        for (j = 1; j <= nf; j++) {
+            printf "| %s | %s | ", l[j], d[j]
+            for (i = 1; i <= nc; i++) {
+                c = cs[i]
+                if (!stats(c SUBSEP f[j])) { printf "– | "; continue }
+                m = med; mn = lo; mx = hi
+                cell = fmt(m)
+                if (cnt[c SUBSEP f[j]] > 1) cell = cell " (" fmt(mn) "–" fmt(mx) ")"
+                ref = (c ~ /-2$/) ? "haproxy-2" : "haproxy"
+                if (c != ref && stats(ref SUBSEP f[j])) {
+                    if (med != 0) cell = cell sprintf(" ×%.2f", m / med)
+                    else if (m == 0) cell = cell " ×1"
+                }
+                printf "%s | ", cell
+            }
+            printf "\n"
+        }
+        printf "| errors, all scenarios and rounds (total) | ↓ | "
+        for (i = 1; i <= nc; i++) printf "%s | ", (cs[i] in errseen) ? errs[cs[i]] + 0 : "–"
+        printf "\n"
+    }' "$results"
+}
+
+# The issue's targets for lb at one reactor against nginx and HAProxy at one worker.
+targets() {
+    awk -F'\t' -v idle="$idle_conns" '
+    function median(k,   n, i, j, t, x) {
+        n = cnt[k]
+        if (n == 0) return ""
+        for (i = 1; i <= n; i++) x[i] = val[k, i]
+        for (i = 2; i <= n; i++) { t = x[i]; for (j = i - 1; j >= 1 && x[j] > t; j--) x[j + 1] = x[j]; x[j + 1] = t }
+        return (n % 2) ? x[(n + 1) / 2] : (x[n / 2] + x[n / 2 + 1]) / 2
+    }
+    function verdict(ok, text) {
+        printf "- %s: %s\n", ok ? "met" : "NOT MET", text
+    }
+    {
+        if ($4 == "errors") { errs[$2] += $5; seen[$2] = 1; next }
+        k = $2 SUBSEP $1 "." $4
+        val[k, ++cnt[k]] = $5 + 0
+    }
+    END {
+        if (median("lb" SUBSEP "ka64.rpc") != "" && median("haproxy" SUBSEP "ka64.rpc") != "") {
+            a = median("lb" SUBSEP "ka64.rpc"); b = median("haproxy" SUBSEP "ka64.rpc")
+            verdict(a >= 1.5 * b, sprintf("requests per proxy CPU-second at 64 keep-alive >= 1.5x HAProxy: lb %.0f, HAProxy %.0f (%.2fx)", a, b, a / b))
+        }
+        split("ka64 ka256 close", ss, " ")
+        split("64 keep-alive,256 keep-alive,new connection per request", sl, ",")
+        for (i = 1; i <= 3; i++) {
+            a = median("lb" SUBSEP ss[i] ".rps"); n = median("nginx" SUBSEP ss[i] ".rps"); h = median("haproxy" SUBSEP ss[i] ".rps")
+            if (a == "" || n == "" || h == "") continue
+            best = n > h ? n : h
+            verdict(a >= best, sprintf("req/s at %s >= the better anchor: lb %.0f, nginx %.0f, HAProxy %.0f (%.2fx the better)", sl[i], a, n, h, a / best))
+        }
+        split("ka256.p99 rate.p99", ps, " ")
+        split("256 connections,the fixed rate", pl, ",")
+        for (i = 1; i <= 2; i++) {
+            a = median("lb" SUBSEP ps[i]); h = median("haproxy" SUBSEP ps[i])
+            if (a == "" || h == "") continue
+            verdict(a <= h, sprintf("p99 at %s <= HAProxy: lb %.3f ms, HAProxy %.3f ms", pl[i], a, h))
+        }
+        a = median("lb" SUBSEP "ka256.bconn")
+        if (a != "") verdict(a < 1, sprintf("backend connections opened per second during the 256 run near zero (< 1/s): lb %.2f/s", a))
+        a = median("lb" SUBSEP "idle.per")
+        if (a != "") verdict(a <= 1024, sprintf("RSS per idle keep-alive client connection <= 1 KiB: lb %.0f bytes", a))
+        line = ""; bad = 0
+        for (c in seen) { line = line sprintf(" %s %d,", c, errs[c]); if (errs[c] > 0) bad = 1 }
+        sub(/,$/, "", line)
+        verdict(!bad, "no errors in any scenario:" line)
+    }' "$results"
+}
+# BENCH_REPORT_FROM=DIR: print the report of an earlier run again (DIR as BENCH_OUT) and exit.
+if [ -n "${BENCH_REPORT_FROM:-}" ]; then
+    # shellcheck source=/dev/null
+    . "$BENCH_REPORT_FROM/meta.sh"
+    results=$BENCH_REPORT_FROM/results.tsv
+    cat "$BENCH_REPORT_FROM/header.md"
+    report
+    echo
+    echo "## Targets (lb, one reactor, against nginx and HAProxy at one worker)"
+    echo
+    targets
+    exit 0
+fi
+
+# --- tools --------------------------------------------------------------------------------------
+missing=()
+command -v wrk >/dev/null 2>&1 || missing+=(wrk)
+command -v nginx >/dev/null 2>&1 || missing+=(nginx)
+command -v haproxy >/dev/null 2>&1 || missing+=(haproxy)
+command -v taskset >/dev/null 2>&1 || missing+=(util-linux)
+command -v pgrep >/dev/null 2>&1 || missing+=(procps)
+command -v ss >/dev/null 2>&1 || missing+=(iproute2)
+if [ "${#missing[@]}" -gt 0 ]; then
+    echo "installing ${missing[*]}"
+    # Keep the packages' own services (nginx on port 80, haproxy) from starting.
+    policy=
+    if [ ! -e /usr/sbin/policy-rc.d ]; then
+        policy=/usr/sbin/policy-rc.d
+        as_root sh -c "printf '#!/bin/sh\nexit 101\n' >$policy && chmod +x $policy"
+    fi
+    as_root apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq --no-install-recommends \
+        "${missing[@]}" >/dev/null
+    [ -z "$policy" ] || as_root rm -f "$policy"
+fi
+command -v cargo >/dev/null 2>&1 || { echo "cargo is needed (https://rustup.rs)" >&2; exit 1; }
+echo "building lb, loadgen and idleconns (release)"
+cargo build --release --bins --quiet
+bin=$PWD/target/release
+
+ncpu=$(nproc)
+if [ "$ncpu" -lt 2 ]; then
+    echo "note: 1 CPU: no pinning, everything shares it" >&2
+    client_cpus=0; proxy_cpus=0; both_cpus=0
+else
+    client_cpus=$client_cpu; proxy_cpus=$proxy_cpu; both_cpus="$client_cpu,$proxy_cpu"
+fi
+# This script and everything it starts without saying otherwise run on the client CPU.
+taskset -pc "$client_cpus" $$ >/dev/null
+if [ -n "${BENCH_NICE:-}" ]; then
+    renice -n "$BENCH_NICE" -p $$ >/dev/null
+fi
+
+# Descriptors: 10,000 idle connections need as many in the client and in the proxy.
+hard=$(ulimit -Hn)
+[ "$hard" = unlimited ] && hard=65536
+[ "$hard" -gt 65536 ] && hard=65536
+ulimit -n "$hard"
+fdlimit=$hard
+if [ $((idle_conns + 500)) -gt "$fdlimit" ]; then
+    idle_conns=$((fdlimit - 500))
+    echo "note: descriptor limit $fdlimit: the idle test holds $idle_conns connections" >&2
+fi
+maxconn=$((idle_conns + 100))
+
+for p in "$port" "$admin_port" "$status_port" "$b1" "$b2" "$b3"; do
+    if (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
+        echo "port $p is in use: stop whatever listens there, or set BENCH_PORT / BENCH_BACKEND_PORT" >&2
+        exit 1
+    fi
+done
+
+work=$(mktemp -d /tmp/lb-bench.XXXXXX)
+chmod 755 "$work" # nginx workers (user nobody) read the 1 MiB file from here
+mkdir -p "$work/www" "$work/tmp" "$work/runs" "$out"
+pids=() # everything started and not yet waited for; killed by pid on exit
+forget() {
+    local p keep=()
+    for p in "${pids[@]}"; do [ "$p" = "$1" ] || keep+=("$p"); done
+    pids=("${keep[@]}")
+}
+cleanup() {
+    for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+    wait 2>/dev/null || true
+    rm -rf "$work"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# --- configurations -----------------------------------------------------------------------------
+head -c 1048576 /dev/zero | tr '\0' 'x' >"$work/www/1m"
+chmod -R a+rX "$work/www"
+temp_paths() { # nginx writes temp files nowhere else
+    local d=$work/tmp/$1
+    mkdir -p "$d"
+    echo "client_body_temp_path $d/body; proxy_temp_path $d/proxy; fastcgi_temp_path $d/fcgi;
+  uwsgi_temp_path $d/uwsgi; scgi_temp_path $d/scgi;"
+}
+
+cat >"$work/backend.conf" <<CONF
+worker_processes 1;
+daemon off;
+pid $work/backend.pid;
+error_log $work/backend.err warn;
+worker_rlimit_nofile $fdlimit;
+events { worker_connections $((fdlimit - 100)); }
+http {
+  $(temp_paths backend)
+  access_log off;
+  keepalive_requests 1000000000;
+  keepalive_timeout 300s;
+  default_type text/plain;
+  server {
+    listen 127.0.0.1:$b1 backlog=4096;
+    listen 127.0.0.1:$b2 backlog=4096;
+    listen 127.0.0.1:$b3 backlog=4096;
+    location / { return 200 "hello from the backend\n"; }
+    location = /1m { root $work/www; default_type application/octet-stream; }
+  }
+  server {
+    listen 127.0.0.1:$status_port;
+    location / { stub_status; }
+  }
+}
+CONF
+
+for w in 1 2; do
+    reuseport=
+    [ "$w" = 2 ] && reuseport=" reuseport"
+    cat >"$work/nginx-$w.conf" <<CONF
+worker_processes $w;
+daemon off;
+pid $work/nginx-$w.pid;
+error_log $work/nginx.err warn;
+worker_rlimit_nofile $fdlimit;
+events { worker_connections $((fdlimit - 100)); }
+http {
+  $(temp_paths "nginx-$w")
+  access_log off;
+  keepalive_requests 1000000000;
+  keepalive_timeout 300s;
+  upstream backends {
+    server 127.0.0.1:$b1;
+    server 127.0.0.1:$b2;
+    server 127.0.0.1:$b3;
+    keepalive 768;
+    keepalive_requests 1000000000;
+    keepalive_timeout 300s;
+  }
+  server {
+    listen 127.0.0.1:$port backlog=4096$reuseport;
+    location / {
+      proxy_pass http://backends;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_buffer_size 16k;
+      proxy_buffers 8 64k;
+      proxy_busy_buffers_size 128k;
+      proxy_max_temp_file_size 0;
+    }
+  }
+}
+CONF
+
+    cat >"$work/haproxy-$w.cfg" <<CONF
+global
+  nbthread $w
+  maxconn $maxconn
+  # HAProxy wants 2 x maxconn descriptors; idle client connections need only one each.
+  ulimit-n $fdlimit
+  no strict-limits
+defaults
+  mode http
+  maxconn $maxconn
+  timeout connect 2s
+  timeout client 300s
+  timeout server 30s
+  timeout http-keep-alive 300s
+  http-reuse always
+frontend fe
+  bind 127.0.0.1:$port
+  default_backend backends
+backend backends
+  balance roundrobin
+  server b1 127.0.0.1:$b1
+  server b2 127.0.0.1:$b2
+  server b3 127.0.0.1:$b3
+CONF
+
+    cat >"$work/lb-$w.toml" <<TOML
+listen = "127.0.0.1:$port"
+admin = "127.0.0.1:$admin_port"
+workers = $w
+access_log = false
+log_level = "warn"
+[timeouts]
+client_idle = "300s"
+[limits]
+max_connections = $maxconn
+# Idle keep-alive connections kept per backend: 256, as nginx's keepalive 768 over three.
+pool_max_idle = 256
+[[backend]]
+address = "127.0.0.1:$b1"
+[[backend]]
+address = "127.0.0.1:$b2"
+[[backend]]
+address = "127.0.0.1:$b3"
+TOML
+done
+"$bin/lb" --config "$work/lb-1.toml" --check >/dev/null
+
+# --- helpers ------------------------------------------------------------------------------------
+wait_port() {
+    for _ in $(seq 1 200); do
+        (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
+        sleep 0.05
+    done
+    echo "nothing listens on $1" >&2
+    return 1
+}
+
+# A process and its children (nginx: the master and its workers).
+proc_tree() {
+    echo "$1"
+    pgrep -P "$1" || true
+}
+
+# User and system CPU time (utime, stime) of a process tree, in clock ticks.
+cpu_ticks() {
+    local u=0 k=0 p stat a
+    for p in $(proc_tree "$1"); do
+        stat=$(cat "/proc/$p/stat" 2>/dev/null) || continue
+        read -r -a a <<<"${stat##*) }" # fields from the 3rd (state) on
+        u=$((u + a[11]))
+        k=$((k + a[12]))
+    done
+    echo "$u $k"
+}
+clk_tck=$(getconf CLK_TCK)
+
+# The proxy's CPU time over a run: requests per CPU-second, user and system CPU microseconds per
+# request, and how busy it was (% of one CPU).
+rec_cpu() { # scenario contestant round requests seconds "user system before" "user system after"
+    local u0 k0 u1 k1
+    read -r u0 k0 <<<"$6"
+    read -r u1 k1 <<<"$7"
+    awk -v s="$1" -v c="$2" -v r="$3" -v n="$4" -v secs="$5" -v u="$((u1 - u0))" -v k="$((k1 - k0))" \
+        -v hz="$clk_tck" 'BEGIN {
+        t = u + k; if (t < 1) t = 1
+        printf "%s\t%s\t%s\trpc\t%.0f\n", s, c, r, n / (t / hz)
+        printf "%s\t%s\t%s\tusr\t%.2f\n", s, c, r, u / hz * 1e6 / n
+        printf "%s\t%s\t%s\tsys\t%.2f\n", s, c, r, k / hz * 1e6 / n
+        printf "%s\t%s\t%s\tutil\t%.0f\n", s, c, r, (u + k) / hz / secs * 100
+    }' >>"$results"
+}
+
+# Time the threads of a process tree spent runnable but waiting for a CPU, in ns
+# (/proc/PID/task/TID/schedstat, 2nd field): how much other work got in the way.
+wait_ns() {
+    local t=0 p f a
+    for p in $(proc_tree "$1"); do
+        for f in /proc/"$p"/task/*/schedstat; do
+            read -r -a a 2>/dev/null <"$f" || continue
+            t=$((t + a[1]))
+        done
+    done
+    echo "$t"
+}
+
+# VmRSS of a process tree, in KiB.
+rss_kib() {
+    local t=0 p v
+    for p in $(proc_tree "$1"); do
+        v=$(awk '/^VmRSS:/ { print $2 }' "/proc/$p/status" 2>/dev/null) || continue
+        t=$((t + ${v:-0}))
+    done
+    echo "$t"
+}
+
+# Connections the backend has accepted so far; this query itself is one of them.
+backend_accepts() {
+    local reply
+    exec 4<>"/dev/tcp/127.0.0.1/$status_port"
+    printf 'GET / HTTP/1.0\r\nHost: status\r\n\r\n' >&4
+    reply=$(cat <&4)
+    exec 4<&-
+    awk '/^ *[0-9]+ +[0-9]+ +[0-9]+ *\r?$/ { print $1; exit }' <<<"$reply"
+}
+
+# Established connections to the backends, counted at the backend's end (the proxy's pool).
+backend_established() {
+    ss -Htn state established "( sport = :$b1 or sport = :$b2 or sport = :$b3 )" | wc -l
+}
+
+results=$work/results.tsv
+: >"$results"
+rec() { # scenario contestant round metric value
+    printf '%s\t%s\t%s\t%s\t%s\n' "$@" >>"$results"
+}
+
+# wrk's latency ("850.00us", "1.20ms", "2.00s") in ms.
+wrk_p99() {
+    awk '$1 == "99%" { v = $2
+        if (v ~ /us$/) { sub(/us$/, "", v); v /= 1000 }
+        else if (v ~ /ms$/) { sub(/ms$/, "", v) }
+        else if (v ~ /m$/) { sub(/m$/, "", v); v *= 60000 }
+        else if (v ~ /s$/) { sub(/s$/, "", v); v *= 1000 }
+        printf "%.3f\n", v }' "$1"
+}
+wrk_errors() {
+    awk '/Socket errors:/ { gsub(/,/, ""); n += $4 + $6 + $8 + $10 }
+         /Non-2xx or 3xx responses:/ { n += $NF }
+         END { print n + 0 }' "$1"
+}
+wrk_requests() { awk '/ requests in / { print $1 }' "$1"; }
+wrk_rps() { awk '/^Requests\/sec:/ { print $2 }' "$1"; }
+
+cpid= # the running contestant's pid (none for direct)
+target=
+start_contestant() {
+    local name=$1 kind=${1%-2} workers=1 cpus=$proxy_cpus
+    if [ "$name" != "$kind" ]; then workers=2; cpus=$both_cpus; fi
+    cpid=
+    target=127.0.0.1:$port
+    case $kind in
+        direct) target=127.0.0.1:$b1; return 0 ;;
+        lb) taskset -c "$cpus" "$bin/lb" --config "$work/lb-$workers.toml" 2>>"$work/lb.log" & ;;
+        nginx) taskset -c "$cpus" nginx -p "$work" -e "$work/nginx.err" -c "$work/nginx-$workers.conf" & ;;
+        haproxy) taskset -c "$cpus" haproxy -db -f "$work/haproxy-$workers.cfg" 2>>"$work/haproxy.log" & ;;
+        *) echo "unknown contestant $name" >&2; exit 2 ;;
+    esac
+    cpid=$!
+    pids+=("$cpid")
+    if ! wait_port "$port" || ! kill -0 "$cpid" 2>/dev/null; then
+        echo "$name did not start; its log:" >&2
+        tail -n 20 "$work/$kind.log" "$work/nginx.err" 2>/dev/null >&2 || true
+        exit 1
+    fi
+}
+stop_contestant() {
+    [ -n "$cpid" ] || return 0
+    kill "$cpid" 2>/dev/null || true
+    wait "$cpid" 2>/dev/null || true
+    forget "$cpid"
+    cpid=
+    # The port must be free before the next one binds it.
+    for _ in $(seq 1 100); do
+        (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null || return 0
+        sleep 0.05
+    done
+}
+
+wrk_run() { # output connections seconds path [wrk args]
+    local o=$1 c=$2 d=$3 path=$4
+    shift 4
+    taskset -c "$client_cpus" wrk -t1 -c"$c" -d"${d}s" --timeout 10s --latency "$@" "http://$target$path" >"$o" 2>&1
+}
+
+# A closed-loop wrk scenario: warm-up, then the measured run with the proxy's CPU time, the
+# backend's accepted connections and (sampled every 0.25 s) the proxy's RSS.
+closed_loop() { # scenario contestant round connections path [wrk args]
+    local s=$1 c=$2 r=$3 conns=$4 path=$5
+    shift 5
+    local o=$work/runs/$s-$c-$r.txt
+    wrk_run "$work/runs/$s-$c-$r.warmup.txt" "$conns" "$warmup" "$path" "$@"
+    local t0= t1= a0 a1 rss=0 v w0=0 w1=0 bw0 bw1
+    [ -z "$cpid" ] || { t0=$(cpu_ticks "$cpid"); w0=$(wait_ns "$cpid"); }
+    bw0=$(wait_ns "$backend_pid")
+    a0=$(backend_accepts)
+    wrk_run "$o" "$conns" "$duration" "$path" "$@" &
+    local wpid=$!
+    pids+=("$wpid")
+    while kill -0 "$wpid" 2>/dev/null; do
+        if [ -n "$cpid" ]; then
+            v=$(rss_kib "$cpid")
+            [ "$v" -gt "$rss" ] && rss=$v
+        fi
+        sleep 0.25
+    done
+    wait "$wpid" || { echo "wrk failed:" >&2; cat "$o" >&2; exit 1; }
+    forget "$wpid"
+    a1=$(backend_accepts)
+    [ -z "$cpid" ] || { t1=$(cpu_ticks "$cpid"); w1=$(wait_ns "$cpid"); }
+    bw1=$(wait_ns "$backend_pid")
+    local held=0
+    [ -z "$cpid" ] || held=$(backend_established)
+    local n rps secs
+    n=$(wrk_requests "$o")
+    rps=$(wrk_rps "$o")
+    secs=$(awk '/ requests in / { v = $4; sub(/s,$/, "", v); print v }' "$o")
+    rec "$s" "$c" "$r" rps "$rps"
+    rec "$s" "$c" "$r" p99 "$(wrk_p99 "$o")"
+    rec "$s" "$c" "$r" errors "$(wrk_errors "$o")"
+    rec "$s" "$c" "$r" bwait "$(awk -v w="$((bw1 - bw0))" -v s="$secs" 'BEGIN { printf "%.1f", w / 1e9 / s * 100 }')"
+    if [ -n "$cpid" ]; then
+        rec "$s" "$c" "$r" wait "$(awk -v w="$((w1 - w0))" -v s="$secs" 'BEGIN { printf "%.1f", w / 1e9 / s * 100 }')"
+        # Direct, these would be the client's own connections.
+        rec "$s" "$c" "$r" bconn "$(awk -v a="$((a1 - a0 - 1))" -v s="$secs" 'BEGIN { printf "%.2f", a / s }')"
+        rec "$s" "$c" "$r" bheld "$held"
+        rec_cpu "$s" "$c" "$r" "$n" "$secs" "$t0" "$t1"
+        rec "$s" "$c" "$r" rss "$(awk -v k="$rss" 'BEGIN { printf "%.2f", k / 1024 }')"
+    fi
+    printf '  %-10s %10s req/s  p99 %s ms  errors %s\n' "$c" "$rps" "$(wrk_p99 "$o")" "$(wrk_errors "$o")"
+}
+
+rate_run() { # contestant round
+    local c=$1 r=$2 s=rate
+    local o=$work/runs/$s-$c-$r.txt
+    wrk_run "$work/runs/$s-$c-$r.warmup.txt" 64 "$warmup" /
+    local t0= t1=
+    [ -z "$cpid" ] || t0=$(cpu_ticks "$cpid")
+    taskset -c "$client_cpus" "$bin/loadgen" --target "$target" --connections 64 --rate "$rate" \
+        --duration "$rate_duration" --timeout 10 >"$o"
+    [ -z "$cpid" ] || t1=$(cpu_ticks "$cpid")
+    local n failed p50 p99 p999
+    n=$(awk '/^requests sent:/ { print $3 }' "$o")
+    failed=$(awk '/^requests failed:/ { print $3 }' "$o")
+    read -r p50 p99 p999 < <(awk '/^latency:/ { print $3, $6, $9 }' "$o")
+    rec "$s" "$c" "$r" p50 "$p50"
+    rec "$s" "$c" "$r" p99 "$p99"
+    rec "$s" "$c" "$r" p999 "$p999"
+    rec "$s" "$c" "$r" errors "$failed"
+    rec "$s" "$c" "$r" done "$(awk -v n="$n" -v d="$rate_duration" 'BEGIN { printf "%.0f", n / d }')"
+    if [ -n "$cpid" ]; then
+        rec_cpu "$s" "$c" "$r" "$n" "$rate_duration" "$t0" "$t1"
+    fi
+    printf '  %-10s p50 %s ms  p99 %s ms  p99.9 %s ms  errors %s\n' "$c" "$p50" "$p99" "$p999" "$failed"
+}
+
+idle_run() { # contestant round
+    local c=$1 r=$2 s=idle
+    [ -n "$cpid" ] || return 0 # nothing to measure for direct
+    local o=$work/runs/$s-$c-$r.txt
+    sleep 0.5
+    local rss0 rss1 hold=2
+    rss0=$(rss_kib "$cpid")
+    taskset -c "$client_cpus" "$bin/idleconns" --target "$target" --connections "$idle_conns" \
+        --hold "$hold" >"$o" &
+    local ipid=$!
+    pids+=("$ipid")
+    for _ in $(seq 1 1200); do
+        grep -q '^ready:' "$o" && break
+        kill -0 "$ipid" 2>/dev/null || break
+        sleep 0.1
+    done
+    sleep 1
+    rss1=$(rss_kib "$cpid")
+    wait "$ipid" || { echo "idleconns failed:" >&2; cat "$o" >&2; exit 1; }
+    forget "$ipid"
+    local open failed still
+    read -r open failed < <(awk '/^ready:/ { print $2, $4 }' "$o")
+    still=$(awk '/still open/ { print $3 }' "$o")
+    rec "$s" "$c" "$r" rss0 "$(awk -v k="$rss0" 'BEGIN { printf "%.2f", k / 1024 }')"
+    rec "$s" "$c" "$r" rss "$(awk -v k="$rss1" 'BEGIN { printf "%.2f", k / 1024 }')"
+    rec "$s" "$c" "$r" per "$(awk -v a="$rss0" -v b="$rss1" -v n="$idle_conns" 'BEGIN { printf "%.0f", (b - a) * 1024 / n }')"
+    rec "$s" "$c" "$r" errors "$((failed + open - still))"
+    printf '  %-10s RSS %s -> %s KiB with %s idle connections (%s failed, %s still open after %ss)\n' \
+        "$c" "$rss0" "$rss1" "$open" "$failed" "$still" "$hold"
+}
+
+# System calls (all; epoll_wait, epoll_ctl, accept4) and context switches of the proxy per
+# request, counted by perf in runs of their own (counting costs the proxy a little CPU):
+# sys at 64 keep-alive connections, sysclose with a new connection per request.
+sys_run() { # scenario contestant round [wrk args]
+    local s=$1 c=$2 r=$3
+    shift 3
+    [ -n "$cpid" ] || return 0
+    if ! command -v perf >/dev/null 2>&1; then
+        echo "  $c: perf is missing (Debian: linux-perf), no system call counts"
+        return 0
+    fi
+    local o=$work/runs/$s-$c-$r.txt pf=$work/runs/$s-$c-$r.perf
+    wrk_run "$work/runs/$s-$c-$r.warmup.txt" 64 "$warmup" / "$@"
+    perf stat -x, -o "$pf" -e raw_syscalls:sys_enter,syscalls:sys_enter_epoll_wait \
+        -e syscalls:sys_enter_epoll_ctl,syscalls:sys_enter_accept4,context-switches \
+        -p "$(proc_tree "$cpid" | paste -sd, -)" -- \
+        taskset -c "$client_cpus" wrk -t1 -c64 -d"${duration}s" --timeout 10s "$@" "http://$target/" >"$o" 2>&1 || {
+        echo "  $c: perf stat failed: $(tail -n 1 "$pf")"
+        return 0
+    }
+    awk -F, -v n="$(wrk_requests "$o")" -v s="$s" -v c="$c" -v r="$r" '
+        $3 == "raw_syscalls:sys_enter" { k = "calls" }
+        $3 == "syscalls:sys_enter_epoll_wait" { k = "epoll" }
+        $3 == "syscalls:sys_enter_epoll_ctl" { k = "ctl" }
+        $3 == "syscalls:sys_enter_accept4" { k = "accept" }
+        $3 == "context-switches" { k = "cs" }
+        k != "" { printf "%s\t%s\t%s\t%s\t%.3f\n", s, c, r, k, ($1 + 0) / n; k = "" }
+    ' "$pf" >>"$results"
+    rec "$s" "$c" "$r" errors "$(wrk_errors "$o")"
+    printf '  %-10s %s\n' "$c" "$(awk -F, '$3 != "" { sub(/^[a-z_]+:(sys_enter_)?/, "", $3); printf "%s %s  ", $1, $3 }' "$pf")requests $(wrk_requests "$o")"
+}
+
+# --- run ----------------------------------------------------------------------------------------
+taskset -c "$client_cpus" nginx -p "$work" -e "$work/backend.err" -c "$work/backend.conf" &
+pids+=("$!")
+backend_pid=$!
+wait_port "$b1"; wait_port "$b2"; wait_port "$b3"; wait_port "$status_port"
+
+started=$(date +%s)
+loadavg_before=$(cut -d' ' -f1-3 /proc/loadavg)
+echo "rounds $rounds, ${duration}s per closed-loop run (+${warmup}s warm-up), fixed rate $rate req/s for ${rate_duration}s, $idle_conns idle connections"
+echo "contestants: ${contestants[*]}; CPUs: client+backend $client_cpus, 1-worker proxy $proxy_cpus, 2-worker proxy $both_cpus"
+for s in "${scenarios[@]}"; do
+    n_rounds=$rounds
+    case $s in # these vary little from one round to the next
+        idle) n_rounds=${BENCH_IDLE_ROUNDS:-$((rounds < 3 ? rounds : 3))} ;;
+        sys | sysclose) n_rounds=${BENCH_SYS_ROUNDS:-1} ;;
+    esac
+    for r in $(seq 1 "$n_rounds"); do
+        echo "== $s, round $r/$n_rounds"
+        for c in "${contestants[@]}"; do
+            start_contestant "$c"
+            case $s in
+                ka64) closed_loop "$s" "$c" "$r" 64 / ;;
+                ka256) closed_loop "$s" "$c" "$r" 256 / ;;
+                close) closed_loop "$s" "$c" "$r" 64 / -H "Connection: close" ;;
+                big) closed_loop "$s" "$c" "$r" 16 /1m ;;
+                rate) rate_run "$c" "$r" ;;
+                idle) idle_run "$c" "$r" ;;
+                sys) sys_run "$s" "$c" "$r" ;;
+                sysclose) sys_run "$s" "$c" "$r" -H "Connection: close" ;;
+                *) echo "unknown scenario $s" >&2; exit 2 ;;
+            esac
+            stop_contestant
+        done
+    done
+done
+kill -0 "$backend_pid" 2>/dev/null || { echo "the backend died" >&2; exit 1; }
+elapsed=$(($(date +%s) - started))
+
+{
+    echo
+    echo "## Results"
+    echo
+    echo "$ncpu CPUs, $(lscpu 2>/dev/null | sed -n 's/^Model name: *//p' | head -n 1), Linux $(uname -r);" \
+        "nginx $(nginx -v 2>&1 | sed 's/.*nginx\///'), HAProxy $(haproxy -v 2>/dev/null | awk 'NR == 1 { print $3 }')," \
+        "$(wrk -v 2>&1 | awk 'NR == 1 { print $1, $2 }'), lb $(git rev-parse --short HEAD 2>/dev/null || echo '?')."
+    echo "$rounds rounds, ${duration}s per closed-loop run after ${warmup}s of warm-up, fixed rate $rate req/s for ${rate_duration}s;" \
+        "load average before: $loadavg_before, after: $(cut -d' ' -f1-3 /proc/loadavg); niceness ${BENCH_NICE:-0}; ran ${elapsed}s."
+    echo "Ratios (×) are to HAProxy at the same worker count (direct: to 1-thread HAProxy); ↑ higher is better, ↓ lower."
+    echo
+} >"$work/header.md"
+declare -p rounds duration warmup rate rate_duration idle_conns contestants >"$work/meta.sh"
+{
+    cat "$work/header.md"
+    report
+    echo
+    echo "## Targets (lb, one reactor, against nginx and HAProxy at one worker)"
+    echo
+    targets
+} | tee "$work/report.md"
+rm -rf "${out:?}/runs"
+cp -r "$work/results.tsv" "$work/report.md" "$work/header.md" "$work/meta.sh" "$work/runs" "$out/"
+cp "$work"/*.conf "$work"/*.cfg "$work"/*.toml "$work"/*.err "$work"/*.log "$out/" 2>/dev/null || true
+echo
+echo "raw outputs, configurations and results.tsv: $out/"
