@@ -134,8 +134,10 @@ fn find_crlf(data: &[u8], from: usize) -> Result<Option<usize>, &'static str> {
 /// chunk-ext    = *( BWS ";" BWS ext-name [ BWS "=" BWS ext-val ] )
 /// ```
 ///
-/// Extensions are checked only for their bytes and their leading `[BWS] ";"`, and trailer lines
-/// only for their bytes and not starting with whitespace: neither can move where the body ends.
+/// Extensions are checked for their bytes, their leading `[BWS] ";"` and for not ending inside a
+/// quoted-string; trailer lines for being field lines (`token ":" value`), as lb does on purpose:
+/// a backend that honours quotes, or reads a trailer section differently, must not find a body
+/// end elsewhere.
 pub fn chunked_end(data: &[u8]) -> Result<Option<usize>, &'static str> {
     let mut pos = 0usize;
     loop {
@@ -163,6 +165,9 @@ pub fn chunked_end(data: &[u8]) -> Result<Option<usize>, &'static str> {
         if !ext.iter().all(|&b| is_line_byte(b)) {
             return Err("invalid byte in chunk extension");
         }
+        if quote_open_at_end(ext) {
+            return Err("quoted-string open at the end of a chunk line");
+        }
         pos = line_end + 2;
         if size == 0 {
             loop {
@@ -173,8 +178,9 @@ pub fn chunked_end(data: &[u8]) -> Result<Option<usize>, &'static str> {
                     return Ok(Some(end + 2));
                 }
                 let trailer = &data[pos..end];
-                if matches!(trailer[0], b' ' | b'\t') {
-                    return Err("trailer line starts with whitespace");
+                let name = trailer.iter().take_while(|&&b| is_tchar(b)).count();
+                if name == 0 || trailer.get(name) != Some(&b':') {
+                    return Err("trailer line is not a field line");
                 }
                 if !trailer.iter().all(|&b| is_line_byte(b)) {
                     return Err("invalid byte in trailer");
@@ -453,4 +459,24 @@ pub fn origin_form(target: &str) -> String {
         path if path.starts_with('/') => path.to_string(),
         query => format!("/{query}"),
     }
+}
+
+/// `tchar` (RFC 9110 §5.6.2).
+fn is_tchar(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
+
+/// Whether a chunk extension ends inside a quoted-string (RFC 9110 §5.6.4).
+fn quote_open_at_end(ext: &[u8]) -> bool {
+    let (mut inside, mut escaped) = (false, false);
+    for &b in ext {
+        if escaped {
+            escaped = false;
+        } else if inside && b == b'\\' {
+            escaped = true;
+        } else if b == b'"' {
+            inside = !inside;
+        }
+    }
+    inside
 }
