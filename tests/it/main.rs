@@ -7,6 +7,7 @@ mod config;
 mod errors;
 mod failover;
 mod lifecycle;
+mod limits;
 mod semantics;
 mod streaming;
 mod strict;
