@@ -10,6 +10,7 @@ mod errors;
 mod failover;
 mod fleet;
 mod lifecycle;
+mod limits;
 mod proxy_protocol;
 mod semantics;
 mod streaming;

@@ -930,8 +930,7 @@ pub fn cpu_ticks(pid: u32) -> u64 {
     field(11) + field(12)
 }
 
-// ==== A DNS server for discovery tests ==========================================================
-
+// ==== A DNS server for discovery tests ===================================================
 /// Records a test DNS server answers with; change them while it runs.
 #[derive(Debug, Default, Clone)]
 pub struct Zone {
@@ -1037,4 +1036,66 @@ impl DnsServer {
     pub fn set(&self, zone: Zone) {
         *self.zone.lock().expect("zone") = zone;
     }
+}
+
+// ==== Resource limit tests (tests/it/limits.rs) ================================================
+
+impl ProxyProcess {
+    /// Like [`ProxyProcess::start`], with both listeners on port 0 of `host` (such as
+    /// `127.0.0.2`: a loopback address no other test uses, so that no other test's client can
+    /// reach them through a port it believes unused), and the child's descriptor limit
+    /// (`RLIMIT_NOFILE`, soft and hard) set to `nofile` between fork and exec, when given.
+    pub fn start_on(host: &str, args: &[&str], nofile: Option<u64>) -> ProxyProcess {
+        use std::os::unix::process::CommandExt;
+        let any_port = format!("{host}:0");
+        let mut command = Command::new(env!("CARGO_BIN_EXE_lb"));
+        command
+            .args(["--listen", &any_port, "--admin", &any_port])
+            .args(args)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        if let Some(n) = nofile {
+            // SAFETY: between fork and exec only async-signal-safe calls are allowed; setrlimit
+            // is a plain system call on a value on the stack.
+            unsafe {
+                command.pre_exec(move || {
+                    let limit = libc::rlimit {
+                        rlim_cur: n as libc::rlim_t,
+                        rlim_max: n as libc::rlim_t,
+                    };
+                    if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+        }
+        let mut child = command.spawn().expect("spawn lb");
+        let stderr = child.stderr.take().expect("lb stderr");
+        let (addr, output) = read_listen_addr(stderr, "lb");
+        ProxyProcess {
+            addr,
+            child,
+            output,
+        }
+    }
+}
+
+/// Raises this process's soft descriptor limit to its hard limit; returns the new soft limit.
+/// Children started afterwards inherit it.
+pub fn raise_nofile_limit() -> u64 {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit and setrlimit read and write a live rlimit.
+    unsafe {
+        assert_eq!(libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit), 0);
+        if limit.rlim_cur < limit.rlim_max {
+            limit.rlim_cur = limit.rlim_max;
+            assert_eq!(libc::setrlimit(libc::RLIMIT_NOFILE, &limit), 0);
+        }
+    }
+    limit.rlim_cur
 }
