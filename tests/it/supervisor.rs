@@ -425,9 +425,9 @@ fn a_child_that_dies_by_itself_is_reaped_and_shown_stopped() {
         p["state"] == "stopped" && p["pid"].is_null()
     });
     sup.wait_for("backend-3 reaped", || !exists(pid));
-    assert!(sup
-        .output()
-        .contains(&format!("backend-3 (pid {pid}) exited")));
+    // The log line comes through the supervisor's output pipe, after the state change.
+    let exited = format!("backend-3 (pid {pid}) exited");
+    sup.wait_for("the exit to be logged", || sup.output().contains(&exited));
     // It can be started again like a killed one.
     assert_eq!(sup.post("backend-3", "start").status, 200);
     sup.wait_for("backend-3 back", || {
