@@ -132,6 +132,7 @@ fn serve(mut stream: TcpStream, admin: &Admin, hub: &sse::Hub) {
                 status,
                 &json!({ "error": "malformed request" }),
             );
+            linger(&mut stream);
             return;
         }
     };
@@ -156,6 +157,23 @@ fn serve(mut stream: TcpStream, admin: &Admin, hub: &sse::Hub) {
     } else {
         respond(&mut stream, status, content_type, &body)
     };
+}
+
+/// After answering a request whose body was not read (too large, malformed), reads and drops
+/// what the client still sends, for a bounded time: closing with unread bytes would reset the
+/// connection and could destroy the answer before the client reads it.
+fn linger(stream: &mut TcpStream) {
+    use std::io::Read;
+    let _ = stream.shutdown(std::net::Shutdown::Write);
+    let _ = stream.set_read_timeout(Some(Duration::from_millis(500)));
+    let deadline = std::time::Instant::now() + Duration::from_secs(2);
+    let mut sink = [0u8; 16 * 1024];
+    while std::time::Instant::now() < deadline {
+        match stream.read(&mut sink) {
+            Ok(0) | Err(_) => return,
+            Ok(_) => {}
+        }
+    }
 }
 
 /// Answers one request: (status, content type, body).
