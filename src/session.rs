@@ -682,6 +682,7 @@ impl Session {
             RequestError::TargetTooLong => Answer::UriTooLong,
             RequestError::NotImplemented(_) => Answer::NotImplemented,
             RequestError::MethodNotAllowed => Answer::MethodNotAllowed,
+            RequestError::VersionNotSupported => Answer::HttpVersionNotSupported,
         };
         let cause = match error {
             RequestError::Malformed(_) => "bad-request",
@@ -689,6 +690,7 @@ impl Session {
             RequestError::TargetTooLong => "target-too-long",
             RequestError::NotImplemented(_) => "unsupported-transfer-coding",
             RequestError::MethodNotAllowed => "method-not-allowed",
+            RequestError::VersionNotSupported => "version-not-supported",
         };
         self.refuse_request(ctx, answer, cause)
     }

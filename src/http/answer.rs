@@ -27,6 +27,8 @@ pub enum Answer {
     ServiceUnavailable,
     /// 504: the backend did not answer in time.
     GatewayTimeout,
+    /// 505: an HTTP major version other than 1 (RFC 9110 §15.6.6).
+    HttpVersionNotSupported,
 }
 
 impl Answer {
@@ -41,6 +43,7 @@ impl Answer {
             Answer::BadGateway => 502,
             Answer::ServiceUnavailable => 503,
             Answer::GatewayTimeout => 504,
+            Answer::HttpVersionNotSupported => 505,
         }
     }
 
@@ -55,6 +58,7 @@ impl Answer {
             Answer::BadGateway => "Bad Gateway",
             Answer::ServiceUnavailable => "Service Unavailable",
             Answer::GatewayTimeout => "Gateway Timeout",
+            Answer::HttpVersionNotSupported => "HTTP Version Not Supported",
         }
     }
 

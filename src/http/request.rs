@@ -91,6 +91,8 @@ pub enum RequestError {
     NotImplemented(&'static str),
     /// 405: a method a reverse proxy does not serve (CONNECT).
     MethodNotAllowed,
+    /// 505: an HTTP major version other than 1 in an HTTP/1 request line.
+    VersionNotSupported,
 }
 
 impl fmt::Display for RequestError {
@@ -101,6 +103,7 @@ impl fmt::Display for RequestError {
             RequestError::TargetTooLong => f.write_str("request target too long"),
             RequestError::NotImplemented(why) => write!(f, "not implemented: {why}"),
             RequestError::MethodNotAllowed => f.write_str("method not allowed"),
+            RequestError::VersionNotSupported => f.write_str("HTTP version not supported"),
         }
     }
 }
@@ -138,6 +141,9 @@ pub fn parse(
         // Leading empty lines made the apparent end of the head something else.
         Ok(httparse::Status::Partial) => return Ok(None),
         Err(httparse::Error::TooManyHeaders) => return Err(RequestError::HeadTooLarge),
+        Err(httparse::Error::Version) if names_another_major_version(buf) => {
+            return Err(RequestError::VersionNotSupported)
+        }
         Err(e) => return Err(RequestError::Malformed(parse_error_reason(e))),
     };
     if head_len > limits.max_header_bytes {
@@ -413,6 +419,25 @@ fn is_authority(value: &[u8]) -> bool {
         .all(|&b| b.is_ascii_alphanumeric() || b"-._~%!$&'()*+,;=:[]".contains(&b))
 }
 
+/// Whether the request line is well formed but for its version, `HTTP/D.D` with a major
+/// version of 2 or more: that deserves 505 (RFC 9110 §15.6.6), not 400.
+fn names_another_major_version(buf: &[u8]) -> bool {
+    let line_end = buf
+        .iter()
+        .position(|&b| b == b'\r' || b == b'\n')
+        .unwrap_or(buf.len());
+    let line = &buf[..line_end];
+    let Some(space) = line.iter().rposition(|&b| b == b' ') else {
+        return false;
+    };
+    match &line[space + 1..] {
+        [b'H', b'T', b'T', b'P', b'/', major, b'.', minor] => {
+            major.is_ascii_digit() && minor.is_ascii_digit() && *major >= b'2'
+        }
+        _ => false,
+    }
+}
+
 fn parse_error_reason(e: httparse::Error) -> &'static str {
     match e {
         httparse::Error::HeaderName => "invalid header name",
@@ -513,6 +538,14 @@ mod tests {
             forward("CONNECT a:443 HTTP/1.1\r\nHost: a:443\r\n\r\n").unwrap_err(),
             RequestError::MethodNotAllowed
         );
+        assert_eq!(
+            forward("GET / HTTP/2.0\r\nHost: a\r\n\r\n").unwrap_err(),
+            RequestError::VersionNotSupported
+        );
+        assert!(matches!(
+            forward("GET / HTTP/1.2\r\nHost: a\r\n\r\n"),
+            Err(RequestError::Malformed(_))
+        ));
     }
 
     #[test]

@@ -397,8 +397,9 @@ fn head_cases() -> Vec<Case> {
         case(b"GET / HTTP/1.2\r\nHost: a\r\n\r\n", Refused(400),
             "9110 §2.5 SHOULD treat an unknown 1.x as 1.1, but no 1.2 exists and httparse knows \
              only 1.0 and 1.1: refused, the conservative reading"),
-        case(b"GET / HTTP/2.0\r\nHost: a\r\n\r\n", Refused(400),
-            "another major version over HTTP/1 syntax (505 would also do)"),
+        case(b"GET / HTTP/2.0\r\nHost: a\r\n\r\n", Refused(505),
+            "another major version over HTTP/1 syntax: 505 (9110 §15.6.6)"),
+        case(b"GET / HTTP/3.0\r\nHost: a\r\n\r\n", Refused(505), "same"),
         case(b"GET / HTTP/1\r\nHost: a\r\n\r\n", Refused(400), "HTTP-version = HTTP-name \"/\" DIGIT \".\" DIGIT"),
         case(b"GET / http/1.1\r\nHost: a\r\n\r\n", Refused(400), "HTTP-name is case-sensitive (9112 §2.3)"),
         case(b"GET / HTTP/1.1 x\r\nHost: a\r\n\r\n", Refused(400), "junk after the version"),
