@@ -286,7 +286,6 @@ fn malformed_requests_are_400_and_close() {
         b"GARBAGE\r\n\r\n",
         b"GET / HTTP/1.1\r\nHost : a\r\n\r\n",
         b"GET / HTTP/1.1\r\n\r\n",
-        b"GET / HTTP/9.1\r\nHost: a\r\n\r\n",
         b"GET / HTTP/1.1\r\nHost: a\r\nX: a\r\n b\r\n\r\n",
         b"GET / HTTP/1.1\r\nHost: a\r\nContent-Length: abc\r\n\r\n",
         b"GET / HTTP/1.1\r\nHost: a\r\nContent-Length: -1\r\n\r\n",
@@ -299,6 +298,13 @@ fn malformed_requests_are_400_and_close() {
         let resp = expect_answer_and_close(proxy.addr, case, 400, "bad-request");
         assert_eq!(resp.text(), "400 Bad Request\n");
     }
+    // Another major version in an HTTP/1 request line gets its own status (RFC 9110 §15.6.6).
+    expect_answer_and_close(
+        proxy.addr,
+        b"GET / HTTP/9.1\r\nHost: a\r\n\r\n",
+        505,
+        "version-not-supported",
+    );
     sentinel(proxy.addr);
     assert_eq!(
         recorder.backend.connection_count(),
