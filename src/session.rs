@@ -290,10 +290,6 @@ impl Session {
         }
     }
 
-    pub fn client_mut(&mut self) -> &mut TcpStream {
-        &mut self.client
-    }
-
     /// Records an event on the client socket.
     pub fn client_event(&mut self, readable: bool, writable: bool, read_closed: bool) {
         self.client_ready.record(readable, writable, read_closed);

@@ -658,10 +658,6 @@ impl Pool {
             }
         }
     }
-
-    pub fn idle_count(&self) -> usize {
-        self.idle_by_backend.iter().map(VecDeque::len).sum()
-    }
 }
 
 #[cfg(test)]

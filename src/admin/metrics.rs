@@ -8,8 +8,8 @@ use super::Admin;
 use crate::stats::{Traffic, HISTOGRAM_BOUNDS};
 use crate::upstream::BackendState;
 
-/// Reads one per-backend counter.
-type Counter = fn(&crate::upstream::Backend) -> u64;
+/// Reads one per-backend figure.
+type Figure = fn(&crate::upstream::Backend) -> u64;
 
 /// Escapes a label value: backslash, double quote and newline (the format's rules).
 fn label(value: &str) -> String {
@@ -118,57 +118,55 @@ pub fn render(admin: &Admin) -> String {
         histogram(&mut out, name, t);
     }
 
-    let counters: [(&str, &str, Counter); 6] = [
+    let per_backend: [(&str, &str, &str, Figure); 7] = [
+        (
+            "lb_backend_in_flight",
+            "gauge",
+            "Requests on the backend now.",
+            |b| b.in_flight.load(Ordering::Relaxed),
+        ),
         (
             "lb_retries_total",
+            "counter",
             "Requests sent again to the same backend after a stale pooled connection.",
             |b| b.retries.load(Ordering::Relaxed),
         ),
         (
             "lb_redispatches_total",
+            "counter",
             "Requests moved to another backend after a failure on this one.",
             |b| b.redispatches.load(Ordering::Relaxed),
         ),
         (
             "lb_backend_errors_total",
+            "counter",
             "Connect failures, resets, bad responses and timeouts.",
             |b| b.errors.load(Ordering::Relaxed),
         ),
         (
             "lb_backend_connections_total",
+            "counter",
             "Connections opened to the backend.",
             |b| b.connections.load(Ordering::Relaxed),
         ),
         (
             "lb_backend_attempts_total",
+            "counter",
             "Requests sent to the backend, each try counted.",
             |b| b.requests.load(Ordering::Relaxed),
         ),
         (
             "lb_health_flips_total",
+            "counter",
             "Times the backend went up or down.",
             |b| b.health().flips,
         ),
     ];
-    for (name, help, value) in counters {
-        family(&mut out, name, "counter", help);
+    for (name, kind, help, value) in per_backend {
+        family(&mut out, name, kind, help);
         for b in &live {
             let _ = writeln!(out, "{name}{{backend=\"{}\"}} {}", label(&b.name), value(b));
         }
-    }
-    family(
-        &mut out,
-        "lb_backend_in_flight",
-        "gauge",
-        "Requests on the backend now.",
-    );
-    for b in &live {
-        let _ = writeln!(
-            out,
-            "lb_backend_in_flight{{backend=\"{}\"}} {}",
-            label(&b.name),
-            b.in_flight.load(Ordering::Relaxed)
-        );
     }
 
     let t = &admin.totals;

@@ -39,6 +39,8 @@ pub fn backend_json(admin: &Admin, _index: usize, b: &Backend) -> Value {
         "last_change_ms": epoch_ms(health.last_change),
         "last_change_reason": health.last_change_reason,
         "flips": health.flips,
+        "consecutive_passes": health.tracker.consecutive_passes(),
+        "consecutive_failures": health.tracker.consecutive_failures(),
         "in_flight": b.in_flight.load(Ordering::Relaxed),
         "requests": b.requests.load(Ordering::Relaxed),
         "errors": b.errors.load(Ordering::Relaxed),

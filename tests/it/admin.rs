@@ -453,6 +453,8 @@ fn state_reports_every_documented_field() {
             "retries",
             "redispatches",
             "connections",
+            "consecutive_passes",
+            "consecutive_failures",
         ] {
             assert_eq!(b[key], 0, "{key} of {b}");
         }
