@@ -129,17 +129,7 @@ fn one_of_two_instances_drains_behind_an_l4_tier_without_a_failed_request() {
     sigterm(&a.child);
     // The tier sees /api/health turn 503 and stops sending new connections; requests in flight
     // on the drained instance finish; it exits 0.
-    let deadline = Instant::now() + PATIENCE;
-    let status = loop {
-        if let Some(status) = a.child.try_wait().expect("try_wait") {
-            break status;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the drained instance did not exit"
-        );
-        thread::sleep(Duration::from_millis(20));
-    };
+    let status = a.wait_exit(PATIENCE);
     assert!(status.success(), "{status:?}");
     let after_drain = ok.load(Ordering::Relaxed);
     wait_until("load to go on through the other instance", || {

@@ -3,8 +3,6 @@
 use std::io::Write;
 use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
-use std::process::ExitStatus;
-use std::thread;
 use std::time::{Duration, Instant};
 
 use crate::support::*;
@@ -13,20 +11,6 @@ fn signal(proxy: &ProxyProcess, sig: i32) {
     // SAFETY: kill(2) on a child process this test started and still owns.
     let rc = unsafe { libc::kill(proxy.child.id() as i32, sig) };
     assert_eq!(rc, 0, "kill failed");
-}
-
-fn wait_exit(proxy: &mut ProxyProcess, within: Duration) -> ExitStatus {
-    let deadline = Instant::now() + within;
-    loop {
-        if let Some(status) = proxy.child.try_wait().expect("try_wait") {
-            return status;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "lb did not exit within {within:?}"
-        );
-        thread::sleep(Duration::from_millis(10));
-    }
 }
 
 fn config_file(name: &str, body: &str) -> PathBuf {
@@ -68,7 +52,7 @@ fn health_endpoint_says_draining_during_a_graceful_stop() {
     });
     assert_eq!(get(admin, "/api/health").text(), r#"{"status":"draining"}"#);
     assert_eq!(read_response(&mut client, false).status, 200);
-    assert!(wait_exit(&mut proxy, Duration::from_secs(5)).success());
+    assert!(proxy.wait_exit(Duration::from_secs(5)).success());
 }
 
 #[test]
@@ -102,7 +86,7 @@ fn sigterm_lets_requests_in_flight_finish_and_exits_zero() {
         assert_eq!(r.header("connection"), Some("close"));
         assert_closed(&mut c);
     }
-    let status = wait_exit(&mut proxy, Duration::from_secs(5));
+    let status = proxy.wait_exit(Duration::from_secs(5));
     assert!(status.success(), "{status:?}");
     assert!(started.elapsed() < Duration::from_secs(3));
     assert!(
@@ -126,7 +110,7 @@ fn drain_timeout_bounds_the_wait() {
     });
     let started = Instant::now();
     signal(&proxy, libc::SIGTERM);
-    let status = wait_exit(&mut proxy, Duration::from_secs(4));
+    let status = proxy.wait_exit(Duration::from_secs(4));
     assert!(status.success(), "{status:?}");
     let took = started.elapsed();
     assert!(
@@ -226,6 +210,6 @@ fn two_workers_share_the_port_the_backends_and_the_round_robin() {
         "no second reactor thread"
     );
     signal(&proxy, libc::SIGTERM);
-    let status = wait_exit(&mut proxy, Duration::from_secs(5));
+    let status = proxy.wait_exit(Duration::from_secs(5));
     assert!(status.success(), "{status:?}");
 }

@@ -290,6 +290,21 @@ impl ProxyProcess {
             .unwrap_or_else(|| panic!("no admin address in {line:?}"))
     }
 
+    /// Waits for the process to exit, at most `within`; returns how it ended.
+    pub fn wait_exit(&mut self, within: Duration) -> std::process::ExitStatus {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "lb did not exit within {within:?}"
+            );
+            thread::sleep(Duration::from_millis(10));
+        }
+    }
+
     /// Peak resident set size so far, in KiB.
     pub fn peak_rss_kib(&self) -> u64 {
         proc_status_kib(self.child.id(), "VmHWM:")
