@@ -1009,30 +1009,8 @@ fn add_and_remove_under_load_lose_no_request() {
     assert_eq!(doc["totals"]["errors"], 0, "{doc}");
     // Removed means let go: no idle keep-alive connection to b1 is kept for later.
     wait_until("the balancer to close its connections to b1", || {
-        connections_to(b1.addr) == 0
+        connections_to(b1.addr, &[TCP_ESTABLISHED]) == 0
     });
-}
-
-/// Established IPv4 connections from this machine to `remote` (the balancer's, in these tests).
-fn connections_to(remote: SocketAddr) -> usize {
-    let SocketAddr::V4(v4) = remote else {
-        panic!("IPv4 only")
-    };
-    let hex = format!(
-        "{:08X}:{:04X}",
-        u32::from_ne_bytes(v4.ip().octets()),
-        v4.port()
-    );
-    let table = std::fs::read_to_string("/proc/net/tcp").expect("read /proc/net/tcp");
-    table
-        .lines()
-        .skip(1)
-        .filter(|line| {
-            let fields: Vec<&str> = line.split_whitespace().collect();
-            // remote address, then the state: 01 is ESTABLISHED.
-            fields.get(2) == Some(&hex.as_str()) && fields.get(3) == Some(&"01")
-        })
-        .count()
 }
 
 // ---- 6. the bearer token ----------------------------------------------------------------------

@@ -147,28 +147,6 @@ fn max_connections_leaves_the_rest_in_the_backlog() {
     assert!(proxy_alive(&proxy));
 }
 
-/// Connections to `remote` still open on the connecting side (ESTABLISHED, SYN_SENT or
-/// CLOSE_WAIT), from `/proc/net/tcp`.
-fn open_connections_to(remote: SocketAddr) -> usize {
-    let SocketAddr::V4(v4) = remote else {
-        panic!("IPv4 only");
-    };
-    let hex = format!(
-        "{:08X}:{:04X}",
-        u32::from_ne_bytes(v4.ip().octets()),
-        v4.port()
-    );
-    let table = std::fs::read_to_string("/proc/net/tcp").expect("read /proc/net/tcp");
-    table
-        .lines()
-        .skip(1)
-        .filter(|line| {
-            let fields: Vec<&str> = line.split_whitespace().collect();
-            matches!(fields.as_slice(), [_, _, r, st, ..] if *r == hex && matches!(*st, "01" | "02" | "08"))
-        })
-        .count()
-}
-
 fn proxy_alive(proxy: &ProxyProcess) -> bool {
     // try_wait needs &mut; /proc tells as much for a child we have not reaped.
     std::fs::read_to_string(format!("/proc/{}/stat", proxy.child.id()))
@@ -187,7 +165,10 @@ fn running_out_of_descriptors_pauses_accepting_without_spinning() {
     // socket closing would make room for an accept in the middle of the test.
     wait_until("the startup health probe", || backend.stats().1 >= 1);
     wait_until("the probe's socket to close", || {
-        open_connections_to(backend.addr) == 0
+        connections_to(
+            backend.addr,
+            &[TCP_ESTABLISHED, TCP_SYN_SENT, TCP_CLOSE_WAIT],
+        ) == 0
     });
     eprintln!(
         "lb runs with RLIMIT_NOFILE {NOFILE}, {} descriptors open",

@@ -629,6 +629,33 @@ pub fn recording_backend(response: &'static [u8]) -> (ScriptedBackend, Recorded)
     (backend, recorded)
 }
 
+/// TCP states as `/proc/net/tcp` writes them.
+pub const TCP_ESTABLISHED: &str = "01";
+pub const TCP_SYN_SENT: &str = "02";
+pub const TCP_CLOSE_WAIT: &str = "08";
+
+/// IPv4 connections from this machine to `remote` in one of `states`, from `/proc/net/tcp`.
+pub fn connections_to(remote: SocketAddr, states: &[&str]) -> usize {
+    let SocketAddr::V4(v4) = remote else {
+        panic!("IPv4 only");
+    };
+    let hex = format!(
+        "{:08X}:{:04X}",
+        u32::from_ne_bytes(v4.ip().octets()),
+        v4.port()
+    );
+    let table = std::fs::read_to_string("/proc/net/tcp").expect("read /proc/net/tcp");
+    table
+        .lines()
+        .skip(1)
+        .filter(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            // local address, remote address, then the state.
+            matches!(fields.as_slice(), [_, _, r, st, ..] if *r == hex && states.contains(st))
+        })
+        .count()
+}
+
 /// The kernel's TCP state of the IPv4 connection `local` → `remote`, from `/proc/net/tcp`
 /// (1 ESTABLISHED, 8 CLOSE_WAIT, ...); `None` once the socket is gone. Lets a test wait until a
 /// close has actually reached the other side, not merely been sent.
