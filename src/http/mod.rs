@@ -12,6 +12,38 @@ pub use framing::{BodyKind, BodyScanner, FramingError};
 pub use request::{HeadLimits, Request, RequestError};
 pub use response::{Response, ResponseError};
 
+use std::net::IpAddr;
+
+pub(crate) fn push_all(out: &mut Vec<u8>, parts: &[&[u8]]) {
+    for part in parts {
+        out.extend_from_slice(part);
+    }
+}
+
+/// Appends `n` in decimal. Heads are rewritten for every request, and `write!`'s formatting
+/// machinery cost more there than the rest of the rewrite.
+pub(crate) fn push_decimal(out: &mut Vec<u8>, n: impl itoa::Integer) {
+    out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
+}
+
+/// Appends an address as `Display` writes it, the common IPv4 case without `write!`.
+pub(crate) fn push_ip(out: &mut Vec<u8>, ip: IpAddr) {
+    match ip {
+        IpAddr::V4(v4) => {
+            let [a, b, c, d] = v4.octets();
+            push_decimal(out, a);
+            for octet in [b, c, d] {
+                out.push(b'.');
+                push_decimal(out, octet);
+            }
+        }
+        IpAddr::V6(v6) => {
+            use std::io::Write as _;
+            let _ = write!(out, "{v6}");
+        }
+    }
+}
+
 /// Header names that describe one connection and never cross the proxy (RFC 9110 §7.6.1).
 /// `upgrade` is re-added by the proxy itself when it forwards an upgrade.
 const HOP_BY_HOP: [&str; 6] = [
@@ -147,6 +179,24 @@ pub fn leading_empty_lines(buf: &[u8]) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn addresses_are_written_as_display_writes_them() {
+        for ip in [
+            "0.0.0.0",
+            "10.0.0.7",
+            "255.255.255.255",
+            "192.168.100.1",
+            "::1",
+            "::ffff:1.2.3.4",
+            "2001:db8::8a2e:370:7334",
+        ] {
+            let ip: IpAddr = ip.parse().expect("a valid test address");
+            let mut out = Vec::new();
+            push_ip(&mut out, ip);
+            assert_eq!(out, ip.to_string().into_bytes());
+        }
+    }
 
     #[test]
     fn content_length_is_plain_decimal() {

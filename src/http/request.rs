@@ -2,10 +2,10 @@
 //! that goes to the backend (hop-by-hop headers removed, X-Forwarded-* added).
 
 use std::fmt;
-use std::io::Write as _;
+use std::mem::MaybeUninit;
 use std::net::IpAddr;
 
-use super::{list_elements, parse_content_length, trim_ows, BodyKind, ConnectionOptions};
+use super::{list_elements, parse_content_length, push_all, trim_ows, BodyKind, ConnectionOptions};
 
 /// Limits a request head must respect; from `[limits]` in the config.
 #[derive(Debug, Clone, Copy)]
@@ -133,10 +133,12 @@ pub fn parse(
     keep_request_line: bool,
     out: &mut Vec<u8>,
 ) -> Result<Option<Request>, RequestError> {
-    let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS_CAP];
+    // Left uninitialised: httparse writes only the slots it fills, and zeroing 16 KiB of
+    // slots for every request cost more than parsing the head.
+    let mut slots = [const { MaybeUninit::<httparse::Header>::uninit() }; MAX_HEADERS_CAP];
     let slots = &mut slots[..limits.max_headers.clamp(1, MAX_HEADERS_CAP)];
-    let mut req = httparse::Request::new(slots);
-    let head_len = match req.parse(buf) {
+    let mut req = httparse::Request::new(&mut []);
+    let head_len = match req.parse_with_uninit_headers(buf, slots) {
         Ok(httparse::Status::Complete(n)) => n,
         // Leading empty lines made the apparent end of the head something else.
         Ok(httparse::Status::Partial) => return Ok(None),
@@ -298,7 +300,9 @@ pub fn parse(
         if name.eq_ignore_ascii_case("content-length") {
             if !wrote_length {
                 wrote_length = true;
-                let _ = write!(out, "Content-Length: {}\r\n", content_length.unwrap_or(0));
+                out.extend_from_slice(b"Content-Length: ");
+                super::push_decimal(out, content_length.unwrap_or(0));
+                out.extend_from_slice(b"\r\n");
             }
         } else if name.eq_ignore_ascii_case("transfer-encoding") {
             if !wrote_coding {
@@ -319,7 +323,8 @@ pub fn parse(
     for prior in forwarded_for.iter().filter(|v| !v.is_empty()) {
         push_all(out, &[prior, b", "]);
     }
-    let _ = write!(out, "{client_ip}\r\nX-Forwarded-Proto: http\r\n");
+    super::push_ip(out, client_ip);
+    out.extend_from_slice(b"\r\nX-Forwarded-Proto: http\r\n");
     if let Some(host) = host.filter(|h| !h.is_empty()) {
         push_all(out, &[b"X-Forwarded-Host: ", host, b"\r\n"]);
     }
@@ -349,12 +354,6 @@ pub fn parse(
         upgrade,
         request_line,
     }))
-}
-
-fn push_all(out: &mut Vec<u8>, parts: &[&[u8]]) {
-    for part in parts {
-        out.extend_from_slice(part);
-    }
 }
 
 /// A request target split for forwarding.

@@ -2,7 +2,7 @@
 //! and write the head that goes to the client without hop-by-hop headers.
 
 use std::fmt;
-use std::io::Write as _;
+use std::mem::MaybeUninit;
 
 use super::{list_elements, parse_content_length, trim_ows, BodyKind, ConnectionOptions};
 
@@ -45,9 +45,12 @@ pub fn parse(
     upgrade_requested: bool,
     out: &mut Vec<u8>,
 ) -> Result<Option<Response>, ResponseError> {
-    let mut slots = [httparse::EMPTY_HEADER; MAX_RESPONSE_HEADERS];
-    let mut resp = httparse::Response::new(&mut slots);
-    let head_len = match resp.parse(buf) {
+    // Left uninitialised, as for requests: httparse writes only the slots it fills.
+    let mut slots = [const { MaybeUninit::<httparse::Header>::uninit() }; MAX_RESPONSE_HEADERS];
+    let mut resp = httparse::Response::new(&mut []);
+    let parsed = httparse::ParserConfig::default()
+        .parse_response_with_uninit_headers(&mut resp, buf, &mut slots);
+    let head_len = match parsed {
         Ok(httparse::Status::Complete(n)) => n,
         Ok(httparse::Status::Partial) => return Ok(None),
         Err(httparse::Error::TooManyHeaders) => return Err(ResponseError("too many headers")),
@@ -101,7 +104,9 @@ pub fn parse(
     };
 
     let reason = resp.reason.unwrap_or("");
-    let _ = write!(out, "HTTP/1.1 {status} {reason}\r\n");
+    out.extend_from_slice(b"HTTP/1.1 ");
+    super::push_decimal(out, status);
+    super::push_all(out, &[b" ", reason.as_bytes(), b"\r\n"]);
     for h in resp.headers.iter() {
         let name = h.name;
         let keep_upgrade = status == 101 && name.eq_ignore_ascii_case("upgrade");
