@@ -61,7 +61,7 @@ warmup=${BENCH_WARMUP:-1}
 rate=${BENCH_RATE:-5000}
 idle_conns=${BENCH_IDLE_CONNS:-10000}
 read -r -a contestants <<<"${BENCH_CONTESTANTS:-direct lb nginx haproxy lb-2 nginx-2 haproxy-2}"
-read -r -a scenarios <<<"${BENCH_SCENARIOS:-ka64 ka256 close big rate idle sys sysclose}"
+read -r -a scenarios <<<"${BENCH_SCENARIOS:-ka64 ka256 close big rate idle sys sysclose instr}"
 port=${BENCH_PORT:-8120}
 admin_port=$((port + 1))
 b1=${BENCH_BACKEND_PORT:-9121}
@@ -146,6 +146,7 @@ report() {
         f[++nf] = "sysclose.ctl";    l[nf] = "new connection per request, under perf: epoll_ctl per request"; d[nf] = "↓"
         f[++nf] = "sysclose.accept"; l[nf] = "new connection per request, under perf: accept4 per request"; d[nf] = "↓"
         f[++nf] = "sysclose.cs";     l[nf] = "new connection per request, under perf: context switches per request"; d[nf] = "↓"
+        f[++nf] = "instr.ir";   l[nf] = "keep-alive, 16 conns, under callgrind: user-space instructions per request"; d[nf] = "↓"
 
         printf "| figure: median (min–max) of the rounds, ×HAProxy | | "
         for (i = 1; i <= nc; i++) printf "%s | ", cs[i]
@@ -245,6 +246,8 @@ command -v haproxy >/dev/null 2>&1 || missing+=(haproxy)
 command -v taskset >/dev/null 2>&1 || missing+=(util-linux)
 command -v pgrep >/dev/null 2>&1 || missing+=(procps)
 command -v ss >/dev/null 2>&1 || missing+=(iproute2)
+command -v valgrind >/dev/null 2>&1 || missing+=(valgrind)
+command -v perf >/dev/null 2>&1 || missing+=(linux-perf)
 if [ "${#missing[@]}" -gt 0 ]; then
     echo "installing ${missing[*]}"
     # Keep the packages' own services (nginx on port 80, haproxy) from starting.
@@ -432,6 +435,8 @@ address = "127.0.0.1:$b2"
 address = "127.0.0.1:$b3"
 TOML
 done
+# Under valgrind nginx runs as one process: no master to fork the worker.
+{ echo "master_process off;"; cat "$work/nginx-1.conf"; } >"$work/nginx-cg.conf"
 "$bin/lb" --config "$work/lb-1.toml" --check >/dev/null
 
 # --- helpers ------------------------------------------------------------------------------------
@@ -715,6 +720,63 @@ sys_run() { # scenario contestant round [wrk args]
     printf '  %-10s %s\n' "$c" "$(awk -F, '$3 != "" { sub(/^[a-z_]+:(sys_enter_)?/, "", $3); printf "%s %s  ", $1, $3 }' "$pf")requests $(wrk_requests "$o")"
 }
 
+# User-space instructions per request, counted by callgrind: unlike seconds, the same for the
+# same binary and load whatever else the machine is doing. The proxy runs under valgrind (1
+# worker; nginx without its master process), uninstrumented through the warm-up; counting is
+# switched on for one closed-loop wrk run of 16 connections and the counts dumped at its end.
+# Kernel work is not counted: that is what the sys scenario's system calls stand for.
+instr_run() { # contestant round
+    local c=$1 r=$2 s=instr
+    case $c in
+        lb | nginx | haproxy) ;;
+        *) return 0 ;; # direct has no proxy; one worker is enough to count instructions
+    esac
+    if ! command -v valgrind >/dev/null 2>&1; then
+        echo "  $c: valgrind is missing, no instruction counts"
+        return 0
+    fi
+    local o=$work/runs/$s-$c-$r.txt cg=$work/runs/$s-$c-$r.callgrind vg
+    vg=(valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$cg")
+    case $c in
+        lb) "${vg[@]}" "$bin/lb" --config "$work/lb-1.toml" 2>>"$work/lb.log" & ;;
+        nginx) "${vg[@]}" nginx -p "$work" -e "$work/nginx.err" -c "$work/nginx-cg.conf" 2>>"$work/nginx.err" & ;;
+        haproxy) "${vg[@]}" haproxy -db -f "$work/haproxy-1.cfg" 2>>"$work/haproxy.log" & ;;
+    esac
+    cpid=$!
+    pids+=("$cpid")
+    target=127.0.0.1:$port
+    local ok=0
+    for _ in $(seq 1 600); do
+        (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && { ok=1; break; }
+        kill -0 "$cpid" 2>/dev/null || break
+        sleep 0.1
+    done
+    # /usr/bin/valgrind is a script; the process callgrind_control talks to runs valgrind.bin.
+    local vpid
+    vpid=$(pgrep -f -- "valgrind.bin .*--callgrind-out-file=$cg" | head -n 1 || true)
+    if [ "$ok" != 1 ] || [ -z "$vpid" ]; then
+        echo "  $c did not start under valgrind" >&2
+        stop_contestant
+        return 0
+    fi
+    wrk_run "$work/runs/$s-$c-$r.warmup.txt" 16 "$warmup" /
+    callgrind_control -i on "$vpid" >/dev/null 2>&1
+    wrk_run "$o" 16 "$duration" /
+    callgrind_control -d "$vpid" >/dev/null 2>&1
+    kill "$vpid" 2>/dev/null || true
+    stop_contestant
+    local n ir
+    n=$(wrk_requests "$o")
+    ir=$(awk '/^totals:/ { print $2 }' "$cg".1 2>/dev/null)
+    if [ -z "$ir" ] || [ "${n:-0}" -eq 0 ]; then
+        echo "  $c: no callgrind totals" >&2
+        return 0
+    fi
+    rec "$s" "$c" "$r" ir "$((ir / n))"
+    rec "$s" "$c" "$r" errors "$(wrk_errors "$o")"
+    printf '  %-10s %s instructions per request (%s requests)\n' "$c" "$((ir / n))" "$n"
+}
+
 # --- run ----------------------------------------------------------------------------------------
 taskset -c "$client_cpus" nginx -p "$work" -e "$work/backend.err" -c "$work/backend.conf" &
 pids+=("$!")
@@ -729,11 +791,15 @@ for s in "${scenarios[@]}"; do
     n_rounds=$rounds
     case $s in # these vary little from one round to the next
         idle) n_rounds=${BENCH_IDLE_ROUNDS:-$((rounds < 3 ? rounds : 3))} ;;
-        sys | sysclose) n_rounds=${BENCH_SYS_ROUNDS:-1} ;;
+        sys | sysclose | instr) n_rounds=${BENCH_SYS_ROUNDS:-1} ;;
     esac
     for r in $(seq 1 "$n_rounds"); do
         echo "== $s, round $r/$n_rounds"
         for c in "${contestants[@]}"; do
+            if [ "$s" = instr ]; then
+                instr_run "$c" "$r"
+                continue
+            fi
             start_contestant "$c"
             case $s in
                 ka64) closed_loop "$s" "$c" "$r" 64 / ;;
