@@ -1394,6 +1394,16 @@ impl Session {
         self.resp_phase = ResponsePhase::Idle;
         self.served_any = true;
         self.head_started = ctx.now;
+        if self.close_after
+            && self.req_phase == RequestPhase::Complete
+            && self.req_in.is_empty()
+            && !self.client_ready.readable
+        {
+            // The client sent its whole request and nothing since, so closing cannot turn
+            // into a reset that destroys the response before it is read: close now, as nginx
+            // does, rather than read on for the client's FIN.
+            return Err(Closed);
+        }
         if self.close_after || (self.client_eof && self.req_in.is_empty()) {
             self.begin_closing(ctx);
             if self.client_eof {
