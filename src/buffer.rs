@@ -65,6 +65,14 @@ impl Buf {
         pool: &mut BufPool,
     ) -> io::Result<(usize, bool)> {
         let storage = self.storage.get_or_insert_with(|| pool.take());
+        if storage.len() < pool.size {
+            // Parked bytes: back into a full-size buffer before reading more.
+            let mut full = pool.take();
+            full[..self.end - self.start].copy_from_slice(&storage[self.start..self.end]);
+            *storage = full;
+            self.end -= self.start;
+            self.start = 0;
+        }
         if self.end == storage.len() && self.start > 0 {
             storage.copy_within(self.start..self.end, 0);
             self.end -= self.start;
@@ -78,6 +86,24 @@ impl Buf {
         let n = source.read(&mut storage[self.end..])?;
         self.end += n;
         Ok((n, n < space))
+    }
+
+    /// Moves a few bytes that wait for more (a head arriving in pieces) out of the pooled
+    /// buffer into storage of their own size, and gives the buffer back: a client that sends
+    /// slowly, or a slowloris attack, then costs its bytes rather than a whole buffer each.
+    pub fn park(&mut self, pool: &mut BufPool) {
+        let len = self.len();
+        if len == 0 || len > PARK_AT_MOST {
+            return;
+        }
+        if self.storage.as_ref().is_some_and(|s| s.len() == pool.size) {
+            let parked: Box<[u8]> = self.data().into();
+            if let Some(full) = self.storage.replace(parked) {
+                pool.give(full);
+            }
+            self.start = 0;
+            self.end = len;
+        }
     }
 
     /// Gives the storage back to the pool when no byte is left in it.
@@ -99,6 +125,10 @@ pub struct BufPool {
     /// Small vectors for rewritten heads, lent the same way.
     free_heads: Vec<Vec<u8>>,
 }
+
+/// The most bytes `Buf::park` moves out of a pooled buffer: more than a slow client's partial
+/// head usually holds, far less than a buffer.
+const PARK_AT_MOST: usize = 2048;
 
 /// Room a rewritten head usually fits in.
 const HEAD_CAPACITY: usize = 512;
@@ -171,6 +201,26 @@ mod tests {
         buf.consume(6);
         buf.release_if_empty(&mut pool);
         assert!(buf.storage.is_none());
+        assert_eq!(pool.free.len(), 1);
+    }
+
+    #[test]
+    fn parked_bytes_keep_their_place_and_free_the_buffer() {
+        let mut pool = BufPool::new(8, 4);
+        let mut buf = Buf::default();
+        let mut src: &[u8] = b"abc";
+        assert_eq!(buf.read_from(&mut src, &mut pool).unwrap(), (3, true));
+        buf.consume(1);
+        buf.park(&mut pool);
+        assert_eq!(buf.data(), b"bc");
+        assert_eq!(pool.free.len(), 1, "the full buffer went back");
+        assert_eq!(buf.storage.as_ref().map(|s| s.len()), Some(2));
+        let mut more: &[u8] = b"defghijk";
+        assert_eq!(buf.read_from(&mut more, &mut pool).unwrap(), (6, false));
+        assert_eq!(buf.data(), b"bcdefghi");
+        assert_eq!(pool.free.len(), 0, "taken again for the read");
+        buf.consume(8);
+        buf.release_if_empty(&mut pool);
         assert_eq!(pool.free.len(), 1);
     }
 }

@@ -336,7 +336,9 @@ impl Session {
                     self.resp_in.release_if_empty(ctx.bufs);
                     if self.exchange.is_none() {
                         // Idle between requests: ten thousand such connections should cost
-                        // their session structs and nothing more.
+                        // their session structs and nothing more, and a head that is
+                        // trickling in its bytes so far.
+                        self.req_in.park(ctx.bufs);
                         ctx.bufs.return_head(&mut self.to_backend);
                         ctx.bufs.return_head(&mut self.to_client);
                     }

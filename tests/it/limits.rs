@@ -362,6 +362,55 @@ fn ten_thousand_idle_keep_alive_connections_fit_in_little_memory() {
     }
 }
 
+#[test]
+fn slow_partial_heads_cost_their_bytes_not_a_buffer() {
+    const WANTED: usize = 2_000;
+    let limit = raise_nofile_limit() as usize;
+    let n = WANTED.min(limit.saturating_sub(200));
+    let backend = DemoBackend::start("b");
+    let proxy = start(
+        &format!("max_connections = {}\n", n + 100),
+        backend.addr,
+        None,
+    );
+    let pid = proxy.child.id();
+    for _ in 0..4 {
+        assert_eq!(request_on(&mut connect(proxy.addr)), 200);
+    }
+    let rss_before = proxy.rss_kib();
+    // A slowloris client: most of a head, then silence.
+    let partial = b"GET / HTTP/1.1\r\nHost: slow\r\nX-Slow: ";
+    let mut held: Vec<TcpStream> = (0..n)
+        .map(|_| {
+            let mut s = connect(proxy.addr);
+            s.write_all(partial).expect("write a partial head");
+            s
+        })
+        .collect();
+    wait_until("the proxy to read every partial head", || {
+        fd_count(pid) >= n && unread_bytes_at(proxy.addr) == 0
+    });
+    let rss_after = proxy.rss_kib();
+    let grown = rss_after.saturating_sub(rss_before);
+    let per_conn = grown as f64 * 1024.0 / n as f64;
+    eprintln!(
+        "{n} connections each holding a partial head: lb RSS {rss_before} KiB -> {rss_after} \
+         KiB ({per_conn:.0} bytes per connection)"
+    );
+    // A whole buffer each (32 KiB) would be 64 MiB here.
+    assert!(
+        per_conn < 2048.0,
+        "{per_conn:.0} bytes of RSS per connection holding a partial head"
+    );
+    // The parked bytes are intact: each head, completed, is answered.
+    for s in held.iter_mut() {
+        s.write_all(b"1\r\n\r\n").expect("finish the head");
+    }
+    for (i, s) in held.iter_mut().enumerate() {
+        assert_eq!(read_response(s, false).status, 200, "connection {i}");
+    }
+}
+
 // ---- clients vanishing mid-transfer, at scale ------------------------------------------------
 
 const VANISHING: usize = 1_000;

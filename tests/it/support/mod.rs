@@ -656,6 +656,35 @@ pub fn connections_to(remote: SocketAddr, states: &[&str]) -> usize {
         .count()
 }
 
+/// Bytes that arrived on IPv4 sockets bound to `local` and are not read yet, from the
+/// `rx_queue` column of `/proc/net/tcp` (for the listening socket: connections not yet
+/// accepted). Zero once the process behind `local` has taken in everything sent to it.
+pub fn unread_bytes_at(local: SocketAddr) -> u64 {
+    let SocketAddr::V4(v4) = local else {
+        panic!("IPv4 only");
+    };
+    let hex = format!(
+        "{:08X}:{:04X}",
+        u32::from_ne_bytes(v4.ip().octets()),
+        v4.port()
+    );
+    let table = std::fs::read_to_string("/proc/net/tcp").expect("read /proc/net/tcp");
+    table
+        .lines()
+        .skip(1)
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            match fields.as_slice() {
+                [_, l, _, _, queues, ..] if *l == hex => {
+                    let (_, rx) = queues.split_once(':')?;
+                    u64::from_str_radix(rx, 16).ok()
+                }
+                _ => None,
+            }
+        })
+        .sum()
+}
+
 /// The kernel's TCP state of the IPv4 connection `local` → `remote`, from `/proc/net/tcp`
 /// (1 ESTABLISHED, 8 CLOSE_WAIT, ...); `None` once the socket is gone. Lets a test wait until a
 /// close has actually reached the other side, not merely been sent.
