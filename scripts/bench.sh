@@ -5,6 +5,9 @@
 # file) on three loopback ports, keep-alive without limit, no access log. Contestants, each on the
 # same port and balancing the same three backends round-robin:
 #   direct     wrk straight to one backend port: the ceiling
+#   relay      a plain TCP relay (src/bin/relay.rs): a backend connection per client, bytes
+#              copied without a look, the same system calls per keep-alive request as an HTTP
+#              proxy and next to no user-space work: the floor of proxy CPU per request
 #   lb         workers = 1, access_log = false
 #   nginx      worker_processes 1, upstream keepalive, access_log off
 #   haproxy    nbthread 1, http-reuse always, no log
@@ -18,6 +21,7 @@
 #   sys          64 keep-alive connections again, the proxy's system calls (all, epoll_wait,
 #                epoll_ctl, accept4) and context switches counted by perf (skipped without perf)
 #   sysclose     the same with a new connection per request
+#   instr        user-space instructions per request under callgrind (skipped without valgrind)
 # Besides req/s and latency, every run records the proxy's CPU time (utime and stime of its
 # processes, /proc/PID/stat) per request, the backend connections it opened (stub_status
 # "accepts" of the backend) and still holds (ss), its RSS (VmRSS of its processes, the peak of
@@ -60,7 +64,7 @@ fi
 warmup=${BENCH_WARMUP:-1}
 rate=${BENCH_RATE:-5000}
 idle_conns=${BENCH_IDLE_CONNS:-10000}
-read -r -a contestants <<<"${BENCH_CONTESTANTS:-direct lb nginx haproxy lb-2 nginx-2 haproxy-2}"
+read -r -a contestants <<<"${BENCH_CONTESTANTS:-direct relay lb nginx haproxy lb-2 nginx-2 haproxy-2}"
 read -r -a scenarios <<<"${BENCH_SCENARIOS:-ka64 ka256 close big rate idle sys sysclose instr}"
 port=${BENCH_PORT:-8120}
 admin_port=$((port + 1))
@@ -198,6 +202,8 @@ targets() {
         if (median("lb" SUBSEP "ka64.rpc") != "" && median("haproxy" SUBSEP "ka64.rpc") != "") {
             a = median("lb" SUBSEP "ka64.rpc"); b = median("haproxy" SUBSEP "ka64.rpc")
             verdict(a >= 1.5 * b, sprintf("requests per proxy CPU-second at 64 keep-alive >= 1.5x HAProxy: lb %.0f, HAProxy %.0f (%.2fx)", a, b, a / b))
+            f = median("relay" SUBSEP "ka64.rpc")
+            if (f != "") printf "  (the floor: the plain TCP relay, no HTTP work, %.0f: %.2fx HAProxy)\n", f, f / b
         }
         split("ka64 ka256 close", ss, " ")
         split("64 keep-alive,256 keep-alive,new connection per request", sl, ",")
@@ -554,6 +560,8 @@ start_contestant() {
     target=127.0.0.1:$port
     case $kind in
         direct) target=127.0.0.1:$b1; return 0 ;;
+        relay) taskset -c "$cpus" "$bin/relay" --listen "127.0.0.1:$port" --backend "127.0.0.1:$b1" \
+            --backend "127.0.0.1:$b2" --backend "127.0.0.1:$b3" 2>>"$work/relay.log" & ;;
         lb) taskset -c "$cpus" "$bin/lb" --config "$work/lb-$workers.toml" 2>>"$work/lb.log" & ;;
         nginx) taskset -c "$cpus" nginx -p "$work" -e "$work/nginx.err" -c "$work/nginx-$workers.conf" & ;;
         haproxy) taskset -c "$cpus" haproxy -db -f "$work/haproxy-$workers.cfg" 2>>"$work/haproxy.log" & ;;
@@ -660,6 +668,8 @@ rate_run() { # contestant round
 idle_run() { # contestant round
     local c=$1 r=$2 s=idle
     [ -n "$cpid" ] || return 0 # nothing to measure for direct
+    # The relay holds a backend connection and two buffers per client: not made to idle.
+    [ "$c" != relay ] || return 0
     local o=$work/runs/$s-$c-$r.txt
     sleep 0.5
     local rss0 rss1 hold=2
@@ -728,7 +738,7 @@ sys_run() { # scenario contestant round [wrk args]
 instr_run() { # contestant round
     local c=$1 r=$2 s=instr
     case $c in
-        lb | nginx | haproxy) ;;
+        relay | lb | nginx | haproxy) ;;
         *) return 0 ;; # direct has no proxy; one worker is enough to count instructions
     esac
     if ! command -v valgrind >/dev/null 2>&1; then
@@ -738,6 +748,8 @@ instr_run() { # contestant round
     local o=$work/runs/$s-$c-$r.txt cg=$work/runs/$s-$c-$r.callgrind vg
     vg=(valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$cg")
     case $c in
+        relay) "${vg[@]}" "$bin/relay" --listen "127.0.0.1:$port" --backend "127.0.0.1:$b1" \
+            --backend "127.0.0.1:$b2" --backend "127.0.0.1:$b3" 2>>"$work/relay.log" & ;;
         lb) "${vg[@]}" "$bin/lb" --config "$work/lb-1.toml" 2>>"$work/lb.log" & ;;
         nginx) "${vg[@]}" nginx -p "$work" -e "$work/nginx.err" -c "$work/nginx-cg.conf" 2>>"$work/nginx.err" & ;;
         haproxy) "${vg[@]}" haproxy -db -f "$work/haproxy-1.cfg" 2>>"$work/haproxy.log" & ;;
