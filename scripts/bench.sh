@@ -49,6 +49,8 @@
 # from there; the backend's stub_status one below), BENCH_CLIENT_CPU, BENCH_PROXY_CPU,
 # BENCH_OUT (where results.tsv, report.md and every raw output are kept; default target/bench),
 # BENCH_REPORT_FROM (a BENCH_OUT of an earlier run: print its report again and exit),
+# BENCH_RATE_SPIN=1 (during the fixed-rate runs, a nice-19 busy loop on the proxy's CPU keeps that
+# vCPU from idling, whose wake-up latency on a shared VM host otherwise decides p99),
 # BENCH_NICE (e.g. -10: run everything at that niceness, so that other work on a shared machine
 # disturbs the figures less, and is slowed down more; needs root; default: unchanged).
 set -euo pipefail
@@ -63,6 +65,7 @@ else
 fi
 warmup=${BENCH_WARMUP:-1}
 rate=${BENCH_RATE:-5000}
+rate_spin=${BENCH_RATE_SPIN:-0}
 idle_conns=${BENCH_IDLE_CONNS:-10000}
 read -r -a contestants <<<"${BENCH_CONTESTANTS:-direct relay lb nginx haproxy lb-2 nginx-2 haproxy-2}"
 read -r -a scenarios <<<"${BENCH_SCENARIOS:-ka64 ka256 close big rate idle sys sysclose instr}"
@@ -645,11 +648,23 @@ rate_run() { # contestant round
     local c=$1 r=$2 s=rate
     local o=$work/runs/$s-$c-$r.txt
     wrk_run "$work/runs/$s-$c-$r.warmup.txt" 64 "$warmup" /
-    local t0= t1=
+    local t0= t1= spin=
+    if [ "$rate_spin" = 1 ]; then
+        # Keeps the proxy's CPU from going idle: waking an idle vCPU can take milliseconds on a
+        # busy host, and a proxy that needs little CPU idles most between requests.
+        taskset -c "$proxy_cpu" nice -n 19 sh -c 'while :; do :; done' &
+        spin=$!
+        pids+=("$spin")
+    fi
     [ -z "$cpid" ] || t0=$(cpu_ticks "$cpid")
     taskset -c "$client_cpus" "$bin/loadgen" --target "$target" --connections 64 --rate "$rate" \
         --duration "$rate_duration" --timeout 10 >"$o"
     [ -z "$cpid" ] || t1=$(cpu_ticks "$cpid")
+    if [ -n "$spin" ]; then
+        kill "$spin" 2>/dev/null || true
+        wait "$spin" 2>/dev/null || true
+        forget "$spin"
+    fi
     local n failed p50 p99 p999
     n=$(awk '/^requests sent:/ { print $3 }' "$o")
     failed=$(awk '/^requests failed:/ { print $3 }' "$o")
