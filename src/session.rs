@@ -332,13 +332,15 @@ impl Session {
                 }
                 Ok(true) => continue,
                 Ok(false) => {
+                    // Waiting for more: a few request bytes held meanwhile (a head trickling
+                    // in, an upload's next bytes or a body waiting for its backend connection)
+                    // should not pin a whole buffer, or a thousand slow clients pin a thousand.
+                    self.req_in.park(ctx.bufs);
                     self.req_in.release_if_empty(ctx.bufs);
                     self.resp_in.release_if_empty(ctx.bufs);
                     if self.exchange.is_none() {
                         // Idle between requests: ten thousand such connections should cost
-                        // their session structs and nothing more, and a head that is
-                        // trickling in its bytes so far.
-                        self.req_in.park(ctx.bufs);
+                        // their session structs and nothing more.
                         ctx.bufs.return_head(&mut self.to_backend);
                         ctx.bufs.return_head(&mut self.to_client);
                     }
@@ -902,7 +904,13 @@ impl Session {
                     let from_head = n.min(head.len());
                     self.to_backend_pos += from_head;
                     self.req_written += n - from_head;
-                    if !self.replayable {
+                    // Once a byte is out, only an idempotent request may be sent again: for any
+                    // other the copy is dead weight (a slow upload would hold a buffer for it).
+                    let idempotent = self
+                        .exchange
+                        .as_ref()
+                        .is_some_and(|ex| ex.request.method.is_idempotent());
+                    if !self.replayable || !idempotent {
                         self.drop_replay_copy();
                     }
                 }

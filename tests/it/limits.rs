@@ -411,6 +411,57 @@ fn slow_partial_heads_cost_their_bytes_not_a_buffer() {
     }
 }
 
+#[test]
+fn slow_uploads_hold_no_buffer_while_they_wait() {
+    const WANTED: usize = 500;
+    let limit = raise_nofile_limit() as usize;
+    // Each upload holds a client and a backend descriptor in the proxy, and two here.
+    let n = WANTED.min(limit.saturating_sub(200) / 2);
+    let backend = DemoBackend::start("b");
+    let proxy = start(
+        &format!("max_connections = {}\n", n + 100),
+        backend.addr,
+        None,
+    );
+    let pid = proxy.child.id();
+    for _ in 0..4 {
+        assert_eq!(request_on(&mut connect(proxy.addr)), 200);
+    }
+    let rss_before = proxy.rss_kib();
+    // A slow upload: a POST announcing 20 bytes, 10 of them sent, then silence. The bytes sent
+    // have gone on to the backend; a POST is never sent twice, so nothing need stay behind.
+    let mut held: Vec<TcpStream> = (0..n)
+        .map(|_| {
+            let mut s = connect(proxy.addr);
+            s.write_all(
+                b"POST /sink HTTP/1.1\r\nHost: slow\r\nContent-Length: 20\r\n\r\n0123456789",
+            )
+            .expect("write half an upload");
+            s
+        })
+        .collect();
+    wait_until("the proxy to pass every half upload on", || {
+        fd_count(pid) >= 2 * n && unread_bytes_at(proxy.addr) == 0
+    });
+    let rss_after = proxy.rss_kib();
+    let grown = rss_after.saturating_sub(rss_before);
+    let per_conn = grown as f64 * 1024.0 / n as f64;
+    eprintln!(
+        "{n} slow uploads: lb RSS {rss_before} KiB -> {rss_after} KiB ({per_conn:.0} bytes per \
+         upload, a backend connection each)"
+    );
+    assert!(
+        per_conn < 4096.0,
+        "{per_conn:.0} bytes of RSS per waiting upload"
+    );
+    for s in held.iter_mut() {
+        s.write_all(b"0123456789").expect("finish the upload");
+    }
+    for (i, s) in held.iter_mut().enumerate() {
+        assert_eq!(read_response(s, false).status, 200, "upload {i}");
+    }
+}
+
 // ---- clients vanishing mid-transfer, at scale ------------------------------------------------
 
 const VANISHING: usize = 1_000;
