@@ -362,11 +362,13 @@ fn ten_thousand_idle_keep_alive_connections_fit_in_little_memory() {
     }
 }
 
-#[test]
-fn slow_partial_heads_cost_their_bytes_not_a_buffer() {
-    const WANTED: usize = 2_000;
+/// Opens up to `wanted` clients that each send `first` and then stay silent, waits until the
+/// proxy has read every byte, and returns the proxy's RSS growth per client in bytes; then each
+/// sends `rest` and must be answered 200, so whatever the proxy kept of `first` was kept
+/// intact. `fds_per_client`: descriptors each client costs the proxy.
+fn rss_per_silent_client(wanted: usize, fds_per_client: usize, first: &[u8], rest: &[u8]) -> f64 {
     let limit = raise_nofile_limit() as usize;
-    let n = WANTED.min(limit.saturating_sub(200));
+    let n = wanted.min(limit.saturating_sub(200) / fds_per_client);
     let backend = DemoBackend::start("b");
     let proxy = start(
         &format!("max_connections = {}\n", n + 100),
@@ -378,88 +380,63 @@ fn slow_partial_heads_cost_their_bytes_not_a_buffer() {
         assert_eq!(request_on(&mut connect(proxy.addr)), 200);
     }
     let rss_before = proxy.rss_kib();
-    // A slowloris client: most of a head, then silence.
-    let partial = b"GET / HTTP/1.1\r\nHost: slow\r\nX-Slow: ";
     let mut held: Vec<TcpStream> = (0..n)
         .map(|_| {
             let mut s = connect(proxy.addr);
-            s.write_all(partial).expect("write a partial head");
+            s.write_all(first).expect("write the first part");
             s
         })
         .collect();
-    wait_until("the proxy to read every partial head", || {
-        fd_count(pid) >= n && unread_bytes_at(proxy.addr) == 0
+    wait_until("the proxy to read what every client sent", || {
+        fd_count(pid) >= fds_per_client * n && unread_bytes_at(proxy.addr) == 0
     });
     let rss_after = proxy.rss_kib();
-    let grown = rss_after.saturating_sub(rss_before);
-    let per_conn = grown as f64 * 1024.0 / n as f64;
+    let per_client = rss_after.saturating_sub(rss_before) as f64 * 1024.0 / n as f64;
     eprintln!(
-        "{n} connections each holding a partial head: lb RSS {rss_before} KiB -> {rss_after} \
-         KiB ({per_conn:.0} bytes per connection)"
+        "{n} silent clients after {:?}: lb RSS {rss_before} KiB -> {rss_after} KiB \
+         ({per_client:.0} bytes per client)",
+        String::from_utf8_lossy(first)
     );
-    // A whole buffer each (32 KiB) would be 64 MiB here.
-    assert!(
-        per_conn < 2048.0,
-        "{per_conn:.0} bytes of RSS per connection holding a partial head"
-    );
-    // The parked bytes are intact: each head, completed, is answered.
     for s in held.iter_mut() {
-        s.write_all(b"1\r\n\r\n").expect("finish the head");
+        s.write_all(rest).expect("write the rest");
     }
     for (i, s) in held.iter_mut().enumerate() {
-        assert_eq!(read_response(s, false).status, 200, "connection {i}");
+        assert_eq!(read_response(s, false).status, 200, "client {i}");
     }
+    per_client
+}
+
+#[test]
+fn slow_partial_heads_cost_their_bytes_not_a_buffer() {
+    // A slowloris client: most of a head, then silence. A whole buffer each (32 KiB) would be
+    // 64 MiB for 2,000 of them.
+    let per_client = rss_per_silent_client(
+        2_000,
+        1,
+        b"GET / HTTP/1.1\r\nHost: slow\r\nX-Slow: ",
+        b"1\r\n\r\n",
+    );
+    assert!(
+        per_client < 2048.0,
+        "{per_client:.0} bytes of RSS per connection holding a partial head"
+    );
 }
 
 #[test]
 fn slow_uploads_hold_no_buffer_while_they_wait() {
-    const WANTED: usize = 500;
-    let limit = raise_nofile_limit() as usize;
-    // Each upload holds a client and a backend descriptor in the proxy, and two here.
-    let n = WANTED.min(limit.saturating_sub(200) / 2);
-    let backend = DemoBackend::start("b");
-    let proxy = start(
-        &format!("max_connections = {}\n", n + 100),
-        backend.addr,
-        None,
-    );
-    let pid = proxy.child.id();
-    for _ in 0..4 {
-        assert_eq!(request_on(&mut connect(proxy.addr)), 200);
-    }
-    let rss_before = proxy.rss_kib();
     // A slow upload: a POST announcing 20 bytes, 10 of them sent, then silence. The bytes sent
-    // have gone on to the backend; a POST is never sent twice, so nothing need stay behind.
-    let mut held: Vec<TcpStream> = (0..n)
-        .map(|_| {
-            let mut s = connect(proxy.addr);
-            s.write_all(
-                b"POST /sink HTTP/1.1\r\nHost: slow\r\nContent-Length: 20\r\n\r\n0123456789",
-            )
-            .expect("write half an upload");
-            s
-        })
-        .collect();
-    wait_until("the proxy to pass every half upload on", || {
-        fd_count(pid) >= 2 * n && unread_bytes_at(proxy.addr) == 0
-    });
-    let rss_after = proxy.rss_kib();
-    let grown = rss_after.saturating_sub(rss_before);
-    let per_conn = grown as f64 * 1024.0 / n as f64;
-    eprintln!(
-        "{n} slow uploads: lb RSS {rss_before} KiB -> {rss_after} KiB ({per_conn:.0} bytes per \
-         upload, a backend connection each)"
+    // have gone on to the backend (a connection each); a POST is never sent twice, so nothing
+    // need stay behind.
+    let per_client = rss_per_silent_client(
+        500,
+        2,
+        b"POST /sink HTTP/1.1\r\nHost: slow\r\nContent-Length: 20\r\n\r\n0123456789",
+        b"0123456789",
     );
     assert!(
-        per_conn < 4096.0,
-        "{per_conn:.0} bytes of RSS per waiting upload"
+        per_client < 4096.0,
+        "{per_client:.0} bytes of RSS per waiting upload"
     );
-    for s in held.iter_mut() {
-        s.write_all(b"0123456789").expect("finish the upload");
-    }
-    for (i, s) in held.iter_mut().enumerate() {
-        assert_eq!(read_response(s, false).status, 200, "upload {i}");
-    }
 }
 
 // ---- clients vanishing mid-transfer, at scale ------------------------------------------------
