@@ -538,6 +538,31 @@ fn state_reports_every_documented_field() {
     assert!(u64_at(&state(admin), "/uptime_ms") >= u64_at(&doc, "/uptime_ms"));
 }
 
+#[test]
+fn a_connection_close_request_leaves_the_count_without_waiting_for_the_client() {
+    let b1 = DemoBackend::start("b1");
+    let proxy = Proxy::start_with_admin(vec![b1.config()], |_| {});
+    let admin = proxy.admin_addr();
+    let mut client = connect(proxy.addr);
+    client
+        .write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .expect("write");
+    assert_eq!(read_response(&mut client, false).status, 200);
+    // The client sent nothing more and keeps its socket open: the proxy closes at once rather
+    // than lingering (up to 2 s) for the client's FIN.
+    let deadline = Instant::now() + Duration::from_millis(1000);
+    while u64_at(&state(admin), "/totals/active_connections") != 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the session is still open 1 s after its Connection: close response"
+        );
+        thread::sleep(Duration::from_millis(10));
+    }
+    let mut rest = Vec::new();
+    client.read_to_end(&mut rest).expect("read to the end");
+    assert!(rest.is_empty(), "{:?}", String::from_utf8_lossy(&rest));
+}
+
 // ---- 2. the event stream ----------------------------------------------------------------------
 
 #[test]
