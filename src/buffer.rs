@@ -1,7 +1,9 @@
 //! Per-connection byte buffers, taken from a shared free list only while they hold bytes.
 //!
 //! An idle keep-alive connection holds no buffer at all, which is what keeps ten thousand idle
-//! clients cheap; a busy one reuses storage from the free list instead of the allocator.
+//! clients cheap; a busy one reuses storage from the free list instead of the allocator; and a
+//! few bytes waiting for more (a slow client's partial head) are parked in storage of their own
+//! size, so a thousand slow clients do not pin a thousand buffers.
 
 use std::io::{self, Read};
 
@@ -88,9 +90,9 @@ impl Buf {
         Ok((n, n < space))
     }
 
-    /// Moves a few bytes that wait for more (a head arriving in pieces) out of the pooled
-    /// buffer into storage of their own size, and gives the buffer back: a client that sends
-    /// slowly, or a slowloris attack, then costs its bytes rather than a whole buffer each.
+    /// Moves a few bytes that wait for more (a head arriving in pieces, an upload's next bytes)
+    /// out of the pooled buffer into storage of their own size, and gives the buffer back: a
+    /// client that sends slowly, or a slowloris attack, then costs its bytes, not a buffer.
     pub fn park(&mut self, pool: &mut BufPool) {
         let len = self.len();
         if len == 0 || len > PARK_AT_MOST {
