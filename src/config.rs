@@ -74,6 +74,8 @@ pub const DEFAULT_WORKERS: usize = 1;
 pub const DEFAULT_LOG_LEVEL: LevelFilter = LevelFilter::Info;
 /// `access_log`: whether each request produces one log line.
 pub const DEFAULT_ACCESS_LOG: bool = true;
+/// `busy_poll`: whether the reactors poll without ever sleeping.
+pub const DEFAULT_BUSY_POLL: bool = false;
 
 /// `health.path`: the path probed with `GET` on each backend.
 pub const DEFAULT_HEALTH_PATH: &str = "/health";
@@ -173,6 +175,10 @@ pub struct Config {
     pub workers: usize,
     pub log_level: LevelFilter,
     pub access_log: bool,
+    /// Poll without sleeping: each reactor keeps a CPU busy, and in exchange is never woken
+    /// from an idle CPU, which on virtual machines can take milliseconds (HAProxy's
+    /// `busy-polling`).
+    pub busy_poll: bool,
     /// How many other backends a failed request may still be sent to.
     pub retries: u32,
     /// Peers that must open their connections with a PROXY protocol header (v1 or v2); empty
@@ -350,6 +356,7 @@ impl Default for Config {
             workers: DEFAULT_WORKERS,
             log_level: DEFAULT_LOG_LEVEL,
             access_log: DEFAULT_ACCESS_LOG,
+            busy_poll: DEFAULT_BUSY_POLL,
             retries: DEFAULT_RETRIES,
             proxy_protocol_from: Vec::new(),
             health: HealthConfig::default(),
@@ -435,6 +442,7 @@ impl fmt::Display for Config {
             self.log_level.as_str().to_ascii_lowercase()
         )?;
         writeln!(f, "access_log  {}", self.access_log)?;
+        writeln!(f, "busy_poll   {}", self.busy_poll)?;
         writeln!(f, "retries     {}", self.retries)?;
         writeln!(
             f,

@@ -206,6 +206,7 @@ impl Reactor {
                     max_target_bytes: limits.max_target_bytes,
                 },
                 access_log: config.access_log,
+                busy_poll: config.busy_poll,
                 retries: config.retries,
                 proxy_from: config.proxy_protocol_from.clone(),
             },
@@ -335,7 +336,7 @@ impl Reactor {
     }
 
     fn poll_timeout(&self, now: Instant) -> Option<Duration> {
-        if !self.runnable.is_empty() {
+        if !self.runnable.is_empty() || self.settings.busy_poll {
             return Some(Duration::ZERO);
         }
         let mut next = self.next_pool_sweep;
@@ -408,6 +409,7 @@ impl Reactor {
         t.retries = config.retries;
         t.proxy_from = config.proxy_protocol_from.clone();
         t.access_log = config.access_log;
+        t.busy_poll = config.busy_poll;
         let limits = &config.limits;
         if limits.max_header_bytes <= self.max_header_bytes {
             t.head_limits = HeadLimits {

@@ -56,6 +56,8 @@ pub struct Settings {
     pub timeouts: Timeouts,
     pub head_limits: HeadLimits,
     pub access_log: bool,
+    /// The reactor polls without sleeping (`busy_poll`).
+    pub busy_poll: bool,
     /// How many other backends a failed request may still go to.
     pub retries: u32,
     /// Peers whose connections open with a PROXY protocol header.

@@ -22,6 +22,7 @@ pub(super) struct RawConfig {
     pub workers: Option<Spanned<i64>>,
     pub log_level: Option<Spanned<String>>,
     pub access_log: Option<bool>,
+    pub busy_poll: Option<bool>,
     pub retries: Option<Spanned<i64>>,
     pub proxy_protocol: Option<bool>,
     pub proxy_protocol_from: Option<Spanned<Vec<String>>>,
@@ -260,7 +261,7 @@ fn expectation(key: &str) -> Option<&'static str> {
         "algorithm" => "a string naming the algorithm, like \"round_robin\"",
         "workers" | "retries" | "health.rise" | "health.fall" | "backend.weight" => INTEGER,
         "log_level" => "a string: off, error, warn, info, debug or trace",
-        "access_log" | "proxy_protocol" => "true or false",
+        "access_log" | "busy_poll" | "proxy_protocol" => "true or false",
         "proxy_protocol_from" => {
             "a list of addresses or networks, like [\"10.0.0.0/8\", \"127.0.0.1\"]"
         }

@@ -57,6 +57,7 @@ algorithm = "round_robin"       # only "round_robin" for now
 workers = 1                     # reactors (later issue); must be >= 1
 log_level = "info"              # off|error|warn|info|debug|trace
 access_log = true               # one log line per request
+busy_poll = false               # true: never sleep in the poller (burns a CPU per worker)
 
 [health]
 path = "/health"                # must start with '/'
@@ -96,6 +97,7 @@ fn documented_example_parses_to_documented_values() {
     assert_eq!(cfg.workers, 1);
     assert_eq!(cfg.log_level, LevelFilter::Info);
     assert!(cfg.access_log);
+    assert!(!cfg.busy_poll);
     assert_eq!(
         cfg.health,
         HealthConfig {
@@ -179,6 +181,7 @@ algorithm = "round_robin"
 workers = 4
 log_level = "DEBUG"
 access_log = false
+busy_poll = true
 [health]
 path = "/ready?full=1"
 interval = "2s"
@@ -211,6 +214,7 @@ address = "127.0.0.1:7003"
     assert_eq!(cfg.workers, 4);
     assert_eq!(cfg.log_level, LevelFilter::Debug);
     assert!(!cfg.access_log);
+    assert!(cfg.busy_poll);
     assert_eq!(cfg.health.path, "/ready?full=1");
     assert_eq!(cfg.health.interval, Duration::from_secs(2));
     assert_eq!(cfg.health.timeout, Duration::from_millis(250));

@@ -58,6 +58,7 @@ pub(super) fn build(raw: RawConfig, text: &str) -> Result<Config, ConfigError> {
         None => DEFAULT_LOG_LEVEL,
     };
     let access_log = raw.access_log.unwrap_or(DEFAULT_ACCESS_LOG);
+    let busy_poll = raw.busy_poll.unwrap_or(DEFAULT_BUSY_POLL);
     let retries = v.int("retries", raw.retries.as_ref(), DEFAULT_RETRIES, 0)?;
     let mut proxy_protocol_from = Vec::new();
     if let Some(list) = &raw.proxy_protocol_from {
@@ -296,6 +297,7 @@ pub(super) fn build(raw: RawConfig, text: &str) -> Result<Config, ConfigError> {
         workers,
         log_level,
         access_log,
+        busy_poll,
         retries,
         proxy_protocol_from,
         health,
