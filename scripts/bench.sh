@@ -51,6 +51,8 @@
 # BENCH_REPORT_FROM (a BENCH_OUT of an earlier run: print its report again and exit),
 # BENCH_RATE_SPIN=1 (during the fixed-rate runs, a nice-19 busy loop on the proxy's CPU keeps that
 # vCPU from idling, whose wake-up latency on a shared VM host otherwise decides p99),
+# BENCH_BUSY_POLL=1 (lb with busy_poll = true and HAProxy with busy-polling: pollers that never
+# sleep; nginx has no such setting),
 # BENCH_NICE (e.g. -10: run everything at that niceness, so that other work on a shared machine
 # disturbs the figures less, and is slowed down more; needs root; default: unchanged).
 set -euo pipefail
@@ -66,6 +68,7 @@ fi
 warmup=${BENCH_WARMUP:-1}
 rate=${BENCH_RATE:-5000}
 rate_spin=${BENCH_RATE_SPIN:-0}
+busy_poll=${BENCH_BUSY_POLL:-0}
 idle_conns=${BENCH_IDLE_CONNS:-10000}
 read -r -a contestants <<<"${BENCH_CONTESTANTS:-direct relay lb nginx haproxy lb-2 nginx-2 haproxy-2}"
 read -r -a scenarios <<<"${BENCH_SCENARIOS:-ka64 ka256 close big rate idle sys sysclose instr}"
@@ -406,6 +409,7 @@ global
   # HAProxy wants 2 x maxconn descriptors; idle client connections need only one each.
   ulimit-n $fdlimit
   no strict-limits
+$([ "$busy_poll" = 1 ] && echo "  busy-polling")
 defaults
   mode http
   maxconn $maxconn
@@ -429,6 +433,7 @@ listen = "127.0.0.1:$port"
 admin = "127.0.0.1:$admin_port"
 workers = $w
 access_log = false
+busy_poll = $([ "$busy_poll" = 1 ] && echo true || echo false)
 log_level = "warn"
 [timeouts]
 client_idle = "300s"
