@@ -454,8 +454,8 @@ done
 "$bin/lb" --config "$work/lb-1.toml" --check >/dev/null
 
 # --- helpers ------------------------------------------------------------------------------------
-wait_port() {
-    for _ in $(seq 1 200); do
+wait_port() { # port [tries of 0.05 s; a proxy under valgrind takes seconds to start]
+    for _ in $(seq 1 "${2:-200}"); do
         (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
         sleep 0.05
     done
@@ -561,23 +561,31 @@ wrk_rps() { awk '/^Requests\/sec:/ { print $2 }' "$1"; }
 
 cpid= # the running contestant's pid (none for direct)
 target=
-start_contestant() {
+start_contestant() { # name [command prefix; default: taskset to the proxy's CPUs]
     local name=$1 kind=${1%-2} workers=1 cpus=$proxy_cpus
+    shift
     if [ "$name" != "$kind" ]; then workers=2; cpus=$both_cpus; fi
+    local prefix=("$@") nginx_conf=$work/nginx-$workers.conf tries=200
+    if [ "${#prefix[@]}" = 0 ]; then
+        prefix=(taskset -c "$cpus")
+    elif [ "${prefix[0]}" = valgrind ]; then
+        nginx_conf=$work/nginx-cg.conf
+        tries=600
+    fi
     cpid=
     target=127.0.0.1:$port
     case $kind in
         direct) target=127.0.0.1:$b1; return 0 ;;
-        relay) taskset -c "$cpus" "$bin/relay" --listen "127.0.0.1:$port" --backend "127.0.0.1:$b1" \
+        relay) "${prefix[@]}" "$bin/relay" --listen "127.0.0.1:$port" --backend "127.0.0.1:$b1" \
             --backend "127.0.0.1:$b2" --backend "127.0.0.1:$b3" 2>>"$work/relay.log" & ;;
-        lb) taskset -c "$cpus" "$bin/lb" --config "$work/lb-$workers.toml" 2>>"$work/lb.log" & ;;
-        nginx) taskset -c "$cpus" nginx -p "$work" -e "$work/nginx.err" -c "$work/nginx-$workers.conf" & ;;
-        haproxy) taskset -c "$cpus" haproxy -db -f "$work/haproxy-$workers.cfg" 2>>"$work/haproxy.log" & ;;
+        lb) "${prefix[@]}" "$bin/lb" --config "$work/lb-$workers.toml" 2>>"$work/lb.log" & ;;
+        nginx) "${prefix[@]}" nginx -p "$work" -e "$work/nginx.err" -c "$nginx_conf" & ;;
+        haproxy) "${prefix[@]}" haproxy -db -f "$work/haproxy-$workers.cfg" 2>>"$work/haproxy.log" & ;;
         *) echo "unknown contestant $name" >&2; exit 2 ;;
     esac
     cpid=$!
     pids+=("$cpid")
-    if ! wait_port "$port" || ! kill -0 "$cpid" 2>/dev/null; then
+    if ! wait_port "$port" "$tries" || ! kill -0 "$cpid" 2>/dev/null; then
         echo "$name did not start; its log:" >&2
         tail -n 20 "$work/$kind.log" "$work/nginx.err" 2>/dev/null >&2 || true
         exit 1
@@ -765,37 +773,14 @@ instr_run() { # contestant round
         echo "  $c: valgrind is missing, no instruction counts"
         return 0
     fi
-    local o=$work/runs/$s-$c-$r.txt cg=$work/runs/$s-$c-$r.callgrind vg
-    vg=(valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$cg")
-    case $c in
-        relay) "${vg[@]}" "$bin/relay" --listen "127.0.0.1:$port" --backend "127.0.0.1:$b1" \
-            --backend "127.0.0.1:$b2" --backend "127.0.0.1:$b3" 2>>"$work/relay.log" & ;;
-        lb) "${vg[@]}" "$bin/lb" --config "$work/lb-1.toml" 2>>"$work/lb.log" & ;;
-        nginx) "${vg[@]}" nginx -p "$work" -e "$work/nginx.err" -c "$work/nginx-cg.conf" 2>>"$work/nginx.err" & ;;
-        haproxy) "${vg[@]}" haproxy -db -f "$work/haproxy-1.cfg" 2>>"$work/haproxy.log" & ;;
-    esac
-    cpid=$!
-    pids+=("$cpid")
-    target=127.0.0.1:$port
-    local ok=0
-    for _ in $(seq 1 600); do
-        (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && { ok=1; break; }
-        kill -0 "$cpid" 2>/dev/null || break
-        sleep 0.1
-    done
-    # /usr/bin/valgrind is a script; the process callgrind_control talks to runs valgrind.bin.
-    local vpid
-    vpid=$(pgrep -f -- "valgrind.bin .*--callgrind-out-file=$cg" | head -n 1 || true)
-    if [ "$ok" != 1 ] || [ -z "$vpid" ]; then
-        echo "  $c did not start under valgrind" >&2
-        stop_contestant
-        return 0
-    fi
+    local o=$work/runs/$s-$c-$r.txt cg=$work/runs/$s-$c-$r.callgrind
+    # /usr/bin/valgrind execs valgrind.bin: the contestant's pid is the one callgrind_control
+    # talks to.
+    start_contestant "$c" valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$cg"
     wrk_run "$work/runs/$s-$c-$r.warmup.txt" 16 "$warmup" /
-    callgrind_control -i on "$vpid" >/dev/null 2>&1
+    callgrind_control -i on "$cpid" >/dev/null 2>&1
     wrk_run "$o" 16 "$duration" /
-    callgrind_control -d "$vpid" >/dev/null 2>&1
-    kill "$vpid" 2>/dev/null || true
+    callgrind_control -d "$cpid" >/dev/null 2>&1
     stop_contestant
     local n ir
     n=$(wrk_requests "$o")

@@ -20,6 +20,15 @@ fn start(limits: &str, backend: SocketAddr, nofile: Option<u64>) -> ProxyProcess
     start_with(false, limits, backend, nofile)
 }
 
+/// The proxy with `max_connections` a little above `clients`.
+fn start_with_room_for(clients: usize, backend: SocketAddr) -> ProxyProcess {
+    start(
+        &format!("max_connections = {}\n", clients + 100),
+        backend,
+        None,
+    )
+}
+
 fn start_with(
     access_log: bool,
     limits: &str,
@@ -298,11 +307,7 @@ fn ten_thousand_idle_keep_alive_connections_fit_in_little_memory() {
         WANTED
     };
     let backend = DemoBackend::start("b");
-    let proxy = start(
-        &format!("max_connections = {}\n", n + 100),
-        backend.addr,
-        None,
-    );
+    let proxy = start_with_room_for(n, backend.addr);
     let pid = proxy.child.id();
     let addr = proxy.addr;
     // Connections held by THREADS clients each: one request and response, then idle.
@@ -370,11 +375,7 @@ fn rss_per_silent_client(wanted: usize, fds_per_client: usize, first: &[u8], res
     let limit = raise_nofile_limit() as usize;
     let n = wanted.min(limit.saturating_sub(200) / fds_per_client);
     let backend = DemoBackend::start("b");
-    let proxy = start(
-        &format!("max_connections = {}\n", n + 100),
-        backend.addr,
-        None,
-    );
+    let proxy = start_with_room_for(n, backend.addr);
     let pid = proxy.child.id();
     for _ in 0..4 {
         assert_eq!(request_on(&mut connect(proxy.addr)), 200);
