@@ -7,6 +7,19 @@
 
 use std::io::{self, Read};
 
+/// Something a buffer reads from: besides the bytes, it tells whether its queue is known to be
+/// empty now (a short read from a socket), which spares the read that would say WouldBlock.
+pub trait Source {
+    fn read_some(&mut self, buf: &mut [u8]) -> io::Result<(usize, bool)>;
+}
+
+impl Source for &[u8] {
+    fn read_some(&mut self, buf: &mut [u8]) -> io::Result<(usize, bool)> {
+        let n = self.read(buf)?;
+        Ok((n, n < buf.len()))
+    }
+}
+
 /// A fixed-capacity buffer: bytes live in `storage[start..end]`.
 #[derive(Debug, Default)]
 pub struct Buf {
@@ -59,11 +72,10 @@ impl Buf {
     }
 
     /// Reads once from `source` into the free space, taking storage from `pool` if needed.
-    /// Returns the bytes read and whether they left free space: a short read from a socket
-    /// means its receive queue is empty now, which spares the read that would say WouldBlock.
-    pub fn read_from<R: Read>(
+    /// Returns the bytes read and whether the source is known to be drained.
+    pub fn read_from<S: Source>(
         &mut self,
-        source: &mut R,
+        source: &mut S,
         pool: &mut BufPool,
     ) -> io::Result<(usize, bool)> {
         let storage = self.storage.get_or_insert_with(|| pool.take());
@@ -84,10 +96,9 @@ impl Buf {
             // Callers check is_full first; reading into nothing would look like end of stream.
             return Err(io::Error::new(io::ErrorKind::OutOfMemory, "buffer full"));
         }
-        let space = storage.len() - self.end;
-        let n = source.read(&mut storage[self.end..])?;
+        let (n, drained) = source.read_some(&mut storage[self.end..])?;
         self.end += n;
-        Ok((n, n < space))
+        Ok((n, drained))
     }
 
     /// Moves a few bytes that wait for more (a head arriving in pieces, an upload's next bytes)

@@ -47,4 +47,5 @@ pub mod reactor;
 pub mod session;
 pub mod stats;
 pub mod token;
+pub mod transport;
 pub mod upstream;

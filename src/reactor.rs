@@ -24,6 +24,7 @@ use crate::http::HeadLimits;
 use crate::session::{Ctx, Outcome, Session, Settings};
 use crate::stats::Totals;
 use crate::token::{self, Target};
+use crate::transport::Transport;
 use crate::upstream::{BackendState, Backends, ChangeError, Pool};
 
 /// How often idle pooled connections are checked against their timeout.
@@ -515,7 +516,7 @@ impl Reactor {
         }
         self.next_session_id += 1;
         let id = self.next_session_id;
-        let session = entry.insert(Session::new(id, slot, stream, peer, now));
+        let session = entry.insert(Session::new(id, slot, Transport::Plain(stream), peer, now));
         if self
             .settings
             .proxy_from

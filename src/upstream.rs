@@ -20,6 +20,7 @@ use crate::events::{Event, EventBus};
 use crate::health::{HealthTracker, ProbeResult};
 use crate::stats::Traffic;
 use crate::token;
+use crate::transport::Transport;
 
 /// One backend server, its health, and what happened on it.
 #[derive(Debug)]
@@ -481,7 +482,7 @@ enum Lease {
     /// The session in this slot is using it.
     Session(usize),
     /// Parked in the pool since `since`.
-    Idle { stream: TcpStream, since: Instant },
+    Idle { stream: Transport, since: Instant },
 }
 
 struct Conn {
@@ -538,7 +539,7 @@ impl Pool {
 
     /// Leases the most recently parked connection to `backend` (the one least likely to have
     /// been closed by the backend's own idle timeout) to `session`.
-    pub fn take(&mut self, backend: usize, session: usize) -> Option<(TcpStream, usize)> {
+    pub fn take(&mut self, backend: usize, session: usize) -> Option<(Transport, usize)> {
         let queue = self.idle_by_backend.get_mut(backend)?;
         while let Some(id) = queue.pop_back() {
             let Some(conn) = self.conns.get_mut(id) else {
@@ -554,7 +555,7 @@ impl Pool {
     }
 
     /// Parks a connection whose last exchange ended cleanly.
-    pub fn put(&mut self, id: usize, stream: TcpStream, now: Instant) {
+    pub fn put(&mut self, id: usize, stream: Transport, now: Instant) {
         let Some(backend) = self.conns.get(id).map(|c| c.backend) else {
             return;
         };
@@ -605,7 +606,7 @@ impl Pool {
             return;
         };
         let mut probe = [0u8; 1];
-        match stream.peek(&mut probe) {
+        match stream.tcp().peek(&mut probe) {
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
             _ => {}
         }

@@ -1,0 +1,88 @@
+//! Accounting for finished exchanges: counters, latency statistics, the dashboard's request
+//! events and the access log line.
+
+use std::sync::atomic::Ordering;
+use std::time::{Duration, SystemTime};
+
+use log::info;
+
+use super::{Ctx, Session};
+use crate::events::{Event, RequestEvent};
+
+impl Session {
+    /// Accounts for a finished (or aborted) exchange: counters, latency statistics, the
+    /// dashboard's event and the access log line.
+    pub(super) fn log_exchange(&self, ctx: &Ctx, note: &str) {
+        let Some(ex) = &self.exchange else {
+            return;
+        };
+        let backend = ex.backend.and_then(|i| ctx.backends.get(i));
+        let elapsed = ctx.now.duration_since(ex.started);
+        if ex.status != 0 {
+            ctx.totals.requests.fetch_add(1, Ordering::Relaxed);
+            if ex.error_cause.is_some() {
+                ctx.totals.answered_by_proxy.fetch_add(1, Ordering::Relaxed);
+            }
+            let second = ctx.totals.second(ctx.now);
+            match &backend {
+                Some(b) => b.record(ex.status, elapsed, second),
+                None => {
+                    if let Ok(mut t) = ctx.totals.unattributed.lock() {
+                        t.record(ex.status, elapsed, second);
+                    }
+                }
+            }
+        }
+        let backend = backend.as_ref().map(|b| b.name.as_str());
+        let millis = elapsed.as_secs_f64() * 1000.0;
+        let line = ex.request.request_line.as_deref().unwrap_or("-");
+        if ctx.events.wants_requests() {
+            let mut parts = line.split(' ');
+            ctx.events.publish(Event::Request(RequestEvent {
+                time: SystemTime::now(),
+                client: self.peer.to_string(),
+                method: parts.next().unwrap_or("-").to_string(),
+                target: parts.next().unwrap_or("-").to_string(),
+                status: ex.status,
+                backend: backend.map(str::to_string),
+                duration_ms: millis,
+                bytes: ex.bytes_to_client,
+            }));
+        }
+        if ctx.settings.access_log {
+            info!(
+                target: "access",
+                "{} \"{line}\" {} {} {} {millis:.3}ms{}{note}",
+                self.peer,
+                ex.status,
+                ex.bytes_to_client,
+                backend.unwrap_or("-"),
+                ex.error_cause.map_or(String::new(), |c| format!(" {c}")),
+            );
+        }
+    }
+
+    /// Accounts for a request refused before it was understood.
+    pub(super) fn record_refusal(&self, ctx: &Ctx, status: u16, cause: &str) {
+        ctx.totals.requests.fetch_add(1, Ordering::Relaxed);
+        ctx.totals.answered_by_proxy.fetch_add(1, Ordering::Relaxed);
+        if let Ok(mut t) = ctx.totals.unattributed.lock() {
+            t.record(status, Duration::ZERO, ctx.totals.second(ctx.now));
+        }
+        if ctx.events.wants_requests() {
+            ctx.events.publish(Event::Request(RequestEvent {
+                time: SystemTime::now(),
+                client: self.peer.to_string(),
+                method: "-".to_string(),
+                target: "-".to_string(),
+                status,
+                backend: None,
+                duration_ms: 0.0,
+                bytes: 0,
+            }));
+        }
+        if ctx.settings.access_log {
+            info!(target: "access", "{} \"-\" {status} 0 - 0.000ms {cause}", self.peer);
+        }
+    }
+}

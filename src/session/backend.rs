@@ -1,0 +1,348 @@
+//! The backend side of a session: getting a connection (pooled or new) for the current
+//! exchange, writing the request to it, reading the response from it, and letting it go.
+
+use std::io;
+use std::sync::atomic::Ordering;
+
+use log::{debug, warn};
+use mio::net::TcpStream;
+
+use super::{
+    interrupted, would_block, BackendConn, BackendFailure, Ctx, RequestPhase, ResponsePhase,
+    Session, Step,
+};
+use crate::transport::{Readiness, Transport};
+use crate::upstream::BackendState;
+
+impl Session {
+    /// Gets a connection for the current exchange, on a backend this request has not failed
+    /// on, within the retry budget: an idle pooled one, or a new connect. Returns false when
+    /// none is left to try.
+    pub(super) fn connect_backend(&mut self, ctx: &mut Ctx) -> bool {
+        loop {
+            let Some(ex) = &mut self.exchange else {
+                return false;
+            };
+            if ex.tries > ctx.settings.retries {
+                return false;
+            }
+            // Never the backend that just failed, unless it is the only one.
+            let pick = ctx.backends.pick(&ex.tried).or_else(|| {
+                if ctx.backends.live_count() == 1 {
+                    ctx.backends.pick(&[])
+                } else {
+                    None
+                }
+            });
+            let Some(index) = pick else {
+                return false;
+            };
+            let Some(backend) = ctx.backends.get(index) else {
+                return false;
+            };
+            ex.tries += 1;
+            ex.backend = Some(index);
+            if let Some((stream, id)) = ctx.pool.take(index, self.slot) {
+                self.attach(ctx, stream, id, index, true);
+                return true;
+            }
+            match self.open_connection(ctx, index) {
+                Ok(()) => return true,
+                Err(e) => {
+                    warn!(
+                        "connect to {} ({}) failed: {e}",
+                        backend.name, backend.address
+                    );
+                    backend.errors.fetch_add(1, Ordering::Relaxed);
+                    ctx.backends.mark_down(index, "connect failed");
+                }
+            }
+            if let Some(ex) = &mut self.exchange {
+                ex.tried.push(index);
+            }
+        }
+    }
+
+    /// Starts a new connection to backend `index` for the current exchange.
+    pub(super) fn open_connection(&mut self, ctx: &mut Ctx, index: usize) -> io::Result<()> {
+        let address = ctx
+            .backends
+            .get(index)
+            .map(|b| b.address)
+            .ok_or_else(|| io::Error::from(io::ErrorKind::NotFound))?;
+        let mut stream = TcpStream::connect(address)?;
+        let id = ctx.pool.open(&mut stream, index, self.slot, ctx.registry)?;
+        if let Some(backend) = ctx.backends.get(index) {
+            backend.connections.fetch_add(1, Ordering::Relaxed);
+        }
+        self.attach(ctx, Transport::Plain(stream), id, index, false);
+        Ok(())
+    }
+
+    /// Makes `stream` the current exchange's backend connection.
+    pub(super) fn attach(
+        &mut self,
+        ctx: &mut Ctx,
+        stream: Transport,
+        id: usize,
+        index: usize,
+        reused: bool,
+    ) {
+        if let Some(backend) = ctx.backends.get(index) {
+            backend.requests.fetch_add(1, Ordering::Relaxed);
+            backend.in_flight.fetch_add(1, Ordering::Relaxed);
+        }
+        self.backend = Some(BackendConn {
+            stream,
+            id,
+            index,
+            // A pooled connection is writable now; a new one says so when its connect ends. Nothing
+            // is there to read: a close while it sat in the pool dropped it there, and one from
+            // now on comes with an edge of its own.
+            ready: Readiness {
+                readable: false,
+                writable: reused,
+                read_closed: false,
+            },
+            connected: reused,
+            reused,
+            last_activity: ctx.now,
+            eof: false,
+            write_shut: false,
+        });
+    }
+
+    /// Takes the backend connection away from the session; the caller parks or releases it.
+    pub(super) fn detach(&mut self, ctx: &mut Ctx) -> Option<BackendConn> {
+        let b = self.backend.take()?;
+        if let Some(backend) = ctx.backends.get(b.index) {
+            backend.in_flight.fetch_sub(1, Ordering::Relaxed);
+        }
+        Some(b)
+    }
+
+    /// Finishes a non-blocking connect once the socket reports readiness.
+    pub(super) fn check_connected(&mut self, ctx: &mut Ctx) -> Step {
+        let Some(b) = &mut self.backend else {
+            return Ok(false);
+        };
+        if b.connected {
+            return Ok(true);
+        }
+        if !b.ready.writable && !b.ready.readable {
+            return Ok(false);
+        }
+        match b.stream.tcp().take_error() {
+            Ok(None) => {}
+            Ok(Some(e)) | Err(e) => {
+                debug!("connect to backend {} failed: {e}", b.index);
+                return self.backend_failed(ctx, BackendFailure::Connect);
+            }
+        }
+        match b.stream.tcp().peer_addr() {
+            Ok(_) => {
+                b.connected = true;
+                let _ = b.stream.tcp().set_nodelay(true);
+                Ok(true)
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotConnected => {
+                // A spurious wake-up: the connect is still in progress.
+                b.ready = Readiness::default();
+                Ok(false)
+            }
+            Err(_) => self.backend_failed(ctx, BackendFailure::Connect),
+        }
+    }
+
+    pub(super) fn write_backend(&mut self, ctx: &mut Ctx) -> Step {
+        if !self.check_connected(ctx)? {
+            return Ok(false);
+        }
+        let mut progress = false;
+        loop {
+            let Some(b) = &mut self.backend else {
+                return Ok(progress);
+            };
+            if !b.ready.writable || b.write_shut {
+                return Ok(progress);
+            }
+            let head = &self.to_backend[self.to_backend_pos..];
+            let body = &self.req_in.data()[self.req_written..self.req_released];
+            if head.is_empty() && body.is_empty() {
+                break;
+            }
+            let result = if head.is_empty() {
+                b.stream.write(body)
+            } else if body.is_empty() {
+                b.stream.write(head)
+            } else {
+                b.stream.write_pair(head, body)
+            };
+            match result {
+                Ok(n) => {
+                    progress = true;
+                    b.last_activity = ctx.now;
+                    if n < head.len() + body.len() {
+                        // The send buffer is full: an edge will say when it has room again.
+                        b.ready.writable = false;
+                    }
+                    let from_head = n.min(head.len());
+                    self.to_backend_pos += from_head;
+                    self.req_written += n - from_head;
+                    // Once a byte is out, only an idempotent request may be sent again: for any
+                    // other the copy is dead weight (a slow upload would hold a buffer for it).
+                    let idempotent = self
+                        .exchange
+                        .as_ref()
+                        .is_some_and(|ex| ex.request.method.is_idempotent());
+                    if !self.replayable || !idempotent {
+                        self.drop_replay_copy();
+                    }
+                }
+                Err(e) if would_block(&e) => b.ready.writable = false,
+                Err(e) if interrupted(&e) => {}
+                Err(e) if self.req_phase != RequestPhase::Tunnel => {
+                    // The backend stopped reading: it answered early (a 413 to an upload, say)
+                    // and closed, or it is gone. An answer may be waiting in the socket ahead of
+                    // the reset, so stop writing and let a read tell which: a response goes on
+                    // as usual (the rest of the request is then abandoned), an end without one
+                    // is the failure.
+                    debug!("backend stopped reading the request: {e}");
+                    b.write_shut = true;
+                    b.ready.readable = true;
+                    return Ok(true);
+                }
+                Err(e) => {
+                    debug!("backend write error: {e}");
+                    return self.backend_failed(ctx, BackendFailure::Broken);
+                }
+            }
+        }
+        if self.req_phase == RequestPhase::Tunnel && self.client_eof {
+            self.shut_backend_write_when_flushed(ctx);
+        }
+        Ok(progress)
+    }
+
+    pub(super) fn request_fully_sent(&self) -> bool {
+        matches!(self.req_phase, RequestPhase::Complete)
+            && self.to_backend_pos == self.to_backend.len()
+            && self.req_written == self.req_released
+    }
+
+    pub(super) fn shut_backend_write_when_flushed(&mut self, _ctx: &mut Ctx) {
+        let flushed =
+            self.to_backend_pos == self.to_backend.len() && self.req_written == self.req_released;
+        if let Some(b) = &mut self.backend {
+            if flushed && !b.write_shut && b.connected {
+                b.write_shut = true;
+                b.stream.shutdown_write();
+            }
+        }
+    }
+
+    /// Forgets the copy of request bytes already written: once one is gone, the request can
+    /// no longer be sent again.
+    pub(super) fn drop_replay_copy(&mut self) {
+        if self.req_written > 0 {
+            self.replayable = false;
+        }
+        self.req_in.consume(self.req_written);
+        self.req_released -= self.req_written;
+        self.req_written = 0;
+    }
+
+    pub(super) fn read_backend(&mut self, ctx: &mut Ctx) -> Step {
+        if !matches!(
+            self.resp_phase,
+            ResponsePhase::Head | ResponsePhase::Body | ResponsePhase::Tunnel
+        ) {
+            return Ok(false);
+        }
+        if !self.check_connected(ctx)? {
+            return Ok(false);
+        }
+        let capacity = ctx.bufs.buffer_size();
+        let Some(b) = &mut self.backend else {
+            return Ok(false);
+        };
+        if !b.ready.readable || b.eof || self.resp_in.is_full(capacity) {
+            return Ok(false);
+        }
+        match self.resp_in.read_from(&mut b.stream, ctx.bufs) {
+            Ok((0, _)) => {
+                b.eof = true;
+                self.on_backend_eof(ctx)
+            }
+            Ok((_, short)) => {
+                if short {
+                    b.ready.drained();
+                }
+                b.last_activity = ctx.now;
+                if let Some(ex) = &mut self.exchange {
+                    if !ex.response_started {
+                        ex.response_started = true;
+                    }
+                }
+                if self.replayable {
+                    self.drop_replay_copy();
+                }
+                Ok(true)
+            }
+            Err(e) if would_block(&e) => {
+                b.ready.readable = false;
+                Ok(false)
+            }
+            Err(e) if interrupted(&e) => Ok(true),
+            Err(e) => {
+                debug!("backend read error: {e}");
+                self.backend_failed(ctx, BackendFailure::Broken)
+            }
+        }
+    }
+
+    pub(super) fn on_backend_eof(&mut self, ctx: &mut Ctx) -> Step {
+        loop {
+            match self.resp_phase {
+                ResponsePhase::Tunnel => {
+                    self.shut_client_write_when_flushed();
+                    return Ok(true);
+                }
+                ResponsePhase::Body if self.resp_scanner.is_close_delimited() => {
+                    let len = self.resp_in.len();
+                    self.resp_released = len;
+                    self.response_complete(ctx);
+                    return Ok(true);
+                }
+                // The close often arrives with the last bytes, which are read but not yet parsed
+                // or scanned: they may finish the head and the body. Only a response still
+                // unfinished once they are all used was cut short.
+                ResponsePhase::Head | ResponsePhase::Body => {
+                    if !self.advance_response(ctx)? {
+                        return self.backend_failed(ctx, BackendFailure::Broken);
+                    }
+                }
+                // The response is complete: the backend just closed a connection it was done with.
+                ResponsePhase::Idle | ResponsePhase::Complete => return Ok(true),
+            }
+        }
+    }
+
+    /// Lets go of the backend connection, into the pool when it can carry another request.
+    pub(super) fn drop_backend(&mut self, ctx: &mut Ctx, reusable: bool) {
+        if let Some(b) = self.detach(ctx) {
+            // A backend removed while this exchange was on it is never picked again: parking
+            // the connection would only hold it open, idle, until `backend_idle` (removal
+            // closes the pooled ones, but not those still in use then).
+            let removed = ctx
+                .backends
+                .get(b.index)
+                .is_none_or(|backend| backend.state() == BackendState::Removed);
+            if reusable && !removed && b.connected && !b.eof && !b.write_shut {
+                ctx.pool.put(b.id, b.stream, ctx.now);
+            } else {
+                ctx.pool.release(b.id);
+            }
+        }
+    }
+}

@@ -1,0 +1,350 @@
+//! One client connection's life: its requests, the backend connection each one travels on, and
+//! the bytes streaming both ways between them.
+//!
+//! A session is driven by readiness: the reactor records which of its two sockets became
+//! readable or writable and calls [`Session::drive`], which makes every step it can (read, parse,
+//! forward, write) until none is left. Buffers are bounded, so a slow reader on one side stops
+//! the proxy reading from the other side instead of making it buffer.
+//!
+//! Per direction, the bytes of the message being forwarded sit at the front of the input buffer
+//! and are written out from there; only heads are rewritten, into a separate small buffer that
+//! is written first. Request bytes already written to the backend stay in the buffer until the
+//! backend answers, so a request that met a stale pooled connection can be replayed.
+//!
+//! The session owns the connection's state machine; the bytes travel through a
+//! [`Transport`] on each side, which hides whether they are plain or TLS:
+//!
+//! - [`client`] and [`backend`]: each side's socket work (reads, writes, half-closes, the
+//!   backend connection's life from connect or pool to release);
+//! - [`h1`]: the HTTP/1 exchange, head and body of the request and of its response;
+//! - [`recovery`]: what a backend failure turns into (replay, redispatch, an error answer);
+//! - [`timers`] and [`accounting`]: the deadlines, and the record of each exchange.
+
+mod accounting;
+mod backend;
+mod client;
+mod h1;
+mod recovery;
+mod timers;
+
+use std::io;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use mio::Registry;
+
+use crate::buffer::{Buf, BufPool};
+use crate::config::Timeouts;
+use crate::events::EventBus;
+use crate::http::{BodyKind, BodyScanner, HeadLimits, Request};
+use crate::stats::Totals;
+use crate::transport::{Readiness, Transport};
+use crate::upstream::{Backends, Pool};
+
+/// How many read/write rounds one `drive` call may make before giving other sessions a turn.
+const MAX_ROUNDS: usize = 64;
+/// How long a closing connection is read and discarded after our last byte, so that the
+/// client sees the response rather than a reset caused by its own unread bytes.
+const LINGER: Duration = Duration::from_secs(2);
+
+/// What the reactor lends a session while it runs.
+pub struct Ctx<'a> {
+    pub now: Instant,
+    pub registry: &'a Registry,
+    pub backends: &'a Backends,
+    pub events: &'a EventBus,
+    pub totals: &'a Totals,
+    pub pool: &'a mut Pool,
+    pub bufs: &'a mut BufPool,
+    pub settings: &'a Settings,
+}
+
+/// The parts of the configuration sessions use.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub timeouts: Timeouts,
+    pub head_limits: HeadLimits,
+    pub access_log: bool,
+    /// The reactor polls without sleeping (`busy_poll`).
+    pub busy_poll: bool,
+    /// How many other backends a failed request may still go to.
+    pub retries: u32,
+    /// Peers whose connections open with a PROXY protocol header.
+    pub proxy_from: Vec<ipnet::IpNet>,
+}
+
+/// What the reactor should do with a session after driving it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Waiting for readiness or a timer.
+    Idle,
+    /// Could go on, but yielded so other sessions get a turn: drive it again soon.
+    Yield,
+    /// Finished: drop it.
+    Close,
+}
+
+/// The session is over; carried by `?` out of any step.
+struct Closed;
+
+type Step = Result<bool, Closed>;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum RequestPhase {
+    /// Waiting for (the rest of) a request head.
+    Head,
+    /// Forwarding the request body.
+    Body,
+    /// The whole request has been read from the client.
+    Complete,
+    /// The response ended before the request body did: the rest is not forwarded and the
+    /// client connection closes after the response.
+    Abandoned,
+    /// After a 101: raw bytes both ways.
+    Tunnel,
+    /// Our last byte is out: discarding input until the client closes or the linger ends.
+    Closing,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ResponsePhase {
+    /// No exchange in progress.
+    Idle,
+    Head,
+    Body,
+    /// The whole response has been read (or answered by us).
+    Complete,
+    Tunnel,
+}
+
+/// The connection to the backend serving the current exchange.
+struct BackendConn {
+    stream: Transport,
+    /// Its id in the pool's table (and its poll token).
+    id: usize,
+    index: usize,
+    ready: Readiness,
+    connected: bool,
+    /// Taken from the pool rather than opened for this request.
+    reused: bool,
+    /// When the connect began, or the last byte went to it or came from it.
+    last_activity: Instant,
+    eof: bool,
+    write_shut: bool,
+}
+
+/// One request and its response.
+struct Exchange {
+    request: Request,
+    started: Instant,
+    /// Backends whose connect failed for this request; never picked again for it.
+    tried: Vec<usize>,
+    backend: Option<usize>,
+    status: u16,
+    bytes_to_client: u64,
+    /// Some byte of a response (interim or final) came from the backend.
+    response_started: bool,
+    /// Some byte of the final answer was handed to the client socket.
+    answer_sent: bool,
+    /// The stale-connection replay has been used.
+    replayed: bool,
+    /// Backends tried so far, the current one included.
+    tries: u32,
+    /// The backend's response body ends at its close.
+    close_delimited: bool,
+    backend_keep_alive: bool,
+    /// Set when the proxy answered itself.
+    error_cause: Option<&'static str>,
+}
+
+pub struct Session {
+    pub id: u64,
+    slot: usize,
+    client: Transport,
+    peer: SocketAddr,
+    client_ready: Readiness,
+    client_eof: bool,
+    client_write_shut: bool,
+    last_client_read: Instant,
+    last_client_write: Instant,
+    /// When the head now arriving began: the deadline of `timeouts.client_header` runs from it.
+    head_started: Instant,
+    /// Whether a request has completed on this connection (the next wait is keep-alive idle).
+    served_any: bool,
+    linger_until: Option<Instant>,
+
+    req_in: Buf,
+    req_phase: RequestPhase,
+    req_scanner: BodyScanner,
+    head_searched: usize,
+    /// Bytes at the front of `req_in` that belong to the message being forwarded.
+    req_released: usize,
+    /// Of those, how many were already written to the backend (kept for a replay).
+    req_written: usize,
+    /// Every byte of the request sent so far is still held, so it can go to another connection.
+    replayable: bool,
+    to_backend: Vec<u8>,
+    to_backend_pos: usize,
+
+    resp_in: Buf,
+    resp_phase: ResponsePhase,
+    resp_scanner: BodyScanner,
+    resp_head_searched: usize,
+    resp_released: usize,
+    to_client: Vec<u8>,
+    to_client_pos: usize,
+
+    /// Boxed: an idle connection (most of them, under keep-alive) then pays a pointer for it.
+    exchange: Option<Box<Exchange>>,
+    backend: Option<BackendConn>,
+    /// Close the client connection once the current response is out.
+    close_after: bool,
+    /// The balancer is stopping: the request under way (or arriving) is the last.
+    draining: bool,
+    /// A PROXY protocol header must come before the first request (the peer is a trusted
+    /// L4 proxy); `peer` becomes the client it names.
+    awaiting_proxy_header: bool,
+    /// The timer deadline the reactor has queued for this session, if any.
+    pub armed: Option<Instant>,
+}
+
+fn would_block(e: &io::Error) -> bool {
+    e.kind() == io::ErrorKind::WouldBlock
+}
+
+fn interrupted(e: &io::Error) -> bool {
+    e.kind() == io::ErrorKind::Interrupted
+}
+
+/// Why a backend connection failed; decides between retry, 502 and 504.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum BackendFailure {
+    Connect,
+    ConnectTimeout,
+    /// Reset, or closed before the response was complete.
+    Broken,
+    /// Sent bytes that are not an HTTP response.
+    Garbage,
+    Timeout,
+}
+
+impl Session {
+    /// Marks the connection as coming from a trusted L4 proxy that sends a PROXY header first.
+    pub fn expect_proxy_header(&mut self) {
+        self.awaiting_proxy_header = true;
+    }
+
+    pub fn new(id: u64, slot: usize, client: Transport, peer: SocketAddr, now: Instant) -> Session {
+        Session {
+            id,
+            slot,
+            client,
+            peer,
+            // A new socket can be written to; an edge for it may never come.
+            client_ready: Readiness {
+                readable: true,
+                writable: true,
+                read_closed: false,
+            },
+            client_eof: false,
+            client_write_shut: false,
+            last_client_read: now,
+            last_client_write: now,
+            head_started: now,
+            served_any: false,
+            linger_until: None,
+            req_in: Buf::default(),
+            req_phase: RequestPhase::Head,
+            req_scanner: BodyScanner::new(BodyKind::None),
+            head_searched: 0,
+            req_released: 0,
+            req_written: 0,
+            replayable: false,
+            to_backend: Vec::new(),
+            to_backend_pos: 0,
+            resp_in: Buf::default(),
+            resp_phase: ResponsePhase::Idle,
+            resp_scanner: BodyScanner::new(BodyKind::None),
+            resp_head_searched: 0,
+            resp_released: 0,
+            to_client: Vec::new(),
+            to_client_pos: 0,
+            exchange: None,
+            backend: None,
+            close_after: false,
+            draining: false,
+            awaiting_proxy_header: false,
+            armed: None,
+        }
+    }
+
+    /// Records an event on the client socket.
+    pub fn client_event(&mut self, readable: bool, writable: bool, read_closed: bool) {
+        self.client_ready.record(readable, writable, read_closed);
+    }
+
+    /// Records an event on the backend socket.
+    pub fn backend_event(&mut self, readable: bool, writable: bool, read_closed: bool) {
+        if let Some(b) = &mut self.backend {
+            b.ready.record(readable, writable, read_closed);
+        }
+    }
+
+    /// The balancer is stopping: an idle connection closes now; one with a request under way
+    /// finishes that request and says `Connection: close` with its response.
+    pub fn begin_drain(&mut self, ctx: &mut Ctx) -> Outcome {
+        self.draining = true;
+        let idle = self.exchange.is_none()
+            && self.req_in.is_empty()
+            && matches!(self.req_phase, RequestPhase::Head | RequestPhase::Closing);
+        if idle {
+            self.close(ctx);
+            return Outcome::Close;
+        }
+        if self.exchange.is_some() {
+            self.close_after = true;
+        }
+        self.drive(ctx)
+    }
+
+    /// Makes every step it can until nothing more can happen without new readiness.
+    pub fn drive(&mut self, ctx: &mut Ctx) -> Outcome {
+        for _ in 0..MAX_ROUNDS {
+            match self.round(ctx) {
+                Err(Closed) => {
+                    self.close(ctx);
+                    return Outcome::Close;
+                }
+                Ok(true) => continue,
+                Ok(false) => {
+                    // Waiting for more: a few request bytes held meanwhile (a head trickling
+                    // in, an upload's next bytes or a body waiting for its backend connection)
+                    // should not pin a whole buffer, or a thousand slow clients pin a thousand.
+                    self.req_in.park(ctx.bufs);
+                    self.req_in.release_if_empty(ctx.bufs);
+                    self.resp_in.release_if_empty(ctx.bufs);
+                    if self.exchange.is_none() {
+                        // Idle between requests: ten thousand such connections should cost
+                        // their session structs and nothing more.
+                        ctx.bufs.return_head(&mut self.to_backend);
+                        ctx.bufs.return_head(&mut self.to_client);
+                    }
+                    return Outcome::Idle;
+                }
+            }
+        }
+        Outcome::Yield
+    }
+
+    fn round(&mut self, ctx: &mut Ctx) -> Step {
+        let mut progress = false;
+        progress |= self.read_client(ctx)?;
+        progress |= self.advance_request(ctx)?;
+        progress |= self.write_backend(ctx)?;
+        progress |= self.read_backend(ctx)?;
+        progress |= self.advance_response(ctx)?;
+        progress |= self.write_client(ctx)?;
+        progress |= self.finish(ctx)?;
+        Ok(progress)
+    }
+}

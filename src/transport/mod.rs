@@ -1,0 +1,106 @@
+//! The byte transport under a session's protocol: a plain TCP socket, or (later) TLS over one.
+//!
+//! A session reads and writes plaintext through a [`Transport`] and never sees how the bytes
+//! travel. Two promises keep the session's edge-triggered readiness bookkeeping right whatever
+//! the transport: a read reports whether the socket's receive queue is known to be empty (so no
+//! new edge is missed), and a write that takes fewer bytes than offered means the socket is full
+//! (so an edge will come when it has room).
+
+use std::io::{self, IoSlice, Read, Write};
+use std::net::Shutdown;
+
+use mio::net::TcpStream;
+
+use crate::buffer::Source;
+
+/// Readiness of one socket, remembered between edge-triggered events.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Readiness {
+    pub readable: bool,
+    pub writable: bool,
+    /// The peer closed or the socket failed: read on until the read says so, since no new
+    /// edge will come for what is already queued.
+    pub read_closed: bool,
+}
+
+impl Readiness {
+    pub fn record(&mut self, readable: bool, writable: bool, read_closed: bool) {
+        self.readable |= readable;
+        self.writable |= writable;
+        self.read_closed |= read_closed;
+    }
+
+    /// After a read that did not fill the buffer: the queue is empty, and new bytes will come
+    /// with a new edge.
+    pub fn drained(&mut self) {
+        if !self.read_closed {
+            self.readable = false;
+        }
+    }
+}
+
+/// How a connection's bytes travel.
+pub enum Transport {
+    Plain(TcpStream),
+}
+
+impl Transport {
+    /// The socket underneath, for what only the socket knows (errors, addresses, options) and
+    /// for registering it with the poll.
+    pub fn tcp(&self) -> &TcpStream {
+        match self {
+            Transport::Plain(s) => s,
+        }
+    }
+
+    pub fn tcp_mut(&mut self) -> &mut TcpStream {
+        match self {
+            Transport::Plain(s) => s,
+        }
+    }
+
+    /// Writes plaintext; fewer bytes taken than offered means the socket is full.
+    #[inline]
+    pub fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        match self {
+            Transport::Plain(s) => s.write(data),
+        }
+    }
+
+    /// Writes a head and a body in one call where the transport can.
+    #[inline]
+    pub fn write_pair(&mut self, head: &[u8], body: &[u8]) -> io::Result<usize> {
+        match self {
+            Transport::Plain(s) => s.write_vectored(&[IoSlice::new(head), IoSlice::new(body)]),
+        }
+    }
+
+    /// Whether bytes the session handed over still wait below it for room in the socket.
+    #[inline]
+    pub fn has_pending_output(&self) -> bool {
+        match self {
+            Transport::Plain(_) => false,
+        }
+    }
+
+    /// Ends our direction of the stream once every byte handed over is out.
+    pub fn shutdown_write(&mut self) {
+        match self {
+            Transport::Plain(s) => {
+                let _ = s.shutdown(Shutdown::Write);
+            }
+        }
+    }
+}
+
+impl Source for Transport {
+    #[inline]
+    fn read_some(&mut self, buf: &mut [u8]) -> io::Result<(usize, bool)> {
+        match self {
+            Transport::Plain(s) => {
+                let n = s.read(buf)?;
+                Ok((n, n < buf.len()))
+            }
+        }
+    }
+}
