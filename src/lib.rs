@@ -3,8 +3,8 @@
 //! # Module map
 //!
 //! ```text
-//!  main.rs ── config ──► reactor (one per worker) ──► session ──► http (heads, framing, answers)
-//!                 │          │   ▲                       │
+//!  main.rs ── config ──► reactor (one per worker) ──► session ──► transport (plain TCP, TLS)
+//!                 │          │   ▲                       ├──► http (h1 heads and framing, answers)
 //!                 │          │   │ Command + Waker       ├──► upstream (backends, pool) ──► balance
 //!                 │          │   │                       └──► events, stats
 //!                 │          ▼   │
@@ -16,7 +16,10 @@
 //! - [`reactor`]: the event loop: listener, sessions in a slab, timers, commands from other
 //!   threads. [`token`] maps mio tokens to what they stand for.
 //! - [`session`]: one client connection's life, driven by readiness; [`buffer`] holds its bytes.
-//! - [`http`]: request and response heads, body framing, the answers the balancer makes itself.
+//! - [`transport`]: how a connection's bytes travel (plain TCP, or TLS over it), under the
+//!   session's protocol.
+//! - [`http`]: request and response heads ([`http::h1`]), body framing, the answers the balancer
+//!   makes itself.
 //! - [`upstream`]: backends (state, counters, runtime changes) and the idle connection pool;
 //!   [`balance`]: the selection algorithms.
 //! - [`health`]: the health thread and the rise/fall rule; [`discovery`]: backends from DNS.

@@ -1,11 +1,12 @@
-//! HTTP/1.1 message handling for the proxy: request and response heads (parse, validate,
-//! rewrite for forwarding), body framing, and the answers the proxy makes itself.
+//! HTTP message handling for the proxy: the HTTP/1.1 wire format ([`h1`]: heads and body
+//! framing), the PROXY protocol header, the answers the proxy makes itself, and the field-value
+//! helpers they share.
 
 pub mod answer;
-pub mod framing;
+pub mod h1;
 pub mod proxy_protocol;
-pub mod request;
-pub mod response;
+
+pub use h1::{framing, request, response};
 
 pub use answer::Answer;
 pub use framing::{BodyKind, BodyScanner, FramingError};

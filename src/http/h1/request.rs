@@ -5,7 +5,9 @@ use std::fmt;
 use std::mem::MaybeUninit;
 use std::net::IpAddr;
 
-use super::{list_elements, parse_content_length, push_all, trim_ows, BodyKind, ConnectionOptions};
+use crate::http::{
+    list_elements, parse_content_length, push_all, trim_ows, BodyKind, ConnectionOptions,
+};
 
 /// Limits a request head must respect; from `[limits]` in the config.
 #[derive(Debug, Clone, Copy)]
@@ -124,7 +126,7 @@ pub fn check_partial(buf: &[u8], limits: &HeadLimits) -> Result<(), RequestError
     Ok(())
 }
 
-/// Parses the complete head at the start of `buf` (`head_end` from [`super::find_head_end`]) and
+/// Parses the complete head at the start of `buf` (`head_end` from [`crate::http::find_head_end`]) and
 /// writes the head to forward into `out`.
 pub fn parse(
     buf: &[u8],
@@ -294,14 +296,14 @@ pub fn parse(
     let mut wrote_coding = false;
     for h in req.headers.iter() {
         let name = h.name;
-        if super::is_hop_by_hop(name) || connection.names(name) {
+        if crate::http::is_hop_by_hop(name) || connection.names(name) {
             continue;
         }
         if name.eq_ignore_ascii_case("content-length") {
             if !wrote_length {
                 wrote_length = true;
                 out.extend_from_slice(b"Content-Length: ");
-                super::push_decimal(out, content_length.unwrap_or(0));
+                crate::http::push_decimal(out, content_length.unwrap_or(0));
                 out.extend_from_slice(b"\r\n");
             }
         } else if name.eq_ignore_ascii_case("transfer-encoding") {
@@ -323,7 +325,7 @@ pub fn parse(
     for prior in forwarded_for.iter().filter(|v| !v.is_empty()) {
         push_all(out, &[prior, b", "]);
     }
-    super::push_ip(out, client_ip);
+    crate::http::push_ip(out, client_ip);
     out.extend_from_slice(b"\r\nX-Forwarded-Proto: http\r\n");
     if let Some(host) = host.filter(|h| !h.is_empty()) {
         push_all(out, &[b"X-Forwarded-Host: ", host, b"\r\n"]);

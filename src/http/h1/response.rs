@@ -4,7 +4,7 @@
 use std::fmt;
 use std::mem::MaybeUninit;
 
-use super::{list_elements, parse_content_length, trim_ows, BodyKind, ConnectionOptions};
+use crate::http::{list_elements, parse_content_length, trim_ows, BodyKind, ConnectionOptions};
 
 /// httparse's header slots; a backend that sends more is treated as broken.
 const MAX_RESPONSE_HEADERS: usize = 256;
@@ -105,12 +105,12 @@ pub fn parse(
 
     let reason = resp.reason.unwrap_or("");
     out.extend_from_slice(b"HTTP/1.1 ");
-    super::push_decimal(out, status);
-    super::push_all(out, &[b" ", reason.as_bytes(), b"\r\n"]);
+    crate::http::push_decimal(out, status);
+    crate::http::push_all(out, &[b" ", reason.as_bytes(), b"\r\n"]);
     for h in resp.headers.iter() {
         let name = h.name;
         let keep_upgrade = status == 101 && name.eq_ignore_ascii_case("upgrade");
-        if (super::is_hop_by_hop(name) && !keep_upgrade) || connection.names(name) {
+        if (crate::http::is_hop_by_hop(name) && !keep_upgrade) || connection.names(name) {
             continue;
         }
         // With chunked framing a Content-Length is wrong by definition (RFC 9112 §6.3 point 3).
