@@ -51,6 +51,7 @@ mod cli;
 mod duration;
 mod error;
 mod raw;
+mod tls;
 mod validate;
 
 #[cfg(test)]
@@ -127,6 +128,20 @@ pub const MIN_MAX_HEADER_BYTES: usize = 1024;
 /// targets would already be rejected.
 pub const MIN_MAX_TARGET_BYTES: usize = 16;
 
+/// `tls.listen`: where HTTPS connections are accepted (when `[tls]` is present).
+pub const DEFAULT_TLS_LISTEN: SocketAddr =
+    SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::new(127, 0, 0, 1), 8443));
+/// `tls.min_version`: the oldest TLS version accepted.
+pub const DEFAULT_TLS_MIN_VERSION: TlsVersion = TlsVersion::Tls12;
+/// `tls.handshake_timeout`: a handshake not done by then is closed.
+pub const DEFAULT_TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// `tls.redirect_http`: whether the plain listener answers 308 to `https://`.
+pub const DEFAULT_TLS_REDIRECT_HTTP: bool = false;
+/// `tls.session_cache`: TLS sessions remembered for resumption by session ID (0: none).
+pub const DEFAULT_TLS_SESSION_CACHE: usize = 20_000;
+/// `tls.session_tickets`: whether clients get tickets to resume with (TLS 1.2 and 1.3).
+pub const DEFAULT_TLS_SESSION_TICKETS: bool = true;
+
 /// `backend.weight`: relative share of traffic (used by weighted algorithms).
 pub const DEFAULT_BACKEND_WEIGHT: u32 = 1;
 
@@ -191,6 +206,44 @@ pub struct Config {
     /// Backends found in DNS (`[[backend]] discover = ...`), re-resolved off the reactor.
     pub discover: Vec<DiscoverConfig>,
     pub discovery: DiscoverySettings,
+    /// `[tls]`: the HTTPS listener, when configured.
+    pub tls: Option<TlsConfig>,
+}
+
+/// `[tls]`: TLS termination on a listener of its own.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsConfig {
+    pub listen: SocketAddr,
+    pub min_version: TlsVersion,
+    pub handshake_timeout: Duration,
+    pub redirect_http: bool,
+    pub session_cache: usize,
+    pub session_tickets: bool,
+    /// At least one; the first is the default for clients without SNI or with an unknown name.
+    pub certificates: Vec<CertificateConfig>,
+}
+
+/// `tls.min_version`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TlsVersion {
+    Tls12,
+    Tls13,
+}
+
+impl TlsVersion {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TlsVersion::Tls12 => "1.2",
+            TlsVersion::Tls13 => "1.3",
+        }
+    }
+}
+
+/// One `[[tls.certificate]]`: paths as resolved (relative ones from the config file's folder).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertificateConfig {
+    pub cert: std::path::PathBuf,
+    pub key: std::path::PathBuf,
 }
 
 /// A `[[backend]]` whose addresses come from DNS: every address in the answer is a backend.
@@ -365,6 +418,7 @@ impl Default for Config {
             backends: Vec::new(),
             discover: Vec::new(),
             discovery: DiscoverySettings::default(),
+            tls: None,
         }
     }
 }
@@ -414,14 +468,20 @@ impl Config {
     /// Backend host names are resolved here, once. A file without backends
     /// is accepted because `--backend` may supply them; see [`Config::apply`].
     pub fn from_toml_str(text: &str) -> Result<Config, ConfigError> {
+        Config::from_toml_str_in(text, Path::new("."))
+    }
+
+    /// As [`Config::from_toml_str`], with relative file paths (certificates) taken from `dir`.
+    pub fn from_toml_str_in(text: &str, dir: &Path) -> Result<Config, ConfigError> {
         let raw = raw::parse(text)?;
-        validate::build(raw, text)
+        validate::build(raw, text, dir)
     }
 
     /// Reads and validates a configuration file; every error names `path`.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|e| ConfigError::read(path, &e))?;
-        Config::from_toml_str(&text).map_err(|e| e.in_file(path))
+        let dir = path.parent().unwrap_or(Path::new("."));
+        Config::from_toml_str_in(&text, dir).map_err(|e| e.in_file(path))
     }
 }
 

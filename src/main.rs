@@ -4,13 +4,14 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::Parser;
-use log::{error, LevelFilter};
+use log::{error, warn, LevelFilter};
 use simplelog::{ColorChoice, ConfigBuilder, TermLogger, TerminalMode};
 
 use lb::admin::{self, Admin};
 use lb::config::{Cli, Config};
 use lb::discovery;
 use lb::reactor::{bind_listener, Command, Handle, Reactor, Shared};
+use lb::transport::tls::TlsAcceptor;
 use log::info;
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
@@ -41,16 +42,26 @@ fn main() -> ExitCode {
 /// Starts the reactors (`workers` of them, each on its own SO_REUSEPORT listener), the
 /// management thread, the health thread and the signal watcher; returns when the reactors do.
 fn run(cli: &Cli, config: &Config) -> Result<(), String> {
-    let shared = Shared::new(config);
+    let shared = Shared::new(config).map_err(|e| format!("tls: {e}"))?;
     let workers = config.workers.max(1);
     let mut listen = config.listen;
+    let mut tls_listen = config.tls.as_ref().map(|t| t.listen);
     let mut reactors = Vec::with_capacity(workers);
     for _ in 0..workers {
         let listener = bind_listener(listen, workers > 1)
             .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
         // With port 0, every reactor must share the port the first one got.
         listen = listener.local_addr().map_err(|e| e.to_string())?;
-        let reactor = Reactor::with_shared(listener, config, shared.clone())
+        let tls_listener = match tls_listen {
+            Some(addr) => {
+                let l = bind_listener(addr, workers > 1)
+                    .map_err(|e| format!("cannot listen on {addr} (tls.listen): {e}"))?;
+                tls_listen = Some(l.local_addr().map_err(|e| e.to_string())?);
+                Some(l)
+            }
+            None => None,
+        };
+        let reactor = Reactor::with_shared(listener, tls_listener, config, shared.clone())
             .map_err(|e| format!("cannot start a reactor: {e}"))?;
         reactors.push(reactor);
     }
@@ -65,6 +76,9 @@ fn run(cli: &Cli, config: &Config) -> Result<(), String> {
     // operator can use.
     let mut reported = config.clone();
     reported.listen = listen;
+    if let (Some(tls), Some(addr)) = (&mut reported.tls, tls_listen) {
+        tls.listen = addr;
+    }
     if let Ok(addr) = admin_listener.local_addr() {
         reported.admin = addr;
     }
@@ -74,9 +88,10 @@ fn run(cli: &Cli, config: &Config) -> Result<(), String> {
         Arc::clone(&shared.events),
         Arc::clone(&shared.totals),
         handles[0].clone(),
-    );
+    )
+    .with_tls(shared.tls.clone());
     admin::spawn(admin_listener, admin).map_err(|e| format!("cannot start the admin API: {e}"))?;
-    watch_signals(handles.clone(), cli.clone())
+    watch_signals(handles.clone(), shared.tls.clone(), cli.clone())
         .map_err(|e| format!("cannot watch signals: {e}"))?;
     // One health thread for all: its results update the shared backends through the first
     // reactor.
@@ -121,7 +136,11 @@ fn run(cli: &Cli, config: &Config) -> Result<(), String> {
 
 /// SIGTERM or SIGINT: a graceful stop (a second one stops at once). SIGHUP: re-read the
 /// configuration file and apply it; a file that does not validate changes nothing.
-fn watch_signals(reactors: Vec<Handle>, cli: Cli) -> std::io::Result<()> {
+fn watch_signals(
+    reactors: Vec<Handle>,
+    tls: Option<Arc<TlsAcceptor>>,
+    cli: Cli,
+) -> std::io::Result<()> {
     let broadcast = move |make: &dyn Fn() -> Command| {
         for reactor in &reactors {
             reactor.send(make());
@@ -137,6 +156,19 @@ fn watch_signals(reactors: Vec<Handle>, cli: Cli) -> std::io::Result<()> {
                     SIGHUP => match load_config(&cli) {
                         Ok(config) => {
                             info!("SIGHUP: reloading the configuration");
+                            // Once for every reactor: they share the acceptor. New connections
+                            // get the new certificates; open ones keep theirs.
+                            match (&tls, &config.tls) {
+                                (Some(acceptor), Some(new)) => {
+                                    if let Err(e) = acceptor.reload(new) {
+                                        error!("SIGHUP: certificates refused, the running ones stay: {e}");
+                                    }
+                                }
+                                (None, Some(_)) | (Some(_), None) => {
+                                    warn!("SIGHUP: adding or removing [tls] needs a restart")
+                                }
+                                (None, None) => {}
+                            }
                             broadcast(&|| Command::Reload(Box::new(config.clone())));
                         }
                         Err(message) => {

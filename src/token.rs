@@ -10,6 +10,8 @@ use mio::Token;
 pub const LISTENER: Token = Token(usize::MAX);
 /// The reactor's waker, for messages from other threads.
 pub const WAKER: Token = Token(usize::MAX - 1);
+/// The HTTPS listener.
+pub const TLS_LISTENER: Token = Token(usize::MAX - 2);
 
 const TAG_BITS: u32 = 1;
 const TAG_MASK: usize = (1 << TAG_BITS) - 1;
@@ -20,6 +22,7 @@ const TAG_BACKEND: usize = 1;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Target {
     Listener,
+    TlsListener,
     Waker,
     /// The client socket of the session in this slot.
     Client(usize),
@@ -38,6 +41,7 @@ pub fn backend(id: usize) -> Token {
 pub fn target(token: Token) -> Target {
     match token {
         LISTENER => Target::Listener,
+        TLS_LISTENER => Target::TlsListener,
         WAKER => Target::Waker,
         Token(n) => {
             let slot = n >> TAG_BITS;
@@ -62,13 +66,15 @@ mod tests {
         }
         assert_eq!(target(LISTENER), Target::Listener);
         assert_eq!(target(WAKER), Target::Waker);
+        assert_eq!(target(TLS_LISTENER), Target::TlsListener);
     }
 
     #[test]
     fn reserved_tokens_are_out_of_slab_reach() {
-        // The largest slot a slab could hand out on a 64-bit machine still maps below them.
-        let largest = usize::MAX >> TAG_BITS;
-        assert!(client(largest - 1).0 < WAKER.0);
-        assert!(backend(largest - 1).0 < WAKER.0);
+        // The three reserved tokens take the top of the range; a slab would need 2^62 entries
+        // to reach them.
+        let largest = (usize::MAX >> TAG_BITS) - 2;
+        assert!(client(largest).0 < TLS_LISTENER.0);
+        assert!(backend(largest).0 < TLS_LISTENER.0);
     }
 }

@@ -210,7 +210,64 @@ pub fn render(admin: &Admin) -> String {
         "lb_uptime_seconds {:.3}",
         t.started.elapsed().as_secs_f64()
     );
+    if let Some(tls) = &admin.tls {
+        tls_series(&mut out, tls);
+    }
     out
+}
+
+fn tls_series(out: &mut String, tls: &crate::transport::tls::TlsAcceptor) {
+    let (config, _) = tls.settings();
+    let listener = label(&config.listen.to_string());
+    let stats = &tls.stats;
+    family(
+        out,
+        "lb_tls_handshakes_total",
+        "counter",
+        "TLS handshakes completed on the HTTPS listener, by version.",
+    );
+    for (version, n) in [("1.2", &stats.tls12), ("1.3", &stats.tls13)] {
+        let _ = writeln!(
+            out,
+            "lb_tls_handshakes_total{{listener=\"{listener}\",version=\"{version}\"}} {}",
+            n.load(Ordering::Relaxed)
+        );
+    }
+    family(
+        out,
+        "lb_tls_resumptions_total",
+        "counter",
+        "TLS handshakes that resumed an earlier session (ticket or session ID).",
+    );
+    let _ = writeln!(
+        out,
+        "lb_tls_resumptions_total{{listener=\"{listener}\"}} {}",
+        stats.resumed.load(Ordering::Relaxed)
+    );
+    family(
+        out,
+        "lb_tls_handshake_failures_total",
+        "counter",
+        "TLS handshakes that did not complete, by reason.",
+    );
+    for (reason, n) in stats.failures() {
+        let _ = writeln!(
+            out,
+            "lb_tls_handshake_failures_total{{listener=\"{listener}\",reason=\"{reason}\"}} {n}"
+        );
+    }
+    family(
+        out,
+        "lb_tls_cipher_handshakes_total",
+        "counter",
+        "TLS handshakes completed, by negotiated cipher suite.",
+    );
+    for (suite, n) in stats.suites() {
+        let _ = writeln!(
+            out,
+            "lb_tls_cipher_handshakes_total{{listener=\"{listener}\",cipher=\"{suite}\"}} {n}"
+        );
+    }
 }
 
 #[cfg(test)]

@@ -25,6 +25,7 @@ use crate::config::{BackendConfig, Config, HealthConfig};
 use crate::events::EventBus;
 use crate::reactor::{Change, Command, Handle};
 use crate::stats::Totals;
+use crate::transport::tls::TlsAcceptor;
 use crate::upstream::Backends;
 
 use self::http::{read_request, respond, respond_head, AdminRequest};
@@ -53,6 +54,8 @@ pub struct Admin {
     pub reactor: Handle,
     pub summary: Summary,
     pub token: Option<String>,
+    /// The HTTPS listener's TLS side, when `[tls]` is configured.
+    pub tls: Option<Arc<TlsAcceptor>>,
 }
 
 impl Admin {
@@ -76,7 +79,14 @@ impl Admin {
                 health: config.health.clone(),
             },
             token: config.admin_token.clone(),
+            tls: None,
         }
+    }
+
+    /// Shows the TLS listener's settings, certificates and handshake counters.
+    pub fn with_tls(mut self, tls: Option<Arc<TlsAcceptor>>) -> Admin {
+        self.tls = tls;
+        self
     }
 }
 

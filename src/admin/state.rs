@@ -6,6 +6,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use serde_json::{json, Value};
 
 use super::Admin;
+use crate::transport::tls::TlsAcceptor;
 use crate::upstream::Backend;
 
 pub fn epoch_ms(t: SystemTime) -> u64 {
@@ -60,6 +61,7 @@ pub fn document(admin: &Admin) -> Value {
         .sum();
     let s = &admin.summary;
     let t = &admin.totals;
+    let tls = admin.tls.as_ref().map_or(Value::Null, |tls| tls_json(tls));
     json!({
         "version": env!("CARGO_PKG_VERSION"),
         "uptime_ms": t.started.elapsed().as_millis() as u64,
@@ -88,5 +90,41 @@ pub fn document(admin: &Admin) -> Value {
             .enumerate()
             .map(|(i, b)| backend_json(admin, i, b))
             .collect::<Vec<_>>(),
+        "tls": tls,
+    })
+}
+
+/// The HTTPS listener: its settings, its certificates, and how its handshakes went.
+fn tls_json(tls: &TlsAcceptor) -> Value {
+    let (config, certs) = tls.settings();
+    let stats = &tls.stats;
+    let count = |n: &std::sync::atomic::AtomicU64| n.load(Ordering::Relaxed);
+    let by_name = |pairs: Vec<(&str, u64)>| {
+        pairs
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), json!(v)))
+            .collect::<serde_json::Map<_, _>>()
+    };
+    json!({
+        "listen": config.listen.to_string(),
+        "min_version": config.min_version.as_str(),
+        "handshake_timeout_ms": config.handshake_timeout.as_millis() as u64,
+        "redirect_http": config.redirect_http,
+        "session_cache": config.session_cache,
+        "session_tickets": config.session_tickets,
+        "certificates": certs
+            .iter()
+            .zip(&config.certificates)
+            .map(|(c, files)| json!({
+                "cert": files.cert.display().to_string(),
+                "names": c.names,
+                "not_after_ms": epoch_ms(c.not_after),
+            }))
+            .collect::<Vec<_>>(),
+        "handshakes": count(&stats.handshakes),
+        "resumed": count(&stats.resumed),
+        "versions": { "TLSv1.2": count(&stats.tls12), "TLSv1.3": count(&stats.tls13) },
+        "ciphers": by_name(stats.suites()),
+        "failures": by_name(stats.failures()),
     })
 }

@@ -36,6 +36,7 @@ pub(super) struct RawConfig {
     pub discovery: RawDiscovery,
     #[serde(default)]
     pub backend: Vec<Spanned<RawBackend>>,
+    pub tls: Option<Spanned<super::tls::RawTls>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

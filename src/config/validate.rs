@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::ops::Range;
+use std::path::Path;
 use std::time::Duration;
 
 use log::LevelFilter;
@@ -14,7 +15,7 @@ use super::error::{line_of, ConfigError};
 use super::raw::{RawBackend, RawConfig};
 use super::*;
 
-pub(super) fn build(raw: RawConfig, text: &str) -> Result<Config, ConfigError> {
+pub(super) fn build(raw: RawConfig, text: &str, dir: &Path) -> Result<Config, ConfigError> {
     let v = Values { text };
 
     let listen = v.address("listen", raw.listen.as_ref(), DEFAULT_LISTEN)?;
@@ -289,6 +290,21 @@ pub(super) fn build(raw: RawConfig, text: &str) -> Result<Config, ConfigError> {
         }
     }
 
+    let tls = match &raw.tls {
+        Some(t) => Some(super::tls::build(&v, t, dir)?),
+        None => None,
+    };
+    if let Some(t) = &tls {
+        if conflicting(t.listen, listen) || conflicting(t.listen, admin) {
+            let line = raw.tls.as_ref().map(|t| line_of(text, t.span().start));
+            return Err(ConfigError::at_key(
+                "tls.listen",
+                line,
+                "must differ from listen and admin",
+            ));
+        }
+    }
+
     Ok(Config {
         listen,
         admin,
@@ -306,6 +322,7 @@ pub(super) fn build(raw: RawConfig, text: &str) -> Result<Config, ConfigError> {
         backends,
         discover,
         discovery,
+        tls,
     })
 }
 
@@ -324,16 +341,21 @@ pub(super) fn conflicting(listen: SocketAddr, admin: SocketAddr) -> bool {
     listen == admin && listen.port() != 0
 }
 
-struct Values<'a> {
-    text: &'a str,
+pub(super) struct Values<'a> {
+    pub(super) text: &'a str,
 }
 
 impl Values<'_> {
-    fn fail(&self, key: &str, span: Range<usize>, message: impl Into<String>) -> ConfigError {
+    pub(super) fn fail(
+        &self,
+        key: &str,
+        span: Range<usize>,
+        message: impl Into<String>,
+    ) -> ConfigError {
         ConfigError::value(self.text, key, span, message)
     }
 
-    fn address(
+    pub(super) fn address(
         &self,
         key: &str,
         value: Option<&Spanned<String>>,
@@ -345,7 +367,7 @@ impl Values<'_> {
         }
     }
 
-    fn duration(
+    pub(super) fn duration(
         &self,
         key: &str,
         value: Option<&Spanned<String>>,
@@ -361,7 +383,7 @@ impl Values<'_> {
 
     /// TOML integers are `i64`; they are range-checked here rather than by
     /// serde so the message can state the bound instead of a Rust type name.
-    fn int<T: IntField>(
+    pub(super) fn int<T: IntField>(
         &self,
         key: &str,
         value: Option<&Spanned<i64>>,
@@ -433,7 +455,7 @@ impl Values<'_> {
 
 /// Integer types of validated fields, with their largest value as a TOML
 /// integer so range errors can state the bound.
-trait IntField: TryFrom<i64> {
+pub(super) trait IntField: TryFrom<i64> {
     const MAX: i64;
 }
 

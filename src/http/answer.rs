@@ -88,9 +88,92 @@ impl Answer {
     }
 }
 
+/// Writes a `308 Permanent Redirect` of the request whose head starts `head` to the same host
+/// and target over HTTPS on `port` (left out when 443). False when the request names no usable
+/// host: without one there is nowhere to send the client.
+pub fn https_redirect(head: &[u8], port: u16, out: &mut Vec<u8>) -> bool {
+    let mut headers = [httparse::EMPTY_HEADER; 128];
+    let mut req = httparse::Request::new(&mut headers);
+    if !matches!(req.parse(head), Ok(httparse::Status::Complete(_))) {
+        return false;
+    }
+    let Some(target) = req.path.filter(|t| t.starts_with('/')) else {
+        return false;
+    };
+    let host = req
+        .headers
+        .iter()
+        .find(|h| h.name.eq_ignore_ascii_case("host"))
+        .and_then(|h| std::str::from_utf8(h.value).ok())
+        .map(str::trim);
+    let Some(host) = host.and_then(host_without_port) else {
+        return false;
+    };
+    let _ = write!(
+        out,
+        "HTTP/1.1 308 Permanent Redirect\r\nLocation: https://{host}"
+    );
+    if port != 443 {
+        let _ = write!(out, ":{port}");
+    }
+    let _ = write!(
+        out,
+        "{target}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    );
+    true
+}
+
+/// A Host value's name (a DNS name, an IPv4 address or a bracketed IPv6 one) without its port;
+/// `None` for anything else, which must not end up in a Location header.
+fn host_without_port(host: &str) -> Option<&str> {
+    let name = if host.starts_with('[') {
+        &host[..=host.find(']')?]
+    } else {
+        host.split(':').next()?
+    };
+    let plain = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '.');
+    let ipv6 = |c: char| c.is_ascii_hexdigit() || matches!(c, ':' | '.' | '[' | ']');
+    let ok = !name.is_empty()
+        && if name.starts_with('[') {
+            name.chars().all(ipv6)
+        } else {
+            name.chars().all(plain)
+        };
+    ok.then_some(name)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn redirects_keep_host_and_target_and_drop_the_port() {
+        let mut out = Vec::new();
+        assert!(https_redirect(
+            b"GET /a?b=1 HTTP/1.1\r\nHost: Example.com:8000\r\n\r\n",
+            8443,
+            &mut out
+        ));
+        let text = String::from_utf8(out).unwrap();
+        assert!(text.starts_with("HTTP/1.1 308 Permanent Redirect\r\n"));
+        assert!(text.contains("\r\nLocation: https://Example.com:8443/a?b=1\r\n"));
+        let mut out = Vec::new();
+        assert!(https_redirect(
+            b"GET / HTTP/1.1\r\nHost: [::1]:80\r\n\r\n",
+            443,
+            &mut out
+        ));
+        assert!(String::from_utf8(out)
+            .unwrap()
+            .contains("Location: https://[::1]/\r\n"));
+        for bad in [
+            &b"GET / HTTP/1.0\r\n\r\n"[..],
+            b"GET / HTTP/1.1\r\nHost: evil.com/x\r\n\r\n",
+            b"GET * HTTP/1.1\r\nHost: a\r\n\r\n",
+        ] {
+            assert!(!https_redirect(bad, 443, &mut Vec::new()));
+        }
+    }
 
     #[test]
     fn answer_is_a_complete_response() {

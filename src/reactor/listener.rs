@@ -5,6 +5,40 @@
 use std::io;
 use std::net::SocketAddr;
 
+use mio::net::TcpListener;
+use mio::{Interest, Poll, Token};
+
+/// A listening socket the reactor accepts from.
+pub(super) struct Listener {
+    pub socket: TcpListener,
+    pub addr: SocketAddr,
+    /// Connections may be waiting in the backlog that no event will announce again.
+    pub pending: bool,
+    /// Its connections speak TLS.
+    pub tls: bool,
+}
+
+impl Listener {
+    pub fn register(
+        listener: std::net::TcpListener,
+        poll: &Poll,
+        token: Token,
+        tls: bool,
+    ) -> io::Result<Listener> {
+        listener.set_nonblocking(true)?;
+        let mut socket = TcpListener::from_std(listener);
+        let addr = socket.local_addr()?;
+        poll.registry()
+            .register(&mut socket, token, Interest::READABLE)?;
+        Ok(Listener {
+            socket,
+            addr,
+            pending: false,
+            tls,
+        })
+    }
+}
+
 /// How many connections wait in the kernel while `max_connections` are busy.
 const BACKLOG: i32 = 1024;
 

@@ -10,16 +10,16 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
-use log::{debug, error, info, warn};
+use log::{info, warn};
 use mio::event::Event;
-use mio::net::TcpListener;
-use mio::{Events, Interest, Poll, Waker};
+use mio::{Events, Poll, Waker};
 use slab::Slab;
 
+mod accept;
 mod listener;
 
 pub use listener::bind_listener;
-use listener::is_resource_exhaustion;
+use listener::Listener;
 
 use crate::buffer::BufPool;
 use crate::config::{BackendConfig, Config, HealthConfig};
@@ -29,7 +29,7 @@ use crate::http::HeadLimits;
 use crate::session::{Ctx, Outcome, Session, Settings};
 use crate::stats::Totals;
 use crate::token::{self, Target};
-use crate::transport::Transport;
+use crate::transport::tls::TlsAcceptor;
 use crate::upstream::{BackendState, Backends, ChangeError, Pool};
 
 /// How often idle pooled connections are checked against their timeout.
@@ -91,9 +91,13 @@ impl Handle {
 
 pub struct Reactor {
     poll: Poll,
-    /// `None` once draining: closing it makes new clients go elsewhere at once.
-    listener: Option<TcpListener>,
+    /// The plain listener, then the TLS one if configured; `None` once draining: closing them
+    /// makes new clients go elsewhere at once.
+    listeners: [Option<Listener>; 2],
     local_addr: SocketAddr,
+    tls_addr: Option<SocketAddr>,
+    /// The HTTPS side, shared by every reactor.
+    tls: Option<Arc<TlsAcceptor>>,
     /// When a graceful stop must end, if one is under way.
     drain_deadline: Option<Instant>,
     /// Read by the health thread at each round, so a reload changes its checks.
@@ -113,8 +117,6 @@ pub struct Reactor {
     /// Sessions that yielded with work left.
     runnable: VecDeque<(usize, u64)>,
     next_session_id: u64,
-    /// Connections may be waiting in the backlog that no event will announce again.
-    accept_pending: bool,
     accept_resume_at: Option<Instant>,
     /// Accepts failed in a row for lack of descriptors or memory, since when: the first is
     /// logged as a warning, the rest only counted, so a full table does not flood the log.
@@ -132,13 +134,22 @@ pub struct Shared {
     pub backends: Arc<Backends>,
     pub events: Arc<EventBus>,
     pub totals: Arc<Totals>,
+    /// The HTTPS listener's TLS side (certificates, session cache, ticket keys, counters).
+    pub tls: Option<Arc<TlsAcceptor>>,
     health_config: Arc<RwLock<HealthConfig>>,
 }
 
 impl Shared {
-    pub fn new(config: &Config) -> Shared {
+    /// Fails when `[tls]` certificates do not load (they were checked with the config, but the
+    /// files may have changed since).
+    pub fn new(config: &Config) -> io::Result<Shared> {
         let events = Arc::new(EventBus::default());
-        Shared {
+        let tls = match &config.tls {
+            Some(t) => Some(TlsAcceptor::new(t).map_err(io::Error::other)?),
+            None => None,
+        };
+        Ok(Shared {
+            tls,
             backends: Arc::new(Backends::with_events(
                 &config.backends,
                 config.algorithm,
@@ -148,7 +159,7 @@ impl Shared {
             events,
             totals: Arc::new(Totals::default()),
             health_config: Arc::new(RwLock::new(config.health.clone())),
-        }
+        })
     }
 }
 
@@ -159,36 +170,47 @@ impl Reactor {
         Reactor::with_listener(listener, config)
     }
 
-    /// Runs on an already bound listener, so tests can bind port 0.
+    /// Runs on an already bound listener, so tests can bind port 0; the TLS listener, if
+    /// configured, is bound here (port 0 too, if so configured).
     pub fn with_listener(listener: std::net::TcpListener, config: &Config) -> io::Result<Reactor> {
-        Reactor::with_shared(listener, config, Shared::new(config))
+        let tls_listener = match &config.tls {
+            Some(t) => Some(bind_listener(t.listen, false)?),
+            None => None,
+        };
+        Reactor::with_shared(listener, tls_listener, config, Shared::new(config)?)
     }
 
-    /// One of several reactors (`workers`), each on its own listener, sharing `shared`.
+    /// One of several reactors (`workers`), each on its own listeners, sharing `shared`.
     pub fn with_shared(
         listener: std::net::TcpListener,
+        tls_listener: Option<std::net::TcpListener>,
         config: &Config,
         shared: Shared,
     ) -> io::Result<Reactor> {
-        listener.set_nonblocking(true)?;
-        let mut listener = TcpListener::from_std(listener);
-        let local_addr = listener.local_addr()?;
         let poll = Poll::new()?;
-        poll.registry()
-            .register(&mut listener, token::LISTENER, Interest::READABLE)?;
+        let plain = Listener::register(listener, &poll, token::LISTENER, false)?;
+        let local_addr = plain.addr;
+        let tls_side = match (tls_listener, &shared.tls) {
+            (Some(l), Some(_)) => Some(Listener::register(l, &poll, token::TLS_LISTENER, true)?),
+            _ => None,
+        };
+        let tls_addr = tls_side.as_ref().map(|l| l.addr);
         let waker = Arc::new(Waker::new(poll.registry(), token::WAKER)?);
         let (sender, commands) = crossbeam_channel::unbounded();
         let Shared {
             backends,
             events,
             totals,
+            tls,
             health_config,
         } = shared;
         let limits = &config.limits;
         Ok(Reactor {
             poll,
-            listener: Some(listener),
+            listeners: [Some(plain), tls_side],
             local_addr,
+            tls_addr,
+            tls,
             drain_deadline: None,
             health_config,
             max_header_bytes: limits.max_header_bytes,
@@ -213,12 +235,13 @@ impl Reactor {
                 busy_poll: config.busy_poll,
                 retries: config.retries,
                 proxy_from: config.proxy_protocol_from.clone(),
+                handshake_timeout: tls_handshake_timeout(config),
+                redirect_https: redirect_port(config, tls_addr),
             },
             max_connections: limits.max_connections,
             timers: BinaryHeap::new(),
             runnable: VecDeque::new(),
             next_session_id: 0,
-            accept_pending: false,
             accept_resume_at: None,
             accept_failures: 0,
             accept_failing_since: None,
@@ -230,6 +253,16 @@ impl Reactor {
 
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// The HTTPS listener's address, when `[tls]` is configured.
+    pub fn tls_addr(&self) -> Option<SocketAddr> {
+        self.tls_addr
+    }
+
+    /// The TLS side shared by the reactors (for the admin API).
+    pub fn tls(&self) -> Option<Arc<TlsAcceptor>> {
+        self.tls.clone()
     }
 
     pub fn handle(&self) -> Handle {
@@ -279,6 +312,9 @@ impl Reactor {
     /// Serves until told to shut down.
     pub fn run(&mut self) -> io::Result<()> {
         info!("listening on {}", self.local_addr);
+        if let Some(addr) = self.tls_addr {
+            info!("tls listener on {addr}");
+        }
         let mut events = Events::with_capacity(1024);
         loop {
             let timeout = self.poll_timeout(Instant::now());
@@ -291,8 +327,11 @@ impl Reactor {
             let now = Instant::now();
             for event in events.iter() {
                 match token::target(event.token()) {
-                    Target::Listener => {
-                        self.accept_pending = true;
+                    Target::Listener | Target::TlsListener => {
+                        let side = usize::from(token::target(event.token()) == Target::TlsListener);
+                        if let Some(l) = &mut self.listeners[side] {
+                            l.pending = true;
+                        }
                         // While accepting is paused (out of descriptors or memory), a new
                         // connection waits in the backlog with the others: retrying for each
                         // one would fail and log once per connection. The pause ends on its
@@ -320,7 +359,7 @@ impl Reactor {
                 self.pool.expire(now);
                 self.next_pool_sweep = now + POOL_SWEEP;
             }
-            if self.accept_pending && self.accept_resume_at.is_none_or(|at| now >= at) {
+            if self.accept_pending() && self.accept_resume_at.is_none_or(|at| now >= at) {
                 self.accept(now);
             }
             if let Some(deadline) = self.drain_deadline {
@@ -347,7 +386,7 @@ impl Reactor {
         if let Some(Reverse((at, _, _))) = self.timers.peek() {
             next = next.min(*at);
         }
-        if let (true, Some(at)) = (self.accept_pending, self.accept_resume_at) {
+        if let (true, Some(at)) = (self.accept_pending(), self.accept_resume_at) {
             next = next.min(at);
         }
         if let Some(at) = self.drain_deadline {
@@ -395,10 +434,11 @@ impl Reactor {
         );
         self.drain_deadline = Some(now + drain);
         self.totals.draining.store(true, Ordering::Relaxed);
-        if let Some(mut listener) = self.listener.take() {
-            let _ = self.poll.registry().deregister(&mut listener);
+        for listener in &mut self.listeners {
+            if let Some(mut l) = listener.take() {
+                let _ = self.poll.registry().deregister(&mut l.socket);
+            }
         }
-        self.accept_pending = false;
         let slots: Vec<usize> = self.sessions.iter().map(|(slot, _)| slot).collect();
         for slot in slots {
             self.with_session(slot, now, Session::begin_drain);
@@ -414,6 +454,8 @@ impl Reactor {
         t.proxy_from = config.proxy_protocol_from.clone();
         t.access_log = config.access_log;
         t.busy_poll = config.busy_poll;
+        t.handshake_timeout = tls_handshake_timeout(config);
+        t.redirect_https = redirect_port(config, self.tls_addr);
         let limits = &config.limits;
         if limits.max_header_bytes <= self.max_header_bytes {
             t.head_limits = HeadLimits {
@@ -444,95 +486,6 @@ impl Reactor {
             );
         }
         info!("configuration reloaded");
-    }
-
-    fn accept(&mut self, now: Instant) {
-        self.accept_resume_at = None;
-        while self.accept_pending {
-            // Counted over every reactor: the limit is the balancer's.
-            if self.totals.active_connections.load(Ordering::Relaxed) >= self.max_connections as u64
-            {
-                // The kernel backlog holds the rest until a session ends.
-                return;
-            }
-            let Some(listener) = &self.listener else {
-                self.accept_pending = false;
-                return;
-            };
-            match listener.accept() {
-                Ok((stream, peer)) => {
-                    self.accept_recovered(now);
-                    self.add_session(stream, peer, now);
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    // Linux takes the descriptor before it looks at the backlog: an empty one
-                    // means a descriptor was there.
-                    self.accept_recovered(now);
-                    self.accept_pending = false;
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => {
-                    if is_resource_exhaustion(&e) {
-                        if self.accept_failures == 0 {
-                            warn!(
-                                "accept failed: {e}; retrying every {ACCEPT_BACKOFF:?} \
-                                 (and whenever a connection closes) until it succeeds"
-                            );
-                            self.accept_failing_since = Some(now);
-                        } else {
-                            debug!("accept failed again: {e}");
-                        }
-                        self.accept_failures += 1;
-                        self.accept_resume_at = Some(now + ACCEPT_BACKOFF);
-                        return;
-                    }
-                    // The connection died in the backlog (ECONNABORTED and the like).
-                    debug!("accept failed: {e}");
-                }
-            }
-        }
-    }
-
-    fn accept_recovered(&mut self, now: Instant) {
-        if self.accept_failures > 0 {
-            let since = self.accept_failing_since.take().unwrap_or(now);
-            info!(
-                "accepting again after {} failed attempts over {:.1} s",
-                self.accept_failures,
-                now.duration_since(since).as_secs_f64()
-            );
-            self.accept_failures = 0;
-        }
-    }
-
-    fn add_session(&mut self, mut stream: mio::net::TcpStream, peer: SocketAddr, now: Instant) {
-        let _ = stream.set_nodelay(true);
-        let entry = self.sessions.vacant_entry();
-        let slot = entry.key();
-        if let Err(e) = self.poll.registry().register(
-            &mut stream,
-            token::client(slot),
-            Interest::READABLE | Interest::WRITABLE,
-        ) {
-            error!("cannot register client {peer}: {e}");
-            return;
-        }
-        self.next_session_id += 1;
-        let id = self.next_session_id;
-        let session = entry.insert(Session::new(id, slot, Transport::Plain(stream), peer, now));
-        if self
-            .settings
-            .proxy_from
-            .iter()
-            .any(|net| net.contains(&peer.ip()))
-        {
-            session.expect_proxy_header();
-        }
-        self.totals
-            .active_connections
-            .fetch_add(1, Ordering::Relaxed);
-        // The request may be in the socket already; its edge came before registration.
-        self.drive(slot, now);
     }
 
     fn session_event(&mut self, slot: usize, event: &Event, client: bool, now: Instant) {
@@ -586,7 +539,7 @@ impl Reactor {
                         .active_connections
                         .fetch_sub(1, Ordering::Relaxed);
                 }
-                if self.accept_pending {
+                if self.accept_pending() {
                     self.accept(Instant::now());
                 }
             }
@@ -606,7 +559,7 @@ impl Reactor {
         let Some(session) = self.sessions.get_mut(slot) else {
             return;
         };
-        let Some(deadline) = session.deadline(&self.settings.timeouts) else {
+        let Some(deadline) = session.deadline(&self.settings) else {
             return;
         };
         if session.armed.is_some_and(|armed| armed <= deadline) {
@@ -643,4 +596,19 @@ impl Reactor {
             }
         }
     }
+}
+
+fn tls_handshake_timeout(config: &Config) -> Duration {
+    config
+        .tls
+        .as_ref()
+        .map_or(crate::config::DEFAULT_TLS_HANDSHAKE_TIMEOUT, |t| {
+            t.handshake_timeout
+        })
+}
+
+/// The HTTPS port plain requests are redirected to, with `tls.redirect_http`.
+fn redirect_port(config: &Config, tls_addr: Option<SocketAddr>) -> Option<u16> {
+    let tls = config.tls.as_ref().filter(|t| t.redirect_http)?;
+    Some(tls_addr.map_or(tls.listen.port(), |a| a.port()))
 }

@@ -52,12 +52,13 @@ impl Session {
         if ctx.settings.access_log {
             info!(
                 target: "access",
-                "{} \"{line}\" {} {} {} {millis:.3}ms{}{note}",
+                "{} \"{line}\" {} {} {} {millis:.3}ms{}{}{note}",
                 self.peer,
                 ex.status,
                 ex.bytes_to_client,
                 backend.unwrap_or("-"),
                 ex.error_cause.map_or(String::new(), |c| format!(" {c}")),
+                TlsNote(self.client.tls_description()),
             );
         }
     }
@@ -82,7 +83,24 @@ impl Session {
             }));
         }
         if ctx.settings.access_log {
-            info!(target: "access", "{} \"-\" {status} 0 - 0.000ms {cause}", self.peer);
+            info!(
+                target: "access",
+                "{} \"-\" {status} 0 - 0.000ms {cause}{}",
+                self.peer,
+                TlsNote(self.client.tls_description())
+            );
+        }
+    }
+}
+
+/// ` tls=TLSv1.3/TLS13_AES_128_GCM_SHA256` on the lines of requests that came over TLS.
+struct TlsNote(Option<(&'static str, &'static str)>);
+
+impl std::fmt::Display for TlsNote {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            Some((version, suite)) => write!(f, " tls={version}/{suite}"),
+            None => Ok(()),
         }
     }
 }

@@ -102,7 +102,24 @@ impl Session {
             let head = &self.to_client[self.to_client_pos..];
             let body = &self.resp_in.data()[..self.resp_released];
             if head.is_empty() && body.is_empty() {
-                break;
+                if !self.client.has_pending_output() {
+                    break;
+                }
+                // TLS records (a handshake flight, a close_notify, the end of a response)
+                // still waiting for room in the socket.
+                match self.client.flush() {
+                    Ok(()) => {
+                        progress = true;
+                        self.last_client_write = ctx.now;
+                    }
+                    Err(e) if would_block(&e) => self.client_ready.writable = false,
+                    Err(e) if interrupted(&e) => {}
+                    Err(e) => {
+                        debug!("client {}: write error: {e}", self.peer);
+                        return Err(Closed);
+                    }
+                }
+                continue;
             }
             let result = if head.is_empty() {
                 self.client.write(body)
@@ -151,11 +168,14 @@ impl Session {
     }
 
     pub(super) fn client_output_flushed(&self) -> bool {
-        self.to_client_pos == self.to_client.len() && self.resp_released == 0
+        self.to_client_pos == self.to_client.len()
+            && self.resp_released == 0
+            && !self.client.has_pending_output()
     }
 
     pub(super) fn shut_client_write_when_flushed(&mut self) {
-        if !self.client_write_shut && self.client_output_flushed() {
+        if !self.client_write_shut && self.client_output_flushed() && !self.client.is_handshaking()
+        {
             self.client_write_shut = true;
             self.client.shutdown_write();
         }
@@ -181,6 +201,7 @@ impl Session {
             self.exchange = None;
         }
         self.drop_backend(ctx, false);
+        self.client.close();
         self.req_in.clear();
         self.resp_in.clear();
         self.req_in.release_if_empty(ctx.bufs);

@@ -96,10 +96,14 @@ impl Session {
         };
         ctx.bufs.lend_head(&mut self.to_backend);
         ctx.bufs.lend_head(&mut self.to_client);
+        let origin = request::Origin {
+            ip: self.peer.ip(),
+            https: self.client.is_tls(),
+        };
         let parsed = request::parse(
             data,
             limits,
-            self.peer.ip(),
+            origin,
             ctx.settings.access_log || ctx.events.wants_requests(),
             &mut self.to_backend,
         );
@@ -111,6 +115,9 @@ impl Session {
             Ok(None) => return Ok(false),
             Err(e) => return self.refuse_head(ctx, e),
         };
+        if let Some(port) = ctx.settings.redirect_https.filter(|_| !origin.https) {
+            return self.redirect_to_https(ctx, port);
+        }
         self.req_in.consume(request.head_len);
         self.head_searched = 0;
         self.to_backend_pos = 0;
@@ -220,6 +227,27 @@ impl Session {
         self.resp_in.clear();
         self.resp_released = 0;
         answer.write(&mut self.to_client, cause, Some("close"), false);
+        self.resp_phase = ResponsePhase::Complete;
+        self.begin_closing(ctx);
+        Ok(true)
+    }
+
+    /// `tls.redirect_http`: a plain request is sent to the same host and target over HTTPS,
+    /// with 308 so that the method and body are kept, and the connection closes (its request
+    /// body, if any, is never read).
+    fn redirect_to_https(&mut self, ctx: &mut Ctx, port: u16) -> Step {
+        self.to_backend.clear();
+        let mut answer = std::mem::take(&mut self.to_client);
+        answer.clear();
+        if !http::answer::https_redirect(self.req_in.data(), port, &mut answer) {
+            self.to_client = answer;
+            return self.refuse_request(ctx, Answer::BadRequest, "no-host-to-redirect");
+        }
+        self.record_refusal(ctx, 308, "redirect-to-https");
+        self.to_client = answer;
+        self.to_client_pos = 0;
+        self.resp_in.clear();
+        self.resp_released = 0;
         self.resp_phase = ResponsePhase::Complete;
         self.begin_closing(ctx);
         Ok(true)

@@ -71,6 +71,10 @@ pub struct Settings {
     pub retries: u32,
     /// Peers whose connections open with a PROXY protocol header.
     pub proxy_from: Vec<ipnet::IpNet>,
+    /// `tls.handshake_timeout`.
+    pub handshake_timeout: Duration,
+    /// `tls.redirect_http`: plain requests are answered 308 to `https://` on this port.
+    pub redirect_https: Option<u16>,
 }
 
 /// What the reactor should do with a session after driving it.

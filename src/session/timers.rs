@@ -4,17 +4,24 @@ use std::time::Instant;
 
 use log::debug;
 
-use super::{BackendFailure, Closed, Ctx, Outcome, RequestPhase, ResponsePhase, Session};
-use crate::config::Timeouts;
+use super::{BackendFailure, Closed, Ctx, Outcome, RequestPhase, ResponsePhase, Session, Settings};
 use crate::http::Answer;
 
 impl Session {
     /// The earliest moment something must happen if no byte moves before it.
-    pub fn deadline(&self, t: &Timeouts) -> Option<Instant> {
-        self.next_timer(t).map(|(at, _)| at)
+    pub fn deadline(&self, settings: &Settings) -> Option<Instant> {
+        self.next_timer(settings).map(|(at, _)| at)
     }
 
-    fn next_timer(&self, t: &Timeouts) -> Option<(Instant, Timer)> {
+    fn next_timer(&self, settings: &Settings) -> Option<(Instant, Timer)> {
+        if self.client.is_handshaking() {
+            // Nothing else can happen before the handshake ends; the session began with it.
+            return Some((
+                self.head_started + settings.handshake_timeout,
+                Timer::Handshake,
+            ));
+        }
+        let t = &settings.timeouts;
         // Request body bytes wait for a backend that takes none: the proxy has stopped reading
         // the client because of it, so the client's silence is the backend's doing.
         let backend_blocks = self.req_phase == RequestPhase::Body
@@ -93,7 +100,7 @@ impl Session {
 
     /// Acts on whatever timer has expired, if one has.
     pub fn on_timer(&mut self, ctx: &mut Ctx) -> Outcome {
-        let Some((at, timer)) = self.next_timer(&ctx.settings.timeouts) else {
+        let Some((at, timer)) = self.next_timer(ctx.settings) else {
             return Outcome::Idle;
         };
         if at > ctx.now {
@@ -102,6 +109,10 @@ impl Session {
         debug!("client {}: {timer:?} timeout", self.peer);
         let step = match timer {
             Timer::Linger | Timer::KeepAliveIdle | Timer::TunnelIdle | Timer::ClientWrite => {
+                Err(Closed)
+            }
+            Timer::Handshake => {
+                self.client.handshake_timed_out();
                 Err(Closed)
             }
             Timer::ClientHeader => {
@@ -134,6 +145,7 @@ impl Session {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Timer {
+    Handshake,
     ClientHeader,
     KeepAliveIdle,
     ClientBody,

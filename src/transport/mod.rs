@@ -1,4 +1,4 @@
-//! The byte transport under a session's protocol: a plain TCP socket, or (later) TLS over one.
+//! The byte transport under a session's protocol: a plain TCP socket, or TLS over one.
 //!
 //! A session reads and writes plaintext through a [`Transport`] and never sees how the bytes
 //! travel. Two promises keep the session's edge-triggered readiness bookkeeping right whatever
@@ -6,12 +6,15 @@
 //! new edge is missed), and a write that takes fewer bytes than offered means the socket is full
 //! (so an edge will come when it has room).
 
+pub mod tls;
+
 use std::io::{self, IoSlice, Read, Write};
 use std::net::Shutdown;
 
 use mio::net::TcpStream;
 
 use crate::buffer::Source;
+use tls::TlsStream;
 
 /// Readiness of one socket, remembered between edge-triggered events.
 #[derive(Debug, Clone, Copy, Default)]
@@ -42,6 +45,8 @@ impl Readiness {
 /// How a connection's bytes travel.
 pub enum Transport {
     Plain(TcpStream),
+    /// Boxed: rustls's state is large, and most connections of a plain listener never pay for it.
+    Tls(Box<TlsStream>),
 }
 
 impl Transport {
@@ -50,12 +55,41 @@ impl Transport {
     pub fn tcp(&self) -> &TcpStream {
         match self {
             Transport::Plain(s) => s,
+            Transport::Tls(t) => t.tcp(),
         }
     }
 
     pub fn tcp_mut(&mut self) -> &mut TcpStream {
         match self {
             Transport::Plain(s) => s,
+            Transport::Tls(t) => t.tcp_mut(),
+        }
+    }
+
+    pub fn is_tls(&self) -> bool {
+        matches!(self, Transport::Tls(_))
+    }
+
+    /// TLS only: the handshake has not finished yet.
+    pub fn is_handshaking(&self) -> bool {
+        match self {
+            Transport::Plain(_) => false,
+            Transport::Tls(t) => t.is_handshaking(),
+        }
+    }
+
+    /// TLS only: the negotiated version and cipher suite.
+    pub fn tls_description(&self) -> Option<(&'static str, &'static str)> {
+        match self {
+            Transport::Plain(_) => None,
+            Transport::Tls(t) => t.describe(),
+        }
+    }
+
+    /// The handshake ran out of time: counted as such before the close.
+    pub fn handshake_timed_out(&mut self) {
+        if let Transport::Tls(t) = self {
+            t.handshake_timed_out();
         }
     }
 
@@ -64,6 +98,7 @@ impl Transport {
     pub fn write(&mut self, data: &[u8]) -> io::Result<usize> {
         match self {
             Transport::Plain(s) => s.write(data),
+            Transport::Tls(t) => t.write(data),
         }
     }
 
@@ -72,6 +107,7 @@ impl Transport {
     pub fn write_pair(&mut self, head: &[u8], body: &[u8]) -> io::Result<usize> {
         match self {
             Transport::Plain(s) => s.write_vectored(&[IoSlice::new(head), IoSlice::new(body)]),
+            Transport::Tls(t) => t.write_pair(head, body),
         }
     }
 
@@ -80,6 +116,22 @@ impl Transport {
     pub fn has_pending_output(&self) -> bool {
         match self {
             Transport::Plain(_) => false,
+            Transport::Tls(t) => t.has_pending_output(),
+        }
+    }
+
+    /// Sends bytes held below the session; `WouldBlock` if the socket cannot take them all.
+    pub fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Transport::Plain(_) => Ok(()),
+            Transport::Tls(t) => t.flush(),
+        }
+    }
+
+    /// The connection is about to be dropped: TLS says close_notify if the socket takes it.
+    pub fn close(&mut self) {
+        if let Transport::Tls(t) = self {
+            t.close();
         }
     }
 
@@ -89,6 +141,7 @@ impl Transport {
             Transport::Plain(s) => {
                 let _ = s.shutdown(Shutdown::Write);
             }
+            Transport::Tls(t) => t.shutdown_write(),
         }
     }
 }
@@ -101,6 +154,7 @@ impl Source for Transport {
                 let n = s.read(buf)?;
                 Ok((n, n < buf.len()))
             }
+            Transport::Tls(t) => t.read_some(buf),
         }
     }
 }

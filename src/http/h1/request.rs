@@ -126,15 +126,30 @@ pub fn check_partial(buf: &[u8], limits: &HeadLimits) -> Result<(), RequestError
     Ok(())
 }
 
+/// Who sent a request and how, for the `X-Forwarded-*` fields.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Origin {
+    pub ip: IpAddr,
+    /// The request came over TLS.
+    pub https: bool,
+}
+
+impl From<IpAddr> for Origin {
+    fn from(ip: IpAddr) -> Origin {
+        Origin { ip, https: false }
+    }
+}
+
 /// Parses the complete head at the start of `buf` (`head_end` from [`crate::http::find_head_end`]) and
 /// writes the head to forward into `out`.
 pub fn parse(
     buf: &[u8],
     limits: &HeadLimits,
-    client_ip: IpAddr,
+    client: impl Into<Origin>,
     keep_request_line: bool,
     out: &mut Vec<u8>,
 ) -> Result<Option<Request>, RequestError> {
+    let client = client.into();
     // Left uninitialised: httparse writes only the slots it fills, and zeroing 16 KiB of
     // slots for every request cost more than parsing the head.
     let mut slots = [const { MaybeUninit::<httparse::Header>::uninit() }; MAX_HEADERS_CAP];
@@ -325,8 +340,12 @@ pub fn parse(
     for prior in forwarded_for.iter().filter(|v| !v.is_empty()) {
         push_all(out, &[prior, b", "]);
     }
-    crate::http::push_ip(out, client_ip);
-    out.extend_from_slice(b"\r\nX-Forwarded-Proto: http\r\n");
+    crate::http::push_ip(out, client.ip);
+    out.extend_from_slice(if client.https {
+        b"\r\nX-Forwarded-Proto: https\r\n"
+    } else {
+        b"\r\nX-Forwarded-Proto: http\r\n"
+    });
     if let Some(host) = host.filter(|h| !h.is_empty()) {
         push_all(out, &[b"X-Forwarded-Host: ", host, b"\r\n"]);
     }
