@@ -253,6 +253,7 @@ pub struct DiscoverConfig {
     pub name: String,
     pub target: DiscoverTarget,
     pub weight: u32,
+    pub tls: Option<BackendTls>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -397,6 +398,19 @@ pub struct BackendConfig {
     pub name: String,
     pub address: SocketAddr,
     pub weight: u32,
+    /// `tls = true`: the backend is reached over TLS.
+    pub tls: Option<BackendTls>,
+}
+
+/// TLS to a backend (`[[backend]] tls = true`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BackendTls {
+    /// `tls_server_name`: the name sent by SNI and checked in the backend's certificate;
+    /// defaults to the host of `address` as written (a name, or an IP address).
+    pub server_name: String,
+    /// `tls_ca`: a PEM bundle of the CAs trusted for this backend; by default the system's
+    /// roots.
+    pub ca: Option<std::path::PathBuf>,
 }
 
 impl Default for Config {

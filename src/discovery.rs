@@ -302,6 +302,7 @@ fn apply(
             name: backend_name(&entry.name, address),
             address,
             weight: entry.weight,
+            tls: entry.tls.clone(),
         };
         if ask(reactor, Change::Discovered(config)) {
             info!("discovery: {} gained {address}", entry.name);

@@ -6,7 +6,7 @@
 //! to the reactor (crossbeam channel + the reactor's `Waker`), which owns the routing state and
 //! applies [`HealthTracker::observe`].
 
-use std::io::{self, Read, Write};
+use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
@@ -18,7 +18,10 @@ use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token, Waker};
 use slab::Slab;
 
+use crate::buffer::Source;
 use crate::config::HealthConfig;
+use crate::transport::tls::connector::TlsConnector;
+use crate::transport::Transport;
 
 /// Consecutive results and the up/down state they imply (HAProxy's rise and fall).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -96,10 +99,12 @@ pub struct ProbeResult {
 }
 
 /// What the health thread probes.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct ProbeTarget {
     pub backend: usize,
     pub address: SocketAddr,
+    /// A TLS backend is probed over TLS, as its traffic goes.
+    pub tls: Option<Arc<TlsConnector>>,
 }
 
 /// Controls a running health thread; stops it when dropped.
@@ -160,7 +165,7 @@ const MAX_PROBE_RESPONSE: usize = 8192;
 
 struct Probe {
     backend: usize,
-    stream: TcpStream,
+    stream: Transport,
     started: Instant,
     deadline: Instant,
     connected: bool,
@@ -265,6 +270,16 @@ impl Prober {
             (self.report)(failed(target.backend, describe(&e), Duration::ZERO, at));
             return;
         }
+        let stream = match &target.tls {
+            None => Transport::Plain(stream),
+            Some(connector) => match connector.connect(stream) {
+                Ok(t) => Transport::Tls(Box::new(t)),
+                Err(e) => {
+                    (self.report)(failed(target.backend, e.to_string(), Duration::ZERO, at));
+                    return;
+                }
+            },
+        };
         let request = format!(
             "GET {} HTTP/1.1\r\nHost: {}\r\nUser-Agent: lb-health\r\nConnection: close\r\n\r\n",
             self.config.path, target.address
@@ -287,11 +302,11 @@ impl Prober {
             return;
         };
         if !probe.connected {
-            match probe.stream.take_error() {
+            match probe.stream.tcp().take_error() {
                 Ok(Some(e)) | Err(e) => return self.finish(key, false, describe(&e)),
                 Ok(None) => {}
             }
-            match probe.stream.peer_addr() {
+            match probe.stream.tcp().peer_addr() {
                 Ok(_) => probe.connected = true,
                 Err(e) if e.kind() == io::ErrorKind::NotConnected => return,
                 Err(e) => return self.finish(key, false, describe(&e)),
@@ -305,11 +320,17 @@ impl Prober {
                 Err(e) => return self.finish(key, false, describe(&e)),
             }
         }
+        // TLS records the request left behind (it is taken whole, then encrypted).
+        match probe.stream.flush() {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+            Err(e) => return self.finish(key, false, describe(&e)),
+        }
         let mut chunk = [0u8; 1024];
         loop {
-            match probe.stream.read(&mut chunk) {
-                Ok(0) => break,
-                Ok(n) => {
+            match probe.stream.read_some(&mut chunk) {
+                Ok((0, _)) => break,
+                Ok((n, _)) => {
                     probe.response.extend_from_slice(&chunk[..n]);
                     if probe.response.contains(&b'\n') || probe.response.len() > MAX_PROBE_RESPONSE
                     {
@@ -336,7 +357,7 @@ impl Prober {
         let Some(mut probe) = self.probes.try_remove(key) else {
             return;
         };
-        let _ = self.poll.registry().deregister(&mut probe.stream);
+        let _ = self.poll.registry().deregister(probe.stream.tcp_mut());
         debug!("probe of backend {}: {detail}", probe.backend);
         (self.report)(ProbeResult {
             backend: probe.backend,

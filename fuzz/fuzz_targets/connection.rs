@@ -98,6 +98,7 @@ fn harness() -> &'static Mutex<Harness> {
                 name: "fuzz".into(),
                 address: backend_addr,
                 weight: 1,
+                tls: None,
             }],
             access_log: false,
             ..Config::default()

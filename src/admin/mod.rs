@@ -362,6 +362,7 @@ fn parse_new_backend(body: &[u8]) -> Result<BackendConfig, String> {
         name: name.to_string(),
         address,
         weight,
+        tls: None,
     })
 }
 

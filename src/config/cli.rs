@@ -128,6 +128,7 @@ fn parse_backend_flags(flags: &[String]) -> Result<Vec<BackendConfig>, ConfigErr
             name,
             address,
             weight: DEFAULT_BACKEND_WEIGHT,
+            tls: None,
         });
     }
     Ok(backends)

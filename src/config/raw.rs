@@ -79,6 +79,9 @@ pub(super) struct RawBackend {
     pub address: Option<Spanned<String>>,
     pub discover: Option<Spanned<String>>,
     pub weight: Option<Spanned<i64>>,
+    pub tls: Option<Spanned<bool>>,
+    pub tls_server_name: Option<Spanned<String>>,
+    pub tls_ca: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

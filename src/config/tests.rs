@@ -137,6 +137,7 @@ fn documented_example_parses_to_documented_values() {
             name: "backend-1".into(),
             address: addr("127.0.0.1:8001"),
             weight: 1,
+            tls: None,
         }]
     );
     // The documented values are the defaults.
@@ -159,11 +160,13 @@ fn minimal_file_gets_every_default() {
                 name: "backend-1".into(),
                 address: addr("127.0.0.1:8001"),
                 weight: DEFAULT_BACKEND_WEIGHT,
+                tls: None,
             },
             BackendConfig {
                 name: "backend-2".into(),
                 address: addr("127.0.0.1:8002"),
                 weight: DEFAULT_BACKEND_WEIGHT,
+                tls: None,
             },
         ],
         ..Config::default()
@@ -768,11 +771,13 @@ fn flags_replace_backends_and_listen() {
                 name: "web".into(),
                 address: addr("127.0.0.1:9000"),
                 weight: 1,
+                tls: None,
             },
             BackendConfig {
                 name: "backend-2".into(),
                 address: addr("127.0.0.1:9001"),
                 weight: 1,
+                tls: None,
             },
         ]
     );

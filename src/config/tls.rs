@@ -11,11 +11,12 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use super::error::{line_of, ConfigError};
+use super::raw::RawBackend;
 use super::validate::Values;
 use super::{
-    CertificateConfig, TlsConfig, TlsVersion, DEFAULT_TLS_HANDSHAKE_TIMEOUT, DEFAULT_TLS_LISTEN,
-    DEFAULT_TLS_MIN_VERSION, DEFAULT_TLS_REDIRECT_HTTP, DEFAULT_TLS_SESSION_CACHE,
-    DEFAULT_TLS_SESSION_TICKETS,
+    BackendTls, CertificateConfig, TlsConfig, TlsVersion, DEFAULT_TLS_HANDSHAKE_TIMEOUT,
+    DEFAULT_TLS_LISTEN, DEFAULT_TLS_MIN_VERSION, DEFAULT_TLS_REDIRECT_HTTP,
+    DEFAULT_TLS_SESSION_CACHE, DEFAULT_TLS_SESSION_TICKETS,
 };
 use crate::transport::tls::{certs, provider};
 
@@ -39,11 +40,8 @@ pub(super) struct RawCertificate {
     pub key: Option<Spanned<String>>,
 }
 
-pub(super) fn build(
-    v: &Values,
-    raw: &Spanned<RawTls>,
-    dir: &Path,
-) -> Result<TlsConfig, ConfigError> {
+pub(super) fn build(v: &Values, raw: &Spanned<RawTls>) -> Result<TlsConfig, ConfigError> {
+    let dir = v.dir;
     let table_line = line_of(v.text, raw.span().start);
     let raw = raw.get_ref();
     let listen = v.address("tls.listen", raw.listen.as_ref(), DEFAULT_TLS_LISTEN)?;
@@ -115,6 +113,69 @@ pub(super) fn build(
         session_tickets: raw.session_tickets.unwrap_or(DEFAULT_TLS_SESSION_TICKETS),
         certificates,
     })
+}
+
+/// `tls`, `tls_server_name` and `tls_ca` of a `[[backend]]`; `written` is its address or
+/// discover name as written, whose host is the default server name.
+pub(super) fn backend(
+    v: &Values,
+    index: usize,
+    raw: &RawBackend,
+    written: Option<&str>,
+) -> Result<Option<BackendTls>, ConfigError> {
+    let key = |field: &str| format!("backend[{index}].{field}");
+    let on = raw.tls.as_ref().is_some_and(|t| *t.get_ref());
+    if !on {
+        if let Some(extra) = raw.tls_server_name.as_ref().or(raw.tls_ca.as_ref()) {
+            let field = if raw.tls_server_name.is_some() {
+                "tls_server_name"
+            } else {
+                "tls_ca"
+            };
+            return Err(v.fail(
+                &key(field),
+                extra.span(),
+                "only means something with tls = true",
+            ));
+        }
+        return Ok(None);
+    }
+    let server_name = match &raw.tls_server_name {
+        Some(n) => {
+            let name = n.get_ref().trim();
+            if rustls_pki_types::ServerName::try_from(name).is_err() {
+                return Err(v.fail(
+                    &key("tls_server_name"),
+                    n.span(),
+                    "must be a DNS name or an IP address",
+                ));
+            }
+            name.to_string()
+        }
+        None => written.map(default_server_name).unwrap_or_default(),
+    };
+    let ca = match &raw.tls_ca {
+        Some(p) => {
+            let path = resolve(v.dir, p.get_ref());
+            crate::transport::tls::connector::load_roots(&path)
+                .map_err(|m| v.fail(&key("tls_ca"), p.span(), m))?;
+            Some(path)
+        }
+        None => None,
+    };
+    Ok(Some(BackendTls { server_name, ca }))
+}
+
+/// The host of `host:port` (or of an SRV name), brackets off an IPv6 address.
+fn default_server_name(written: &str) -> String {
+    let host = match written.rsplit_once(':') {
+        Some((host, port)) if port.chars().all(|c| c.is_ascii_digit()) => host,
+        _ => written,
+    };
+    host.trim_start_matches('[')
+        .trim_end_matches(']')
+        .trim_end_matches('.')
+        .to_string()
 }
 
 /// A certificate's file path, resolved, and the value it came from (for errors that point at it).

@@ -16,7 +16,7 @@ use super::raw::{RawBackend, RawConfig};
 use super::*;
 
 pub(super) fn build(raw: RawConfig, text: &str, dir: &Path) -> Result<Config, ConfigError> {
-    let v = Values { text };
+    let v = Values { text, dir };
 
     let listen = v.address("listen", raw.listen.as_ref(), DEFAULT_LISTEN)?;
     let admin = v.address("admin", raw.admin.as_ref(), DEFAULT_ADMIN)?;
@@ -256,6 +256,7 @@ pub(super) fn build(raw: RawConfig, text: &str, dir: &Path) -> Result<Config, Co
                     name: d.name.clone(),
                     address: SocketAddr::from(([0, 0, 0, 0], 0)),
                     weight: d.weight,
+                    tls: None,
                 },
                 Some(d),
             ),
@@ -291,7 +292,7 @@ pub(super) fn build(raw: RawConfig, text: &str, dir: &Path) -> Result<Config, Co
     }
 
     let tls = match &raw.tls {
-        Some(t) => Some(super::tls::build(&v, t, dir)?),
+        Some(t) => Some(super::tls::build(&v, t)?),
         None => None,
     };
     if let Some(t) = &tls {
@@ -343,6 +344,8 @@ pub(super) fn conflicting(listen: SocketAddr, admin: SocketAddr) -> bool {
 
 pub(super) struct Values<'a> {
     pub(super) text: &'a str,
+    /// Where relative file paths start: the config file's folder.
+    pub(super) dir: &'a Path,
 }
 
 impl Values<'_> {
@@ -417,6 +420,8 @@ impl Values<'_> {
             DEFAULT_BACKEND_WEIGHT,
             1,
         )?;
+        let written = raw.address.as_ref().or(raw.discover.as_ref());
+        let tls = super::tls::backend(self, index, raw, written.map(|w| w.get_ref().as_str()))?;
         match (&raw.address, &raw.discover) {
             (Some(address), None) => {
                 let address_key = format!("backend[{index}].address");
@@ -427,6 +432,7 @@ impl Values<'_> {
                     name,
                     address,
                     weight,
+                    tls,
                 }))
             }
             (None, Some(discover)) => {
@@ -437,6 +443,7 @@ impl Values<'_> {
                     name,
                     target,
                     weight,
+                    tls,
                 }))
             }
             (Some(_), Some(discover)) => Err(self.fail(

@@ -302,6 +302,7 @@ impl Reactor {
                     .map(|(backend, b)| ProbeTarget {
                         backend,
                         address: b.address,
+                        tls: b.tls.as_ref().and_then(|t| t.as_ref().ok()).cloned(),
                     })
                     .collect()
             },

@@ -65,17 +65,29 @@ impl Session {
 
     /// Starts a new connection to backend `index` for the current exchange.
     pub(super) fn open_connection(&mut self, ctx: &mut Ctx, index: usize) -> io::Result<()> {
-        let address = ctx
+        let backend = ctx
             .backends
             .get(index)
-            .map(|b| b.address)
             .ok_or_else(|| io::Error::from(io::ErrorKind::NotFound))?;
-        let mut stream = TcpStream::connect(address)?;
+        let mut stream = TcpStream::connect(backend.address)?;
         let id = ctx.pool.open(&mut stream, index, self.slot, ctx.registry)?;
-        if let Some(backend) = ctx.backends.get(index) {
-            backend.connections.fetch_add(1, Ordering::Relaxed);
-        }
-        self.attach(ctx, Transport::Plain(stream), id, index, false);
+        let transport = match &backend.tls {
+            None => Ok(Transport::Plain(stream)),
+            Some(Ok(connector)) => connector
+                .connect(stream)
+                .map(|t| Transport::Tls(Box::new(t)))
+                .map_err(io::Error::other),
+            Some(Err(e)) => Err(io::Error::other(e.clone())),
+        };
+        let transport = match transport {
+            Ok(t) => t,
+            Err(e) => {
+                ctx.pool.release(id);
+                return Err(e);
+            }
+        };
+        backend.connections.fetch_add(1, Ordering::Relaxed);
+        self.attach(ctx, transport, id, index, false);
         Ok(())
     }
 
@@ -168,6 +180,31 @@ impl Session {
             }
             let head = &self.to_backend[self.to_backend_pos..];
             let body = &self.req_in.data()[self.req_written..self.req_released];
+            let handshaking = b.stream.is_handshaking();
+            if handshaking || (head.is_empty() && body.is_empty() && b.stream.has_pending_output())
+            {
+                // TLS: the handshake goes first, and no request byte goes to rustls before it
+                // is done, so that a failed one loses none of them and the request can go to
+                // another backend whatever its method.
+                match b.stream.flush() {
+                    Ok(()) if handshaking => return Ok(progress),
+                    Ok(()) => continue,
+                    Err(e) if would_block(&e) => {
+                        b.ready.writable = false;
+                        return Ok(progress);
+                    }
+                    Err(e) if interrupted(&e) => continue,
+                    Err(e) => {
+                        debug!("backend write error: {e}");
+                        let failure = if handshaking {
+                            BackendFailure::Connect
+                        } else {
+                            BackendFailure::Broken
+                        };
+                        return self.backend_failed(ctx, failure);
+                    }
+                }
+            }
             if head.is_empty() && body.is_empty() {
                 break;
             }
@@ -228,6 +265,10 @@ impl Session {
         matches!(self.req_phase, RequestPhase::Complete)
             && self.to_backend_pos == self.to_backend.len()
             && self.req_written == self.req_released
+            && !self
+                .backend
+                .as_ref()
+                .is_some_and(|b| b.stream.has_pending_output())
     }
 
     pub(super) fn shut_backend_write_when_flushed(&mut self, _ctx: &mut Ctx) {
@@ -269,7 +310,32 @@ impl Session {
         if !b.ready.readable || b.eof || self.resp_in.is_full(capacity) {
             return Ok(false);
         }
-        match self.resp_in.read_from(&mut b.stream, ctx.bufs) {
+        let handshaking = b.stream.is_handshaking();
+        let result = self.resp_in.read_from(&mut b.stream, ctx.bufs);
+        if handshaking {
+            return match result {
+                Err(e) if would_block(&e) => {
+                    b.ready.readable = false;
+                    if b.stream.is_handshaking() {
+                        return Ok(false);
+                    }
+                    // Done: the request may go now, though no new edge will say so.
+                    b.ready.writable = true;
+                    Ok(true)
+                }
+                Err(e) if interrupted(&e) => Ok(true),
+                Ok((n, _)) if n > 0 => Ok(true),
+                Ok(_) => {
+                    warn!("backend {}: closed during the TLS handshake", b.index);
+                    self.backend_failed(ctx, BackendFailure::Connect)
+                }
+                Err(e) => {
+                    warn!("backend {}: TLS handshake failed: {e}", b.index);
+                    self.backend_failed(ctx, BackendFailure::Connect)
+                }
+            };
+        }
+        match result {
             Ok((0, _)) => {
                 b.eof = true;
                 self.on_backend_eof(ctx)

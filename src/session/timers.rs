@@ -75,7 +75,8 @@ impl Session {
         // client's write timeout runs then.
         let client_blocks = !self.client_output_flushed() && !self.client_ready.writable;
         if let Some(b) = &self.backend {
-            if !b.connected {
+            if !b.connected || b.stream.is_handshaking() {
+                // A TLS backend's handshake is part of connecting to it.
                 consider(b.last_activity + t.connect, Timer::Connect);
             } else if backend_blocks && !client_blocks {
                 consider(b.last_activity + t.backend_response, Timer::BackendResponse);

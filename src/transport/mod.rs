@@ -135,6 +135,22 @@ impl Transport {
         }
     }
 
+    /// A connection parked idle became readable: whether what came changes nothing. A plain
+    /// one must have nothing to read; TLS may have received session tickets or a key update,
+    /// which are taken in here, but any data, alert or close makes it useless.
+    pub fn idle_input_is_harmless(&mut self) -> bool {
+        match self {
+            Transport::Plain(s) => {
+                let mut probe = [0u8; 1];
+                matches!(s.peek(&mut probe), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
+            }
+            Transport::Tls(t) => {
+                let mut scratch = [0u8; 64];
+                matches!(t.read_some(&mut scratch), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
+            }
+        }
+    }
+
     /// Ends our direction of the stream once every byte handed over is out.
     pub fn shutdown_write(&mut self) {
         match self {

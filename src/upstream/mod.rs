@@ -6,17 +6,18 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, SystemTime};
 
-use log::info;
+use log::{error, info};
 
 mod pool;
 
 pub use pool::Pool;
 
 use crate::balance::{Balancer, Candidate};
-use crate::config::{Algorithm, BackendConfig, HealthConfig};
+use crate::config::{Algorithm, BackendConfig, BackendTls, HealthConfig};
 use crate::events::{Event, EventBus};
 use crate::health::{HealthTracker, ProbeResult};
 use crate::stats::Traffic;
+use crate::transport::tls::connector::TlsConnector;
 
 /// One backend server, its health, and what happened on it.
 #[derive(Debug)]
@@ -43,6 +44,9 @@ pub struct Backend {
     removed: AtomicBool,
     /// Found in DNS rather than configured: a reload of the file leaves it alone.
     pub discovered: bool,
+    /// `tls = true`: how its connections start TLS, or why they cannot.
+    pub tls: Option<Result<Arc<TlsConnector>, String>>,
+    tls_config: Option<BackendTls>,
     health: Mutex<HealthStatus>,
     traffic: Mutex<Traffic>,
 }
@@ -101,6 +105,13 @@ impl Backend {
             draining: AtomicBool::new(false),
             removed: AtomicBool::new(false),
             discovered: false,
+            tls: config.tls.as_ref().map(|t| {
+                TlsConnector::new(t).map(Arc::new).map_err(|e| {
+                    error!("backend {}: TLS unavailable: {e}", config.name);
+                    e
+                })
+            }),
+            tls_config: config.tls.clone(),
             traffic: Mutex::new(Traffic::default()),
             health: Mutex::new(HealthStatus {
                 tracker: HealthTracker::default(),
@@ -316,6 +327,7 @@ impl Backends {
             name: backend.name.clone(),
             address: backend.address,
             weight: backend.weight(),
+            tls: backend.tls_config.clone(),
         };
         let mut list = self.write();
         if list
@@ -369,9 +381,10 @@ impl Backends {
             if b.state() == BackendState::Removed || b.discovered {
                 continue;
             }
+            // A new address or new TLS settings make another backend of the same name.
             let keep = configs
                 .iter()
-                .any(|c| c.name == b.name && c.address == b.address);
+                .any(|c| c.name == b.name && c.address == b.address && c.tls == b.tls_config);
             if !keep && self.remove(&b.name).is_ok() {
                 removed.push(index);
             }
@@ -483,6 +496,7 @@ mod tests {
                 name: format!("backend-{}", i + 1),
                 address: SocketAddr::from(([127, 0, 0, 1], 8001 + i as u16)),
                 weight: 1,
+                tls: None,
             })
             .collect();
         Backends::new(&configs, Algorithm::RoundRobin, &HealthConfig::default())
@@ -563,6 +577,7 @@ mod tests {
                 name: "backend-3".into(),
                 address: SocketAddr::from(([127, 0, 0, 1], 9003)),
                 weight: 1,
+                tls: None,
             })
             .unwrap();
         assert_eq!(added, 2);
@@ -571,6 +586,7 @@ mod tests {
                 name: "backend-3".into(),
                 address: SocketAddr::from(([127, 0, 0, 1], 9004)),
                 weight: 1,
+                tls: None,
             }),
             Err(ChangeError::Duplicate(_))
         ));

@@ -136,14 +136,12 @@ impl Pool {
         let Some(Conn {
             backend,
             lease: Lease::Idle { stream, .. },
-        }) = self.conns.get(id)
+        }) = self.conns.get_mut(id)
         else {
             return;
         };
-        let mut probe = [0u8; 1];
-        match stream.tcp().peek(&mut probe) {
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-            _ => {}
+        if stream.idle_input_is_harmless() {
+            return;
         }
         let backend = *backend;
         self.conns.remove(id);

@@ -35,6 +35,7 @@ fn discovering(dns: &DnsServer, target: DiscoverTarget) -> impl FnOnce(&mut lb::
             name: "app".into(),
             target,
             weight: 1,
+            tls: None,
         }];
         c.discovery = DiscoverySettings {
             resolve_interval: Duration::from_millis(100),

@@ -25,6 +25,7 @@ fn dead(name: &str) -> BackendConfig {
         name: name.to_string(),
         address: dead_address(),
         weight: 1,
+        tls: None,
     }
 }
 

@@ -12,6 +12,7 @@
 
 pub mod acceptor;
 pub mod certs;
+pub mod connector;
 pub mod provider;
 
 use std::io::{self, Read, Write};

@@ -87,6 +87,7 @@ impl DemoBackend {
             name: self.name.clone(),
             address: self.addr,
             weight: 1,
+            tls: None,
         }
     }
 
@@ -370,6 +371,7 @@ impl ScriptedBackend {
             name: name.to_string(),
             address: self.addr,
             weight: 1,
+            tls: None,
         }
     }
 
@@ -842,6 +844,7 @@ pub fn backend_at(name: &str, address: SocketAddr) -> BackendConfig {
         name: name.to_string(),
         address,
         weight: 1,
+        tls: None,
     }
 }
 
