@@ -550,9 +550,31 @@ impl fmt::Display for Config {
             l.max_target_bytes,
             l.pool_max_idle
         )?;
+        if let Some(tls) = &self.tls {
+            writeln!(
+                f,
+                "tls         listen {}, min_version {}, handshake_timeout {}, redirect_http {}, \
+                 session_cache {}, session_tickets {}",
+                tls.listen,
+                tls.min_version.as_str(),
+                d(tls.handshake_timeout),
+                tls.redirect_http,
+                tls.session_cache,
+                tls.session_tickets
+            )?;
+            for c in &tls.certificates {
+                writeln!(f, "  certificate {}  key {}", c.cert.display(), c.key.display())?;
+            }
+        }
         write!(f, "backends    {}", self.backends.len())?;
         for b in &self.backends {
             write!(f, "\n  {}  {}  weight {}", b.name, b.address, b.weight)?;
+            if let Some(tls) = &b.tls {
+                write!(f, "  tls {}", tls.server_name)?;
+                if let Some(ca) = &tls.ca {
+                    write!(f, " (ca {})", ca.display())?;
+                }
+            }
         }
         for entry in &self.discover {
             let target = match &entry.target {

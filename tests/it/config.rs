@@ -52,8 +52,29 @@ fn expect_config_error(args: &[&str]) -> String {
     message
 }
 
+/// The repository's lb.toml, copied beside certificates made for it (its `[tls]` reads
+/// `certs/`, which a fresh clone lacks) and with its HTTPS listener on port 0, so that tests can
+/// run it next to a running demo and each other.
 fn repo_lb_toml() -> String {
-    format!("{}/lb.toml", env!("CARGO_MANIFEST_DIR"))
+    use std::sync::OnceLock;
+    static COPY: OnceLock<String> = OnceLock::new();
+    COPY.get_or_init(|| {
+        let root = env!("CARGO_MANIFEST_DIR");
+        let dir = std::env::temp_dir().join(format!("lb-repo-toml-{}", std::process::id()));
+        let made = Command::new(format!("{root}/scripts/certs.sh"))
+            .arg(dir.join("certs"))
+            .output()
+            .expect("run scripts/certs.sh");
+        assert!(made.status.success(), "{}", stderr(&made));
+        let text = std::fs::read_to_string(format!("{root}/lb.toml")).expect("read lb.toml");
+        let https = "listen = \"127.0.0.1:8443\"";
+        assert!(text.contains(https), "lb.toml's [tls] listen moved");
+        let copy = dir.join("lb.toml");
+        std::fs::write(&copy, text.replace(https, "listen = \"127.0.0.1:0\""))
+            .expect("write lb.toml copy");
+        copy.to_string_lossy().into_owned()
+    })
+    .clone()
 }
 
 #[test]
