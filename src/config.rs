@@ -47,6 +47,7 @@ use std::time::Duration;
 use log::LevelFilter;
 use serde::Deserialize;
 
+mod checks;
 mod cli;
 mod duration;
 mod error;
@@ -563,7 +564,12 @@ impl fmt::Display for Config {
                 tls.session_tickets
             )?;
             for c in &tls.certificates {
-                writeln!(f, "  certificate {}  key {}", c.cert.display(), c.key.display())?;
+                writeln!(
+                    f,
+                    "  certificate {}  key {}",
+                    c.cert.display(),
+                    c.key.display()
+                )?;
             }
         }
         write!(f, "backends    {}", self.backends.len())?;

@@ -5,11 +5,11 @@
 
 use std::path::PathBuf;
 
-use super::error::ConfigError;
-use super::validate::{
-    check_backend_name, check_backend_port, conflicting, default_backend_name, parse_log_level,
-    resolve_address, SAME_ADDRESS,
+use super::checks::{
+    check_backend_name, check_backend_port, default_backend_name, parse_log_level, resolve_address,
 };
+use super::error::ConfigError;
+use super::validate::{conflicting, SAME_ADDRESS};
 use super::{BackendConfig, Config, DEFAULT_BACKEND_WEIGHT};
 
 /// An HTTP/1.1 load balancer.

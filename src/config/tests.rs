@@ -275,8 +275,25 @@ fn ipv6_literals_are_accepted() {
 
 #[test]
 fn demo_lb_toml_parses() {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("lb.toml");
-    let cfg = Config::load(&path).unwrap_or_else(|e| panic!("{e}"));
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let text = std::fs::read_to_string(root.join("lb.toml")).expect("read lb.toml");
+    // Its [tls] reads certs/, which a fresh clone lacks: the certificates are made for it
+    // elsewhere, as scripts/start.sh makes them.
+    let dir = std::env::temp_dir().join(format!("lb-demo-toml-{}", std::process::id()));
+    let made = std::process::Command::new(root.join("scripts/certs.sh"))
+        .arg(dir.join("certs"))
+        .output()
+        .expect("run scripts/certs.sh");
+    assert!(made.status.success(), "{made:?}");
+    let mut cfg = Config::from_toml_str_in(&text, &dir).unwrap_or_else(|e| panic!("{e}"));
+    let tls = cfg.tls.take().expect("the demo serves HTTPS");
+    assert_eq!(tls.listen, DEFAULT_TLS_LISTEN);
+    assert_eq!(tls.min_version, DEFAULT_TLS_MIN_VERSION);
+    assert_eq!(tls.handshake_timeout, DEFAULT_TLS_HANDSHAKE_TIMEOUT);
+    assert_eq!(tls.redirect_http, DEFAULT_TLS_REDIRECT_HTTP);
+    assert_eq!(tls.session_cache, DEFAULT_TLS_SESSION_CACHE);
+    assert_eq!(tls.session_tickets, DEFAULT_TLS_SESSION_TICKETS);
+    assert_eq!(tls.certificates[0].cert, dir.join("certs/ecdsa.crt"));
     let names: Vec<&str> = cfg.backends.iter().map(|b| b.name.as_str()).collect();
     assert_eq!(names, ["backend-1", "backend-2", "backend-3"]);
     let ports: Vec<u16> = cfg.backends.iter().map(|b| b.address.port()).collect();
@@ -1040,4 +1057,52 @@ fn discover_entries_and_discovery_settings() {
         let err = Config::from_toml_str(bad).unwrap_err().to_string();
         assert!(err.contains(key), "{bad:?}: {err}");
     }
+}
+
+#[test]
+fn tls_settings_are_checked_before_any_file_is_read() {
+    assert_err(
+        "[tls]\nmin_version = \"1.1\"\n[[tls.certificate]]\ncert = \"a\"\nkey = \"b\"\n",
+        "tls.min_version",
+        2,
+        "\"1.2\" or \"1.3\"",
+    );
+    assert_err(
+        "[tls]\nlisten = \"127.0.0.1:8443\"\n",
+        "tls.certificate",
+        1,
+        "at least one",
+    );
+    assert_err(
+        "[tls]\n[[tls.certificate]]\ncert = \"a.crt\"\n",
+        "tls.certificate[0].key",
+        2,
+        "missing",
+    );
+    assert_err(
+        "[tls]\n[[tls.certificate]]\ncert = \"/nonexistent/a.crt\"\nkey = \"/nonexistent/a.key\"\n",
+        "tls.certificate[0].cert",
+        3,
+        "cannot read /nonexistent/a.crt",
+    );
+}
+
+#[test]
+fn backend_tls_keys_need_tls_on() {
+    assert_err(
+        "[[backend]]\naddress = \"127.0.0.1:8001\"\ntls_server_name = \"api.internal\"\n",
+        "backend[0].tls_server_name",
+        3,
+        "tls = true",
+    );
+    assert_err(
+        "[[backend]]\naddress = \"127.0.0.1:8001\"\ntls = true\ntls_ca = \"/nonexistent/ca.pem\"\n",
+        "backend[0].tls_ca",
+        4,
+        "cannot read",
+    );
+    let cfg = parse("[[backend]]\naddress = \"localhost:8443\"\ntls = true\n");
+    let tls = cfg.backends[0].tls.as_ref().expect("tls on");
+    assert_eq!(tls.server_name, "localhost", "the host as written");
+    assert_eq!(tls.ca, None);
 }

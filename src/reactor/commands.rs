@@ -1,0 +1,122 @@
+//! What other threads ask of a reactor: commands from the channel, the graceful stop, and a
+//! reload's changes to what can change without a restart.
+
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use log::{info, warn};
+
+use super::{Change, Command, Reactor};
+use crate::config::Config;
+use crate::http::HeadLimits;
+use crate::session::Session;
+
+impl Reactor {
+    pub(super) fn drain_commands(&mut self, now: Instant) -> bool {
+        let mut shutdown = false;
+        while let Ok(command) = self.commands.try_recv() {
+            match command {
+                Command::Shutdown => shutdown = true,
+                Command::Drain => self.begin_drain(now),
+                Command::Reload(config) => self.reload(&config),
+                Command::Probe(result) => self.backends.observe_probe(&result),
+                Command::Change(change, reply) => {
+                    let result = match change {
+                        Change::Add(config) => self.backends.add(&config),
+                        Change::Discovered(config) => self.backends.add_discovered(&config),
+                        Change::Remove(name) => self.backends.remove(&name).inspect(|&index| {
+                            self.pool.forget(index);
+                        }),
+                        Change::Drain(name) => self.backends.set_draining(&name, true),
+                        Change::Enable(name) => self.backends.set_draining(&name, false),
+                    };
+                    // The asker may have given up; the change stands either way.
+                    let _ = reply.try_send(result);
+                }
+            }
+        }
+        shutdown
+    }
+
+    /// Starts a graceful stop; a second one changes nothing.
+    fn begin_drain(&mut self, now: Instant) {
+        if self.drain_deadline.is_some() {
+            return;
+        }
+        let drain = self.settings.timeouts.drain;
+        info!(
+            "draining: no new connections; {} open, waiting up to {drain:?} for requests in flight",
+            self.sessions.len()
+        );
+        self.drain_deadline = Some(now + drain);
+        self.totals.draining.store(true, Ordering::Relaxed);
+        for listener in &mut self.listeners {
+            if let Some(mut l) = listener.take() {
+                let _ = self.poll.registry().deregister(&mut l.socket);
+            }
+        }
+        let slots: Vec<usize> = self.sessions.iter().map(|(slot, _)| slot).collect();
+        for slot in slots {
+            self.with_session(slot, now, Session::begin_drain);
+        }
+    }
+
+    /// Applies a new configuration to what can change without a restart. What cannot (the
+    /// listen and admin addresses, the algorithm, workers, buffer sizes) is logged and kept.
+    fn reload(&mut self, config: &Config) {
+        let t = &mut self.settings;
+        t.timeouts = config.timeouts.clone();
+        t.retries = config.retries;
+        t.proxy_from = config.proxy_protocol_from.clone();
+        t.access_log = config.access_log;
+        t.busy_poll = config.busy_poll;
+        t.handshake_timeout = tls_handshake_timeout(config);
+        t.redirect_https = redirect_port(config, self.tls_addr);
+        let limits = &config.limits;
+        if limits.max_header_bytes <= self.max_header_bytes {
+            t.head_limits = HeadLimits {
+                max_header_bytes: limits.max_header_bytes,
+                max_headers: limits.max_headers,
+                max_target_bytes: limits.max_target_bytes,
+            };
+        } else {
+            warn!(
+                "reload: a larger limits.max_header_bytes needs a restart; keeping the old limits"
+            );
+        }
+        self.max_connections = limits.max_connections;
+        self.pool
+            .configure(limits.pool_max_idle, config.timeouts.backend_idle);
+        if let Ok(mut health) = self.health_config.write() {
+            *health = config.health.clone();
+        }
+        self.backends
+            .set_thresholds(config.health.rise, config.health.fall);
+        for index in self.backends.reconcile(&config.backends) {
+            self.pool.forget(index);
+        }
+        if config.listen != self.local_addr && config.listen.port() != 0 {
+            warn!(
+                "reload: a new listen address needs a restart; still on {}",
+                self.local_addr
+            );
+        }
+        info!("configuration reloaded");
+    }
+}
+
+pub(super) fn tls_handshake_timeout(config: &Config) -> Duration {
+    config
+        .tls
+        .as_ref()
+        .map_or(crate::config::DEFAULT_TLS_HANDSHAKE_TIMEOUT, |t| {
+            t.handshake_timeout
+        })
+}
+
+/// The HTTPS port plain requests are redirected to, with `tls.redirect_http`.
+pub(super) fn redirect_port(config: &Config, tls_addr: Option<SocketAddr>) -> Option<u16> {
+    let tls = config.tls.as_ref().filter(|t| t.redirect_http)?;
+    Some(tls_addr.map_or(tls.listen.port(), |a| a.port()))
+}
