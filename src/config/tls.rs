@@ -96,8 +96,8 @@ pub(super) fn build(v: &Values, raw: &Spanned<RawTls>) -> Result<TlsConfig, Conf
                 &cert_key,
                 cert_value.span(),
                 format!(
-                    "{name:?} is also a name of tls.certificate[{first}]: SNI could never pick \
-                     this one for it"
+                    "{name:?} is also a name of tls.certificate[{first}], whose key is of the \
+                     same kind: SNI could never pick this one for it"
                 ),
             ));
         }

@@ -163,34 +163,55 @@ impl SniResolver {
     }
 
     /// The certificate for `server_name`: an exact name first, then a wildcard, else the
-    /// default.
-    pub fn pick(&self, server_name: Option<&str>) -> Option<&LoadedCert> {
+    /// default. Among certificates for the same name (an ECDSA and an RSA one), the first whose
+    /// key the client can verify (`usable`).
+    pub fn pick(
+        &self,
+        server_name: Option<&str>,
+        usable: impl Fn(&LoadedCert) -> bool,
+    ) -> Option<&LoadedCert> {
         if let Some(name) = server_name {
             let name = name.trim_end_matches('.').to_ascii_lowercase();
-            let exact = self.certs.iter().find(|c| c.names.contains(&name));
+            let exact = self
+                .certs
+                .iter()
+                .find(|c| c.names.contains(&name) && usable(c));
             let wildcard = || {
                 self.certs
                     .iter()
-                    .find(|c| c.names.iter().any(|n| name_matches(n, &name)))
+                    .find(|c| c.names.iter().any(|n| name_matches(n, &name)) && usable(c))
             };
             if let Some(cert) = exact.or_else(wildcard) {
                 return Some(cert);
             }
         }
-        self.certs.first()
+        // The default, or its twin of the other key type.
+        let default = self.certs.first()?;
+        self.certs
+            .iter()
+            .find(|c| c.names == default.names && usable(c))
+            .or(Some(default))
     }
 }
 
 impl ResolvesServerCert for SniResolver {
     fn resolve(&self, client_hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        self.pick(client_hello.server_name())
+        let schemes = client_hello.signature_schemes();
+        let usable = |c: &LoadedCert| c.key.key.choose_scheme(schemes).is_some();
+        self.pick(client_hello.server_name(), usable)
             .map(|c| Arc::clone(&c.key))
     }
 }
 
-/// The first name two certificates share, if any: SNI could then never reach the second.
+/// The first name two certificates with the same kind of key share, if any: SNI could then
+/// never reach the second. An ECDSA and an RSA certificate may share names: each client gets
+/// the one it can verify.
 pub fn clash(earlier: &[LoadedCert], cert: &LoadedCert) -> Option<(usize, String)> {
+    let kind = cert.key.key.algorithm();
     earlier.iter().enumerate().find_map(|(i, other)| {
+        if other.key.key.algorithm() != kind {
+            return None;
+        }
         cert.names
             .iter()
             .find(|n| other.names.contains(n))
