@@ -198,6 +198,9 @@ impl Reactor {
             _ => None,
         };
         let tls_addr = tls_side.as_ref().map(|l| l.addr);
+        if let (Some(acceptor), Some(addr)) = (&shared.tls, tls_addr) {
+            acceptor.set_bound(addr);
+        }
         let waker = Arc::new(Waker::new(poll.registry(), token::WAKER)?);
         let (sender, commands) = crossbeam_channel::unbounded();
         let Shared {

@@ -169,6 +169,8 @@ pub struct CertSummary {
 /// The TLS side of the HTTPS listener, shared by every reactor.
 pub struct TlsAcceptor {
     current: RwLock<Arc<ServerConfig>>,
+    /// The address the listener got (`tls.listen` may say port 0).
+    bound: RwLock<Option<std::net::SocketAddr>>,
     settings: RwLock<(TlsConfig, Vec<CertSummary>)>,
     pub stats: Arc<TlsStats>,
     ticketer: Arc<dyn rustls::server::ProducesTickets>,
@@ -193,6 +195,7 @@ impl TlsAcceptor {
         let (server, summaries) = build(config, &ticketer, &cache)?;
         Ok(Arc::new(TlsAcceptor {
             current: RwLock::new(Arc::new(server)),
+            bound: RwLock::new(None),
             settings: RwLock::new((config.clone(), summaries)),
             stats: Arc::new(TlsStats::new()),
             ticketer,
@@ -224,12 +227,24 @@ impl TlsAcceptor {
         Ok(TlsStream::server(tcp, conn, Arc::clone(&self.stats)))
     }
 
-    /// The configuration in force and what its certificates say.
+    /// Records where the listener is, for what the admin API reports.
+    pub fn set_bound(&self, addr: std::net::SocketAddr) {
+        if let Ok(mut bound) = self.bound.write() {
+            *bound = Some(addr);
+        }
+    }
+
+    /// The configuration in force (with the address actually bound) and what its
+    /// certificates say.
     pub fn settings(&self) -> (TlsConfig, Vec<CertSummary>) {
-        match self.settings.read() {
+        let (mut config, certs) = match self.settings.read() {
             Ok(s) => s.clone(),
             Err(poisoned) => poisoned.into_inner().clone(),
+        };
+        if let Some(addr) = self.bound.read().ok().and_then(|b| *b) {
+            config.listen = addr;
         }
+        (config, certs)
     }
 }
 

@@ -27,6 +27,10 @@ pub use acceptor::{HandshakeFailure, TlsAcceptor, TlsStats};
 /// Most TLS record bytes waiting for the socket: writes stop taking plaintext beyond it.
 const SEND_LIMIT: usize = 64 * 1024;
 
+/// Socket reads one `read_some` makes while they bring no plaintext (handshake messages,
+/// tickets, records split across reads).
+const MAX_READS_PER_CALL: usize = 8;
+
 /// The first byte of a TLS handshake record; a plain HTTP request starts with a method's letter.
 const HANDSHAKE_RECORD: u8 = 0x16;
 
@@ -136,10 +140,12 @@ impl TlsStream {
     }
 
     /// Reads plaintext; `(0, _)` is the end of the stream (a close_notify, or the peer's close
-    /// without one, which HTTP/1 framing makes safe to treat alike).
+    /// without one, which HTTP/1 framing makes safe to treat alike). `WouldBlock` comes only
+    /// from the socket itself: a short read that brought no plaintext may have a FIN behind it,
+    /// which no new edge would announce.
     pub fn read_some(&mut self, buf: &mut [u8]) -> io::Result<(usize, bool)> {
         let mut drained = false;
-        loop {
+        for _ in 0..MAX_READS_PER_CALL {
             match self.conn.reader().read(buf) {
                 Ok(n) => return Ok((n, n == 0 || (drained && n < buf.len()))),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
@@ -148,9 +154,6 @@ impl TlsStream {
                     return Ok((0, true));
                 }
                 Err(e) => return Err(e),
-            }
-            if drained {
-                return Err(io::ErrorKind::WouldBlock.into());
             }
             let mut source = Tracked {
                 tcp: &mut self.tcp,
@@ -186,6 +189,9 @@ impl TlsStream {
                 Err(e) => return Err(e),
             }
         }
+        // Records that carry no plaintext kept coming: the caller reads again after giving
+        // others a turn, rather than this peer holding the reactor.
+        Err(io::ErrorKind::Interrupted.into())
     }
 
     /// A protocol error: the alert rustls queued goes out (or, to a client that spoke plain
