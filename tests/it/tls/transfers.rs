@@ -1,0 +1,150 @@
+//! Gigabyte transfers through TLS with curl, in constant memory: the proxy decrypts and
+//! encrypts as it streams and never holds more than its bounded buffers (as `streaming.rs`
+//! checks for plain HTTP).
+
+use std::io::{Read, Write};
+
+use super::*;
+
+const GIB: u64 = 1 << 30;
+/// Peak RSS the proxy may reach while streaming any amount of data, as for plain HTTP.
+const RSS_LIMIT_KIB: u64 = 64 * 1024;
+const IO_SIZE: usize = 256 * 1024;
+
+fn lb_for_transfers(b: &DemoBackend) -> Lb {
+    Lb::start(&format!(
+        "access_log = false\n{}",
+        config_text("", &[&site().a], &[b])
+    ))
+}
+
+/// curl to `https://a.test:PORT{path}` on the proxy, its output piped to us.
+fn curl_command(lb: &Lb, path: &str) -> Command {
+    let port = lb.tls.port();
+    let mut c = Command::new("curl");
+    c.args(["-sS", "--fail", "--cacert", site().pki.ca_path()])
+        .args(["--resolve", &format!("a.test:{port}:127.0.0.1")])
+        .arg(format!("https://a.test:{port}{path}"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    c
+}
+
+/// Waits for curl to finish; returns its stderr, failing the test if curl failed.
+fn finish(mut child: Child) -> String {
+    let mut err = String::new();
+    child
+        .stderr
+        .take()
+        .expect("stderr")
+        .read_to_string(&mut err)
+        .expect("read curl's stderr");
+    let status = child.wait().expect("wait for curl");
+    assert!(status.success(), "curl: {status}: {err}");
+    err
+}
+
+/// Runs `transfer` against a fresh proxy and reports its time, rate and the proxy's peak RSS.
+fn measured(what: &str, transfer: impl FnOnce(&Lb)) {
+    let backend = DemoBackend::start("b");
+    let lb = lb_for_transfers(&backend);
+    let before = lb.process.peak_rss_kib();
+    let started = Instant::now();
+    transfer(&lb);
+    let took = started.elapsed();
+    let peak = lb.process.peak_rss_kib();
+    eprintln!(
+        "TLS {what}: 1024 MiB in {:.2}s ({:.0} MiB/s), proxy peak RSS {peak} KiB (at start \
+         {before} KiB)",
+        took.as_secs_f64(),
+        1024.0 / took.as_secs_f64(),
+    );
+    assert!(
+        peak < RSS_LIMIT_KIB,
+        "TLS {what}: proxy peak RSS {peak} KiB is over {RSS_LIMIT_KIB} KiB"
+    );
+}
+
+#[test]
+fn download_1gib_through_tls_in_constant_memory() {
+    measured("download", |lb| {
+        let mut child = curl_command(lb, &format!("/bytes/{GIB}"))
+            .args([
+                "-w",
+                "%{stderr}status %{http_code} bytes %{size_download}\n",
+            ])
+            .spawn()
+            .expect("spawn curl");
+        let mut out = child.stdout.take().expect("stdout");
+        // Every byte, checked against the pattern the backend sends.
+        let mut check = PatternCheck::new(IO_SIZE);
+        let mut chunk = vec![0u8; IO_SIZE];
+        loop {
+            let n = out.read(&mut chunk).expect("read curl's output");
+            if n == 0 {
+                break;
+            }
+            check.feed(&chunk[..n]);
+        }
+        let err = finish(child);
+        assert!(err.contains("status 200"), "{err}");
+        assert_eq!(check.offset, GIB, "{err}");
+    });
+}
+
+#[test]
+fn upload_1gib_through_tls_in_constant_memory() {
+    measured("upload", |lb| {
+        // From a pipe, curl does not know the size: it streams the body chunked.
+        let mut child = curl_command(lb, "/sink")
+            .args([
+                "-X",
+                "POST",
+                "-T",
+                "-",
+                "-H",
+                "Expect:",
+                "-D",
+                "-",
+                "-o",
+                "/dev/null",
+            ])
+            .stdin(Stdio::piped())
+            .spawn()
+            .expect("spawn curl");
+        let mut input = child.stdin.take().expect("stdin");
+        let writer = thread::spawn(move || {
+            let window = pattern_window(IO_SIZE);
+            let mut sent = 0u64;
+            while sent < GIB {
+                let n = (IO_SIZE as u64).min(GIB - sent) as usize;
+                let start = (sent % 251) as usize;
+                input
+                    .write_all(&window[start..start + n])
+                    .expect("write to curl");
+                sent += n as u64;
+            }
+        });
+        let mut head = Vec::new();
+        child
+            .stdout
+            .take()
+            .expect("stdout")
+            .read_to_end(&mut head)
+            .expect("read curl's output");
+        writer.join().expect("writer");
+        let err = finish(child);
+        let resp = parse_response(&head);
+        assert_eq!(resp.status, 200, "{resp:?} {err}");
+        assert_eq!(
+            resp.header("x-received-bytes"),
+            Some(GIB.to_string().as_str()),
+            "{resp:?}"
+        );
+        assert_eq!(
+            resp.header("x-received-sum"),
+            Some(pattern_sum(GIB).to_string().as_str()),
+            "{resp:?}"
+        );
+    });
+}
