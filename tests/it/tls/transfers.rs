@@ -18,9 +18,9 @@ fn lb_for_transfers(b: &DemoBackend) -> Lb {
     ))
 }
 
-/// curl to `https://a.test:PORT{path}` on the proxy, its output piped to us.
-fn curl_command(lb: &Lb, path: &str) -> Command {
-    let port = lb.tls.port();
+/// curl to `https://a.test:PORT{path}` at `addr`, its output piped to us.
+fn curl_command(addr: SocketAddr, path: &str) -> Command {
+    let port = addr.port();
     let mut c = Command::new("curl");
     c.args(["-sS", "--fail", "--cacert", site().pki.ca_path()])
         .args(["--resolve", &format!("a.test:{port}:127.0.0.1")])
@@ -45,12 +45,12 @@ fn finish(mut child: Child) -> String {
 }
 
 /// Runs `transfer` against a fresh proxy and reports its time, rate and the proxy's peak RSS.
-fn measured(what: &str, transfer: impl FnOnce(&Lb)) {
+fn measured(what: &str, transfer: fn(SocketAddr)) {
     let backend = DemoBackend::start("b");
     let lb = lb_for_transfers(&backend);
     let before = lb.process.peak_rss_kib();
     let started = Instant::now();
-    transfer(&lb);
+    transfer(lb.tls);
     let took = started.elapsed();
     let peak = lb.process.peak_rss_kib();
     eprintln!(
@@ -67,84 +67,91 @@ fn measured(what: &str, transfer: impl FnOnce(&Lb)) {
 
 #[test]
 fn download_1gib_through_tls_in_constant_memory() {
-    measured("download", |lb| {
-        let mut child = curl_command(lb, &format!("/bytes/{GIB}"))
-            .args([
-                "-w",
-                "%{stderr}status %{http_code} bytes %{size_download}\n",
-            ])
-            .spawn()
-            .expect("spawn curl");
-        let mut out = child.stdout.take().expect("stdout");
-        // Every byte, checked against the pattern the backend sends.
-        let mut check = PatternCheck::new(IO_SIZE);
-        let mut chunk = vec![0u8; IO_SIZE];
-        loop {
-            let n = out.read(&mut chunk).expect("read curl's output");
-            if n == 0 {
-                break;
-            }
-            check.feed(&chunk[..n]);
-        }
-        let err = finish(child);
-        assert!(err.contains("status 200"), "{err}");
-        assert_eq!(check.offset, GIB, "{err}");
-    });
+    measured("download", download_1gib);
 }
 
 #[test]
 fn upload_1gib_through_tls_in_constant_memory() {
-    measured("upload", |lb| {
-        // From a pipe, curl does not know the size: it streams the body chunked.
-        let mut child = curl_command(lb, "/sink")
-            .args([
-                "-X",
-                "POST",
-                "-T",
-                "-",
-                "-H",
-                "Expect:",
-                "-D",
-                "-",
-                "-o",
-                "/dev/null",
-            ])
-            .stdin(Stdio::piped())
-            .spawn()
-            .expect("spawn curl");
-        let mut input = child.stdin.take().expect("stdin");
-        let writer = thread::spawn(move || {
-            let window = pattern_window(IO_SIZE);
-            let mut sent = 0u64;
-            while sent < GIB {
-                let n = (IO_SIZE as u64).min(GIB - sent) as usize;
-                let start = (sent % 251) as usize;
-                input
-                    .write_all(&window[start..start + n])
-                    .expect("write to curl");
-                sent += n as u64;
-            }
-        });
-        let mut head = Vec::new();
-        child
-            .stdout
-            .take()
-            .expect("stdout")
-            .read_to_end(&mut head)
-            .expect("read curl's output");
-        writer.join().expect("writer");
-        let err = finish(child);
-        let resp = parse_response(&head);
-        assert_eq!(resp.status, 200, "{resp:?} {err}");
-        assert_eq!(
-            resp.header("x-received-bytes"),
-            Some(GIB.to_string().as_str()),
-            "{resp:?}"
-        );
-        assert_eq!(
-            resp.header("x-received-sum"),
-            Some(pattern_sum(GIB).to_string().as_str()),
-            "{resp:?}"
-        );
+    measured("upload", upload_1gib);
+}
+
+/// Downloads 1 GiB from `/bytes/N` with curl and checks every byte against the pattern.
+pub fn download_1gib(addr: SocketAddr) {
+    let mut child = curl_command(addr, &format!("/bytes/{GIB}"))
+        .args([
+            "-w",
+            "%{stderr}status %{http_code} bytes %{size_download}\n",
+        ])
+        .spawn()
+        .expect("spawn curl");
+    let mut out = child.stdout.take().expect("stdout");
+    // Every byte, checked against the pattern the backend sends.
+    let mut check = PatternCheck::new(IO_SIZE);
+    let mut chunk = vec![0u8; IO_SIZE];
+    loop {
+        let n = out.read(&mut chunk).expect("read curl's output");
+        if n == 0 {
+            break;
+        }
+        check.feed(&chunk[..n]);
+    }
+    let err = finish(child);
+    assert!(err.contains("status 200"), "{err}");
+    assert_eq!(check.offset, GIB, "{err}");
+}
+
+/// Uploads 1 GiB of the pattern to `/sink` with curl, from a pipe, and checks what the backend
+/// says it received.
+pub fn upload_1gib(addr: SocketAddr) {
+    // From a pipe, curl does not know the size: it streams the body chunked.
+    let mut child = curl_command(addr, "/sink")
+        .args([
+            "-X",
+            "POST",
+            "-T",
+            "-",
+            "-H",
+            "Expect:",
+            "-D",
+            "-",
+            "-o",
+            "/dev/null",
+        ])
+        .stdin(Stdio::piped())
+        .spawn()
+        .expect("spawn curl");
+    let mut input = child.stdin.take().expect("stdin");
+    let writer = thread::spawn(move || {
+        let window = pattern_window(IO_SIZE);
+        let mut sent = 0u64;
+        while sent < GIB {
+            let n = (IO_SIZE as u64).min(GIB - sent) as usize;
+            let start = (sent % 251) as usize;
+            input
+                .write_all(&window[start..start + n])
+                .expect("write to curl");
+            sent += n as u64;
+        }
     });
+    let mut head = Vec::new();
+    child
+        .stdout
+        .take()
+        .expect("stdout")
+        .read_to_end(&mut head)
+        .expect("read curl's output");
+    writer.join().expect("writer");
+    let err = finish(child);
+    let resp = parse_response(&head);
+    assert_eq!(resp.status, 200, "{resp:?} {err}");
+    assert_eq!(
+        resp.header("x-received-bytes"),
+        Some(GIB.to_string().as_str()),
+        "{resp:?}"
+    );
+    assert_eq!(
+        resp.header("x-received-sum"),
+        Some(pattern_sum(GIB).to_string().as_str()),
+        "{resp:?}"
+    );
 }
