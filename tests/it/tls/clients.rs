@@ -85,6 +85,7 @@ fn a_hundred_requests_on_one_tls_connection_go_round_the_backends() {
     let backends = three_backends();
     let refs: Vec<&DemoBackend> = backends.iter().collect();
     let lb = Lb::site("", &refs);
+    let mut received: Vec<Received> = backends.iter().map(Received::after_startup_probe).collect();
     let mut py = PyClient::start(lb.tls, "b.test", site().pki.ca_path(), "session");
     let hello = py.next();
     assert_eq!(hello["cn"], "b.test", "{hello}");
@@ -105,8 +106,8 @@ fn a_hundred_requests_on_one_tls_connection_go_round_the_backends() {
     }
     // One client connection the whole time: every backend saw a single connection from lb
     // (kept alive in the pool), and 33 or 34 requests.
-    for b in &backends {
-        let (connections, requests) = b.stats();
+    for (b, received) in backends.iter().zip(&mut received) {
+        let (connections, requests) = received.now();
         assert_eq!(connections, 1, "{}", b.name);
         assert!((33..=34).contains(&requests), "{}: {requests}", b.name);
     }
@@ -116,6 +117,7 @@ fn a_hundred_requests_on_one_tls_connection_go_round_the_backends() {
 fn curl_keep_alive_reuses_the_tls_connection() {
     let b1 = DemoBackend::start("b1");
     let lb = Lb::site("", &[&b1]);
+    let mut received = Received::after_startup_probe(&b1);
     let url = format!("https://a.test:{}/", lb.tls.port());
     // Three URLs in one curl run: one TLS connection, reused (curl says so).
     let r = curl(&lb, "a.test", "/", &[&url, &url]);
@@ -126,7 +128,7 @@ fn curl_keep_alive_reuses_the_tls_connection() {
         .filter(|l| l.contains("Re-using existing connection"))
         .count();
     assert_eq!(reused, 2, "{}", r.verbose);
-    assert_eq!(b1.stats().1, 3);
+    assert_eq!(received.now(), (1, 3));
 }
 
 #[test]
@@ -168,6 +170,8 @@ fn websocket_over_tls_echoes_frames() {
 fn redirect_http_sends_plain_clients_to_https() {
     let b1 = DemoBackend::start("b1");
     let lb = Lb::site("redirect_http = true", &[&b1]);
+    let mut received = Received::after_startup_probe(&b1);
+    let port = lb.tls.port();
     let resp = roundtrip(
         lb.plain(),
         b"GET /some/path?q=1&r=2 HTTP/1.1\r\nHost: example.test\r\nConnection: close\r\n\r\n",
@@ -175,18 +179,19 @@ fn redirect_http_sends_plain_clients_to_https() {
     assert_eq!(resp.status, 308, "{resp:?}");
     assert_eq!(
         resp.header("location"),
-        Some("https://example.test/some/path?q=1&r=2"),
+        Some(format!("https://example.test:{port}/some/path?q=1&r=2").as_str()),
         "{resp:?}"
     );
-    // A POST keeps its method under 308, so it is redirected too, not forwarded.
+    // A POST keeps its method under 308, so it is redirected too, not forwarded; the port the
+    // client used for plain HTTP is not the TLS one.
     let resp = roundtrip(
         lb.plain(),
-        b"POST /form HTTP/1.1\r\nHost: example.test\r\nContent-Length: 3\r\nConnection: close\r\n\r\nabc",
+        b"POST /form HTTP/1.1\r\nHost: example.test:8080\r\nContent-Length: 3\r\nConnection: close\r\n\r\nabc",
     );
     assert_eq!(resp.status, 308, "{resp:?}");
     assert_eq!(
         resp.header("location"),
-        Some("https://example.test/form"),
+        Some(format!("https://example.test:{port}/form").as_str()),
         "{resp:?}"
     );
     // The target alone is kept: `/` on a keep-alive connection.
@@ -195,12 +200,15 @@ fn redirect_http_sends_plain_clients_to_https() {
         .expect("write");
     let resp = read_response(&mut s, false);
     assert_eq!(resp.status, 308);
-    assert_eq!(resp.header("location"), Some("https://a.test/"));
+    assert_eq!(
+        resp.header("location"),
+        Some(format!("https://a.test:{port}/").as_str())
+    );
     // None of it reached a backend; HTTPS itself is served.
-    assert_eq!(b1.stats(), (0, 0));
+    assert_eq!(received.now(), (0, 0));
     let r = curl(&lb, "a.test", "/", &[]);
     assert_eq!(r.response.status, 200, "{}", r.verbose);
-    assert_eq!(b1.stats().1, 1);
+    assert_eq!(received.now(), (1, 1));
 }
 
 #[test]

@@ -24,9 +24,15 @@ fn backend_only() -> String {
     "[[backend]]\naddress = \"127.0.0.1:9\"\n".to_string()
 }
 
-/// `[tls]` with these keys and these `[[tls.certificate]]` entries (cert, key paths).
+/// `[tls]` with these keys (and `listen` on port 0 unless given) and these
+/// `[[tls.certificate]]` entries (cert, key paths).
 fn tls_text(keys: &str, entries: &[(&str, &str)]) -> String {
-    let mut text = format!("[tls]\nlisten = \"127.0.0.1:0\"\n{keys}\n");
+    let listen = if keys.starts_with("listen") {
+        ""
+    } else {
+        "listen = \"127.0.0.1:0\"\n"
+    };
+    let mut text = format!("[tls]\n{listen}{keys}\n");
     for (cert, key) in entries {
         text.push_str(&format!(
             "[[tls.certificate]]\ncert = \"{cert}\"\nkey = \"{key}\"\n"

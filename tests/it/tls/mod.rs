@@ -168,6 +168,39 @@ impl Lb {
     }
 }
 
+/// What a demo backend received since lb's startup health probe (one round at start, then one
+/// an hour), not counting the `/stats` requests that read it: the test's own traffic.
+pub struct Received<'a> {
+    backend: &'a DemoBackend,
+    base: (u64, u64),
+    /// `/stats` requests made since `base` was read, each a connection and a request.
+    reads: u64,
+}
+
+impl Received<'_> {
+    /// Waits for the startup probe to have reached `backend`.
+    pub fn after_startup_probe(backend: &DemoBackend) -> Received<'_> {
+        let mut base = (0, 0);
+        wait_until("lb's startup health probe", || {
+            base = backend.stats();
+            base.1 >= 1
+        });
+        Received {
+            backend,
+            base,
+            reads: 1,
+        }
+    }
+
+    /// `(connections, requests)` from lb since the probe.
+    pub fn now(&mut self) -> (u64, u64) {
+        let (c, r) = self.backend.stats();
+        let counts = (c - self.base.0 - self.reads, r - self.base.1 - self.reads);
+        self.reads += 1;
+        counts
+    }
+}
+
 /// Runs `command` with `stdin` written to it (then closed), at most `within`; returns its
 /// output, or panics with what it printed if it had to be killed.
 pub fn run_with_deadline(command: &mut Command, stdin: &[u8], within: Duration) -> Output {
