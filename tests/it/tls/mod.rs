@@ -6,6 +6,7 @@ mod clients;
 mod config;
 mod handshake;
 mod hostile;
+mod observe;
 mod reload;
 mod transfers;
 
