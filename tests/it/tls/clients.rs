@@ -114,6 +114,32 @@ fn a_hundred_requests_on_one_tls_connection_go_round_the_backends() {
 }
 
 #[test]
+fn pipelined_requests_in_one_tls_record_are_answered_in_order() {
+    let b1 = DemoBackend::start("b1");
+    let lb = Lb::site("", &[&b1]);
+    // s_client sends what it reads from stdin as it comes: here, all of it at once.
+    let mut requests = Vec::new();
+    for i in 0..5 {
+        requests.extend(format!("GET /echo?n={i} HTTP/1.1\r\nHost: a.test\r\n\r\n").bytes());
+    }
+    requests.extend(closing_request("a.test"));
+    let out = s_client(lb.tls, &["-servername", "a.test", "-ign_eof"], &requests);
+    let seen: Vec<&str> = out
+        .text
+        .lines()
+        .filter_map(|l| l.strip_prefix("GET /echo?n="))
+        .collect();
+    let expected: Vec<String> = (0..5).map(|i| format!("{i} HTTP/1.1")).collect();
+    assert_eq!(seen, expected, "{}", out.text);
+    let statuses = out
+        .text
+        .lines()
+        .filter(|l| l.starts_with("HTTP/1.1 200 OK"))
+        .count();
+    assert_eq!(statuses, 6, "{}", out.text);
+}
+
+#[test]
 fn curl_keep_alive_reuses_the_tls_connection() {
     let b1 = DemoBackend::start("b1");
     let lb = Lb::site("", &[&b1]);

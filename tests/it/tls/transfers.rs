@@ -155,3 +155,88 @@ pub fn upload_1gib(addr: SocketAddr) {
         "{resp:?}"
     );
 }
+
+/// Downloads `/bytes/{len}{query}` with curl, checking every byte; returns curl's report.
+fn download_checked(addr: SocketAddr, len: u64, query: &str) -> String {
+    let mut child = curl_command(addr, &format!("/bytes/{len}{query}"))
+        .args(["-w", "%{stderr}status %{http_code}\n"])
+        .spawn()
+        .expect("spawn curl");
+    let mut out = child.stdout.take().expect("stdout");
+    let mut check = PatternCheck::new(IO_SIZE);
+    let mut chunk = vec![0u8; IO_SIZE];
+    loop {
+        let n = out.read(&mut chunk).expect("read curl's output");
+        if n == 0 {
+            break;
+        }
+        check.feed(&chunk[..n]);
+    }
+    let err = finish(child);
+    assert_eq!(check.offset, len, "{query}: {err}");
+    err
+}
+
+#[test]
+fn every_response_framing_arrives_whole_through_tls() {
+    let backend = DemoBackend::start("b");
+    let lb = lb_for_transfers(&backend);
+    const LEN: u64 = 16 << 20;
+    // A close-delimited body ends where the connection does: over TLS, only lb's close_notify
+    // tells curl the end was not a truncation (curl fails on an EOF without it).
+    for query in ["", "?chunked=1", "?close=1"] {
+        let err = download_checked(lb.tls, LEN, query);
+        assert!(err.contains("status 200"), "{query}: {err}");
+    }
+}
+
+#[test]
+fn clients_vanishing_mid_download_through_tls_leak_nothing() {
+    let backend = DemoBackend::start("b");
+    let mut lb = lb_for_transfers(&backend);
+    lb.assert_serves();
+    let fds = fd_count(lb.pid());
+    for _ in 0..20 {
+        // curl reads a megabyte or so of a 100 MB body, then we stop reading and it is gone.
+        let mut child = curl_command(lb.tls, "/bytes/100000000")
+            .spawn()
+            .expect("spawn curl");
+        let mut out = child.stdout.take().expect("stdout");
+        let mut got = 0;
+        let mut chunk = vec![0u8; IO_SIZE];
+        while got < 1 << 20 {
+            let n = out.read(&mut chunk).expect("read curl's output");
+            assert!(n > 0, "curl's output ended early");
+            got += n;
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    // The pool keeps one backend connection at most.
+    wait_until("lb's descriptors to come back", || {
+        fd_count(lb.pid()) <= fds + 1
+    });
+    lb.assert_serves();
+}
+
+#[test]
+fn an_early_answer_to_an_upload_through_tls_reaches_the_client() {
+    // /echo refuses a body over 64 MiB as soon as it sees the head, while curl is still
+    // sending: lb must get the 413 through the TLS connection it is reading an upload from.
+    let backend = DemoBackend::start("b");
+    let lb = lb_for_transfers(&backend);
+    let body = site().pki.path("upload-100mb.bin");
+    std::fs::write(&body, pattern(100_000_000)).expect("write upload file");
+    let out = run_with_deadline(
+        curl_command(lb.tls, "/echo")
+            .args(["-H", "Expect:", "-D", "-", "-o", "/dev/null"])
+            .args(["--data-binary", &format!("@{}", body.display())]),
+        b"",
+        PATIENCE * 3,
+    );
+    let _ = std::fs::remove_file(&body);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let resp = parse_response(&out.stdout);
+    assert_eq!(resp.status, 413, "{resp:?} {stderr}");
+    assert_eq!(resp.backend(), "b", "{resp:?}");
+}
