@@ -246,3 +246,44 @@ fn sessions_are_resumed_over_tls_1_2_and_1_3() {
         );
     }
 }
+
+#[test]
+fn two_workers_share_the_tls_port_and_the_session_cache() {
+    let b1 = DemoBackend::start("b1");
+    let s = site();
+    let lb = Lb::start(&format!(
+        "workers = 2\n{}",
+        config_text("", &[&s.a, &s.b], &[&b1])
+    ));
+    // SO_REUSEPORT spreads the connections over both reactors: every one resumes all the same,
+    // from the shared cache (1.2) or the shared ticket keys (1.3).
+    for (flag, version) in [("-tls1_2", "TLSv1.2"), ("-tls1_3", "TLSv1.3")] {
+        let session = s.pki.path(&format!(
+            "workers-{}-{}.pem",
+            std::process::id(),
+            &flag[1..]
+        ));
+        let session = session.to_str().expect("utf-8 path");
+        let first = s_client_sni(&lb, "a.test", &[flag, "-sess_out", session]);
+        assert_eq!(first.version().as_deref(), Some(version), "{}", first.text);
+        for i in 0..10 {
+            let again = s_client_sni(&lb, "a.test", &[flag, "-sess_in", session]);
+            assert!(again.reused(), "{version} {i} not resumed: {}", again.text);
+            assert_eq!(
+                again.http_status_line(),
+                Some("HTTP/1.1 200 OK"),
+                "{}",
+                again.text
+            );
+        }
+    }
+    for name in ["a.test", "b.test"] {
+        let r = curl(&lb, name, "/", &[]);
+        assert_eq!(r.response.status, 200, "{}", r.verbose);
+        assert!(
+            r.subject().contains(&format!("CN={name}")),
+            "{}",
+            r.subject()
+        );
+    }
+}

@@ -153,3 +153,24 @@ fn sighup_with_a_broken_certificate_keeps_the_running_ones() {
     assert_eq!(py_status(&open.request("GET /")), 200);
     lb.assert_serves();
 }
+
+#[test]
+fn sighup_cannot_remove_the_tls_listener() {
+    let s = site();
+    let b1 = DemoBackend::start("b1");
+    let lb = Lb::start(&config_text("", &[&s.a], &[&b1]));
+    std::fs::write(
+        &lb.config,
+        format!(
+            "[health]\ninterval = \"1h\"\n[[backend]]\nname = \"b1\"\naddress = \"{}\"\n",
+            b1.addr
+        ),
+    )
+    .expect("rewrite");
+    lb.signal(libc::SIGHUP);
+    lb.log_line("needs a restart");
+    // The listener and its certificate stay until the restart the log asks for.
+    assert_eq!(presented(&lb), s.a.pem());
+    let r = curl(&lb, "a.test", "/", &[]);
+    assert_eq!(r.response.status, 200, "{}", r.verbose);
+}
