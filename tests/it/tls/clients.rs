@@ -202,6 +202,30 @@ fn websocket_over_tls_echoes_frames() {
 }
 
 #[test]
+fn a_request_head_too_slow_over_tls_is_a_408() {
+    // The handshake done, the head timeout applies as on the plain listener.
+    let b1 = DemoBackend::start("b1");
+    let lb = Lb::start(&format!(
+        "[timeouts]\nclient_header = \"1s\"\n{}",
+        config_text("", &[&site().a], &[&b1])
+    ));
+    let started = Instant::now();
+    let out = s_client(
+        lb.tls,
+        &["-servername", "a.test", "-ign_eof"],
+        b"GET / HTTP/1.1\r\nHost: a.test\r\nX-Slow: ",
+    );
+    assert_eq!(
+        out.http_status_line(),
+        Some("HTTP/1.1 408 Request Timeout"),
+        "{}",
+        out.text
+    );
+    assert!(out.text.contains("X-LB-Error: "), "{}", out.text);
+    assert!(started.elapsed() < PATIENCE, "{:?}", started.elapsed());
+}
+
+#[test]
 fn redirect_http_sends_plain_clients_to_https() {
     let recorder = Recorder::start();
     let lb = Lb::site_recorded("redirect_http = true", &recorder);

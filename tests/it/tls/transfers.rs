@@ -240,3 +240,66 @@ fn an_early_answer_to_an_upload_through_tls_reaches_the_client() {
     assert_eq!(resp.status, 413, "{resp:?} {stderr}");
     assert_eq!(resp.backend(), "b", "{resp:?}");
 }
+
+#[test]
+fn a_slow_tls_reader_makes_the_proxy_stop_reading_from_the_backend() {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::Arc;
+    const TOTAL: u64 = 200_000_000;
+    let written = Arc::new(AtomicU64::new(0));
+    let counter = Arc::clone(&written);
+    // A backend that writes as fast as the proxy takes the bytes, counting them.
+    let backend = ScriptedBackend::start(move |mut s, _| {
+        read_head(&mut s);
+        let head = format!("HTTP/1.1 200 OK\r\nContent-Length: {TOTAL}\r\n\r\n");
+        if s.write_all(head.as_bytes()).is_err() {
+            return;
+        }
+        let window = pattern_window(64 * 1024);
+        let mut sent = 0u64;
+        while sent < TOTAL {
+            let n = (64 * 1024u64).min(TOTAL - sent) as usize;
+            let start = (sent % 251) as usize;
+            if s.write_all(&window[start..start + n]).is_err() {
+                return;
+            }
+            sent += n as u64;
+            counter.store(sent, Ordering::SeqCst);
+        }
+    });
+    let lb = Lb::start(&format!(
+        "access_log = false\n{}",
+        config_text_at("", &[&site().a], &[("slow", backend.addr)])
+    ));
+    // curl reads 100 KB a second: the rest must wait in the backend, not in lb's memory (nor in
+    // rustls' buffers of encrypted records).
+    let mut curl = curl_command(lb.tls, "/big")
+        .args(["--limit-rate", "100k", "-o", "/dev/null"])
+        .spawn()
+        .expect("spawn curl");
+    let mut last = 0;
+    let mut still_since = Instant::now();
+    wait_until("the backend's writes to block", || {
+        let now = written.load(Ordering::SeqCst);
+        if now != last {
+            last = now;
+            still_since = Instant::now();
+        }
+        now > 0 && still_since.elapsed() > Duration::from_millis(500)
+    });
+    let stalled_at = written.load(Ordering::SeqCst);
+    let peak = lb.process.peak_rss_kib();
+    let _ = curl.kill();
+    let _ = curl.wait();
+    eprintln!(
+        "slow TLS reader: backend blocked after {} KiB of {} KiB; proxy peak RSS {peak} KiB",
+        stalled_at >> 10,
+        TOTAL >> 10
+    );
+    // Socket buffers on both connections plus lb's bounded buffers: megabytes, not 200 MB.
+    assert!(
+        stalled_at < 48 << 20,
+        "the backend wrote {stalled_at} bytes to a client reading 100 KB/s"
+    );
+    assert!(peak < RSS_LIMIT_KIB, "proxy peak RSS {peak} KiB");
+}
