@@ -2,7 +2,7 @@
 //! on the HTTPS port, a thousand half-finished handshakes, handshakes that stall or vanish, and
 //! renegotiation. After each, the proxy still serves a normal HTTPS request.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
@@ -353,75 +353,44 @@ fn an_established_connection_outlives_the_handshake_timeout() {
 fn renegotiation_is_refused_without_harm() {
     let b1 = DemoBackend::start("b1");
     let mut lb = Lb::site("", &[&b1]);
-    let mut child = Command::new("openssl")
-        .args(["s_client", "-connect", &lb.tls.to_string(), "-tls1_2"])
-        .args(["-servername", "a.test", "-CAfile", site().pki.ca_path()])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn openssl");
-    let mut stdin = child.stdin.take().expect("stdin");
-    let (tx, lines) = mpsc::channel::<String>();
-    for out in [
-        Box::new(child.stdout.take().expect("stdout")) as Box<dyn Read + Send>,
-        Box::new(child.stderr.take().expect("stderr")),
-    ] {
-        let tx = tx.clone();
-        thread::spawn(move || {
-            for line in BufReader::new(out).lines().map_while(Result::ok) {
-                let _ = tx.send(line);
-            }
-        });
-    }
-    drop(tx);
-    let mut seen = Vec::new();
-    let wait_for = |needle: &str, seen: &mut Vec<String>| {
-        let deadline = Instant::now() + PATIENCE;
-        while Instant::now() < deadline {
-            match lines.recv_timeout(Duration::from_millis(50)) {
-                Ok(line) => {
-                    let hit = line.contains(needle);
-                    seen.push(line);
-                    if hit {
-                        return true;
-                    }
-                }
-                Err(mpsc::RecvTimeoutError::Disconnected) => return false,
-                Err(mpsc::RecvTimeoutError::Timeout) => {}
-            }
-        }
-        false
-    };
+    let mut client = SClientSession::start(lb.tls, &["-servername", "a.test", "-tls1_2"]);
     assert!(
-        wait_for("Verify return code", &mut seen),
-        "no TLS 1.2 handshake: {seen:#?}"
+        client.wait_for("Verify return code"),
+        "no TLS 1.2 handshake: {:#?}",
+        client.seen
     );
     // `R` on a line of its own: s_client asks the server for a new handshake.
-    stdin.write_all(b"R\n").expect("ask to renegotiate");
-    assert!(wait_for("RENEGOTIATING", &mut seen), "{seen:#?}");
+    client.send(b"R\n");
+    assert!(client.wait_for("RENEGOTIATING"), "{:#?}", client.seen);
     // Then a request, if the connection is still there: served, or the connection is gone.
-    let _ = stdin.write_all(&closing_request("a.test"));
-    let _ = stdin.flush();
-    let served = wait_for("HTTP/1.1 200 OK", &mut seen);
-    let deadline = Instant::now() + PATIENCE;
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("try_wait") {
-            break status;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "s_client still running: {seen:#?}"
-        );
-        thread::sleep(Duration::from_millis(10));
-    };
-    seen.extend(lines.try_iter());
+    client.send(&closing_request("a.test"));
+    let served = client.wait_for("HTTP/1.1 200 OK");
+    let status = client.wait_exit();
     eprintln!(
         "renegotiation: served afterwards: {served}; s_client {status}; {:?}",
-        seen.iter()
+        client
+            .seen
+            .iter()
             .filter(|l| l.contains("alert") || l.contains("error") || l.contains("RENEG"))
             .collect::<Vec<_>>()
     );
-    drop(stdin);
     lb.assert_serves();
+}
+
+#[test]
+fn tls_1_3_key_updates_keep_the_connection_usable() {
+    let b1 = DemoBackend::start("b1");
+    let lb = Lb::site("", &[&b1]);
+    let mut client = SClientSession::start(lb.tls, &["-servername", "a.test", "-tls1_3"]);
+    assert!(
+        client.wait_for("Verify return code"),
+        "no TLS 1.3 handshake: {:#?}",
+        client.seen
+    );
+    // `K`: s_client sends a KeyUpdate and asks lb to update its keys too.
+    client.send(b"K\n");
+    assert!(client.wait_for("KEYUPDATE"), "{:#?}", client.seen);
+    client.send(&closing_request("a.test"));
+    assert!(client.wait_for("HTTP/1.1 200 OK"), "{:#?}", client.seen);
+    client.wait_exit();
 }

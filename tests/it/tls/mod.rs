@@ -375,6 +375,100 @@ impl SClient {
     }
 }
 
+/// An `openssl s_client` kept running, for commands typed on its stdin (`R` renegotiates, `K`
+/// updates keys) between requests.
+pub struct SClientSession {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    lines: mpsc::Receiver<String>,
+    /// Every line it printed so far (stdout and stderr).
+    pub seen: Vec<String>,
+}
+
+impl SClientSession {
+    pub fn start(addr: SocketAddr, args: &[&str]) -> SClientSession {
+        let mut child = Command::new("openssl")
+            .args(["s_client", "-connect", &addr.to_string()])
+            .args(["-CAfile", site().pki.ca_path()])
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn openssl");
+        let (tx, lines) = mpsc::channel();
+        for out in [
+            Box::new(child.stdout.take().expect("stdout")) as Box<dyn Read + Send>,
+            Box::new(child.stderr.take().expect("stderr")),
+        ] {
+            let tx = tx.clone();
+            thread::spawn(move || {
+                for line in BufReader::new(out).lines().map_while(Result::ok) {
+                    let _ = tx.send(line);
+                }
+            });
+        }
+        SClientSession {
+            stdin: child.stdin.take(),
+            child,
+            lines,
+            seen: Vec::new(),
+        }
+    }
+
+    /// Waits for a line containing `needle`; false if s_client ended or `PATIENCE` ran out.
+    pub fn wait_for(&mut self, needle: &str) -> bool {
+        let deadline = Instant::now() + PATIENCE;
+        while Instant::now() < deadline {
+            match self.lines.recv_timeout(Duration::from_millis(50)) {
+                Ok(line) => {
+                    let hit = line.contains(needle);
+                    self.seen.push(line);
+                    if hit {
+                        return true;
+                    }
+                }
+                Err(mpsc::RecvTimeoutError::Disconnected) => return false,
+                Err(mpsc::RecvTimeoutError::Timeout) => {}
+            }
+        }
+        false
+    }
+
+    /// Types `bytes` (s_client may have gone: then they go nowhere).
+    pub fn send(&mut self, bytes: &[u8]) {
+        if let Some(stdin) = self.stdin.as_mut() {
+            let _ = stdin.write_all(bytes);
+            let _ = stdin.flush();
+        }
+    }
+
+    /// Waits for s_client to end (the server closed, or it gave up), at most `PATIENCE`.
+    pub fn wait_exit(&mut self) -> std::process::ExitStatus {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                self.seen.extend(self.lines.try_iter());
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "s_client still running: {:#?}",
+                self.seen
+            );
+            thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+impl Drop for SClientSession {
+    fn drop(&mut self) {
+        drop(self.stdin.take());
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// A running `client.py` (Python's ssl module), talking JSON lines.
 pub struct PyClient {
     child: Child,
