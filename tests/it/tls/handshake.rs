@@ -287,3 +287,37 @@ fn two_workers_share_the_tls_port_and_the_session_cache() {
         );
     }
 }
+
+#[test]
+fn an_ecdsa_and_an_rsa_certificate_for_one_name_each_go_to_the_clients_that_can_use_them() {
+    let b1 = DemoBackend::start("b1");
+    let pki = &site().pki;
+    let ecdsa = pki.leaf("dual-ecdsa", &["dual.test"], KeyKind::EcdsaP256);
+    let rsa = pki.leaf("dual-rsa", &["dual.test"], KeyKind::Rsa2048);
+    let lb = Lb::start(&config_text("", &[&site().a, &ecdsa, &rsa], &[&b1]));
+    // A client that can only check RSA signatures, and one that can only check ECDSA ones.
+    for (version, sigalgs, expected) in [
+        ("-tls1_3", "rsa_pss_rsae_sha256", &rsa),
+        ("-tls1_3", "ecdsa_secp256r1_sha256", &ecdsa),
+        ("-tls1_2", "RSA+SHA256", &rsa),
+        ("-tls1_2", "ECDSA+SHA256", &ecdsa),
+    ] {
+        let out = s_client_sni(&lb, "dual.test", &[version, "-sigalgs", sigalgs]);
+        assert_eq!(
+            out.server_cert(),
+            expected.pem(),
+            "{version} {sigalgs}: {}",
+            out.text
+        );
+        assert_eq!(
+            out.http_status_line(),
+            Some("HTTP/1.1 200 OK"),
+            "{}",
+            out.text
+        );
+    }
+    // A client that can check either gets one of them, and is served.
+    let r = curl(&lb, "dual.test", "/", &[]);
+    assert_eq!(r.response.status, 200, "{}", r.verbose);
+    assert!(r.subject().contains("CN=dual.test"), "{}", r.subject());
+}
