@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Installs what the test suite drives besides cargo, when missing: curl (a real client in the
-# integration tests), HAProxy (the L4 tier of the fleet test), Python's prometheus_client (the
-# reference parser for /metrics), Debian's Chromium and the playwright-core npm package (the
-# dashboard's browser test). Idempotent and quick when everything is there.
+# integration tests), openssl (the TLS tests' certificates, and `openssl s_client`), python3 (its
+# ssl module is another TLS client), HAProxy (the L4 tier of the fleet test), Python's
+# prometheus_client (the reference parser for /metrics), Debian's Chromium and the
+# playwright-core npm package (the dashboard's browser test). Idempotent and quick when
+# everything is there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -12,6 +14,7 @@ as_root() {
 
 apt_missing=()
 command -v curl >/dev/null 2>&1 || apt_missing+=(curl)
+command -v openssl >/dev/null 2>&1 || apt_missing+=(openssl)
 command -v chromium >/dev/null 2>&1 || apt_missing+=(chromium)
 command -v haproxy >/dev/null 2>&1 || apt_missing+=(haproxy)
 command -v node >/dev/null 2>&1 || apt_missing+=(nodejs npm)

@@ -16,4 +16,5 @@ mod semantics;
 mod streaming;
 mod strict;
 mod supervisor;
+mod tls;
 mod upgrade;

@@ -13,6 +13,8 @@ use std::time::{Duration, Instant};
 use lb::config::{BackendConfig, Config};
 use lb::reactor::{Handle, Reactor};
 
+pub mod tls;
+
 /// How long any single wait in a test may take before it counts as a failure.
 pub const PATIENCE: Duration = Duration::from_secs(10);
 
