@@ -287,6 +287,9 @@ fn build(
         .with_no_client_auth()
         .with_cert_resolver(Arc::new(SniResolver::new(loaded)));
     server.alpn_protocols = vec![b"http/1.1".to_vec()];
+    // The server's order (AES-256-GCM, AES-128-GCM, ChaCha20-Poly1305; ECDHE suites only in
+    // TLS 1.2), as HAProxy's default: a client's preference for a weaker suite does not win.
+    server.ignore_client_order = true;
     server.session_storage = Arc::clone(cache);
     if config.session_tickets {
         server.ticketer = Arc::clone(ticketer);
