@@ -2,8 +2,8 @@
 # TLS audit of lb's HTTPS listener with testssl.sh (Debian's package): protocols, ciphers, key
 # exchange groups, certificates, session resumption, ALPN and the known vulnerabilities, offline.
 # Starts lb (release build) with a configuration of its own: the plain listener, the TLS listener
-# with both certificates of scripts/certs.sh (ECDSA P-256 and RSA 2048, so that testssl.sh sees
-# how lb picks between them), and one demo backend behind it. Prints the findings' counts by
+# with a certificate of scripts/certs.sh (ECDSA P-256 or RSA 2048, TLS_AUDIT_CERT), and one demo
+# backend behind it. Prints the findings' counts by
 # severity and every finding of severity MEDIUM or above; exits 1 when one is HIGH or CRITICAL,
 # 2 when the audit could not run (lb without TLS, testssl.sh could not scan).
 #
@@ -12,9 +12,12 @@
 #                                                       certificates and backend: a reference
 #   TLS_AUDIT_TARGET=127.0.0.1:8443 ./scripts/tls-audit.sh   a listener that is already running
 #
-# Settings (environment): TLS_AUDIT_PORT (the TLS listener, default 18443; the plain listener on
+# Settings (environment): TLS_AUDIT_PORT (the TLS listener, default 28443; the plain listener on
 # the next port, lb's admin API on the one after, the backend on the one after that),
 # TLS_AUDIT_CERTS (the certificates' directory, default certs/, made by scripts/certs.sh),
+# TLS_AUDIT_CERT (ecdsa, rsa, or "ecdsa rsa": both for the same names, which nginx and HAProxy
+# serve by what the client can verify and lb refuses, as it picks a certificate by SNI alone;
+# default ecdsa),
 # TLS_AUDIT_OUT (testssl.sh's JSON and text output are kept there, default target/tls-audit),
 # TLS_AUDIT_TIMEOUT (seconds testssl.sh may take, default 600; it needs about 2 minutes).
 set -euo pipefail
@@ -23,13 +26,20 @@ export PATH="$PATH:/usr/sbin:/sbin"
 
 server=${TLS_AUDIT_SERVER:-lb}
 target=${TLS_AUDIT_TARGET:-}
-tls_port=${TLS_AUDIT_PORT:-18443}
+tls_port=${TLS_AUDIT_PORT:-28443}
 plain_port=$((tls_port + 1))
 admin_port=$((tls_port + 2))
 backend_port=$((tls_port + 3))
 certs=${TLS_AUDIT_CERTS:-certs}
 out=${TLS_AUDIT_OUT:-target/tls-audit}
 scan_timeout=${TLS_AUDIT_TIMEOUT:-600}
+read -r -a kinds <<<"${TLS_AUDIT_CERT:-ecdsa}"
+for k in "${kinds[@]}"; do
+    case $k in
+        ecdsa | rsa) ;;
+        *) echo "TLS_AUDIT_CERT holds ecdsa and/or rsa, not $k" >&2; exit 2 ;;
+    esac
+done
 
 as_root() {
     if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi
@@ -110,16 +120,14 @@ listen = "127.0.0.1:$tls_port"
 min_version = "1.2"
 handshake_timeout = "10s"
 redirect_http = false
-[[tls.certificate]]
-cert = "$certs/ecdsa.crt"
-key = "$certs/ecdsa.key"
-[[tls.certificate]]
-cert = "$certs/rsa.crt"
-key = "$certs/rsa.key"
 [[backend]]
 name = "b1"
 address = "127.0.0.1:$backend_port"
 TOML
+            for k in "${kinds[@]}"; do
+                printf '[[tls.certificate]]\ncert = "%s"\nkey = "%s"\n' "$certs/$k.crt" "$certs/$k.key" \
+                    >>"$work/lb.toml"
+            done
             if ! "$bin/lb" --config "$work/lb.toml" --check >"$work/check.txt" 2>&1; then
                 if grep -q "unknown key 'tls'" "$work/check.txt"; then
                     echo "this lb has no TLS yet (its config check refuses [tls]); nothing to audit." >&2
@@ -161,10 +169,7 @@ http {
   server {
     listen 127.0.0.1:$plain_port;
     listen 127.0.0.1:$tls_port ssl;
-    ssl_certificate $certs/ecdsa.crt;
-    ssl_certificate_key $certs/ecdsa.key;
-    ssl_certificate $certs/rsa.crt;
-    ssl_certificate_key $certs/rsa.key;
+$(for k in "${kinds[@]}"; do printf '    ssl_certificate %s;\n    ssl_certificate_key %s;\n' "$certs/$k.crt" "$certs/$k.key"; done)
     ssl_protocols TLSv1.2 TLSv1.3;
     ssl_session_cache shared:SSL:10m;
     ssl_session_tickets on;
@@ -178,8 +183,11 @@ CONF
             ;;
         haproxy)
             # HAProxy reads a certificate and its key from one file.
-            cat "$certs/ecdsa.crt" "$certs/ecdsa.key" >"$work/ecdsa.pem"
-            cat "$certs/rsa.crt" "$certs/rsa.key" >"$work/rsa.pem"
+            crts=
+            for k in "${kinds[@]}"; do
+                cat "$certs/$k.crt" "$certs/$k.key" >"$work/$k.pem"
+                crts="$crts crt $work/$k.pem"
+            done
             cat >"$work/haproxy.cfg" <<CONF
 global
   ssl-default-bind-options ssl-min-ver TLSv1.2
@@ -190,7 +198,7 @@ defaults
   timeout server 30s
 frontend fe
   bind 127.0.0.1:$plain_port
-  bind 127.0.0.1:$tls_port ssl crt $work/ecdsa.pem crt $work/rsa.pem alpn http/1.1
+  bind 127.0.0.1:$tls_port ssl$crts alpn http/1.1
   default_backend be
 backend be
   server b1 127.0.0.1:$backend_port
@@ -247,10 +255,14 @@ s_client "$work/alpn.txt" -alpn http/1.1
 ok=0
 grep -q '^ALPN protocol: http/1.1' "$work/alpn.txt" && ok=1
 check "$ok" "ALPN http/1.1 ($(grep -m1 -E '^(ALPN protocol|No ALPN)' "$work/alpn.txt" || echo 'no handshake'))"
-# Each certificate, chosen by what the client can verify.
+# Each certificate, chosen by what the client can verify (with both configured).
 for kind in "ECDSA:ECDSA+SHA256" "RSA:RSA-PSS+SHA256:RSA+SHA256"; do
     name=${kind%%:*}
     sigalgs=${kind#*:}
+    case " ${kinds[*]} " in
+        *" $(tr '[:upper:]' '[:lower:]' <<<"$name") "*) ;;
+        *) continue ;;
+    esac
     s_client "$work/cert.txt" -sigalgs "$sigalgs"
     ok=0
     grep -q "Peer signature type: $([ "$name" = ECDSA ] && echo ECDSA || echo RSA)" "$work/cert.txt" \
