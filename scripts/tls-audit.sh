@@ -2,8 +2,8 @@
 # TLS audit of lb's HTTPS listener with testssl.sh (Debian's package): protocols, ciphers, key
 # exchange groups, certificates, session resumption, ALPN and the known vulnerabilities, offline.
 # Starts lb (release build) with a configuration of its own: the plain listener, the TLS listener
-# with a certificate of scripts/certs.sh (ECDSA P-256 or RSA 2048, TLS_AUDIT_CERT), and one demo
-# backend behind it. Prints the findings' counts by
+# with the certificates of scripts/certs.sh (ECDSA P-256 and RSA 2048 for the same names, so that
+# testssl.sh sees how each client gets one; TLS_AUDIT_CERT), and one demo backend behind it. Prints the findings' counts by
 # severity and every finding of severity MEDIUM or above; exits 1 when one is HIGH or CRITICAL,
 # 2 when the audit could not run (lb without TLS, testssl.sh could not scan).
 #
@@ -15,9 +15,9 @@
 # Settings (environment): TLS_AUDIT_PORT (the TLS listener, default 28443; the plain listener on
 # the next port, lb's admin API on the one after, the backend on the one after that),
 # TLS_AUDIT_CERTS (the certificates' directory, default certs/, made by scripts/certs.sh),
-# TLS_AUDIT_CERT (ecdsa, rsa, or "ecdsa rsa": both for the same names, which nginx and HAProxy
-# serve by what the client can verify and lb refuses, as it picks a certificate by SNI alone;
-# default ecdsa),
+# TLS_AUDIT_CERT (ecdsa, rsa, or "ecdsa rsa", the default: both for the same names, each client
+# getting the one whose signatures it can verify; an lb older than main's 1e8fe30 refuses two
+# certificates for one name),
 # TLS_AUDIT_OUT (testssl.sh's JSON and text output are kept there, default target/tls-audit),
 # TLS_AUDIT_TIMEOUT (seconds testssl.sh may take, default 600; it needs about 2 minutes).
 set -euo pipefail
@@ -33,7 +33,7 @@ backend_port=$((tls_port + 3))
 certs=${TLS_AUDIT_CERTS:-certs}
 out=${TLS_AUDIT_OUT:-target/tls-audit}
 scan_timeout=${TLS_AUDIT_TIMEOUT:-600}
-read -r -a kinds <<<"${TLS_AUDIT_CERT:-ecdsa}"
+read -r -a kinds <<<"${TLS_AUDIT_CERT:-ecdsa rsa}"
 for k in "${kinds[@]}"; do
     case $k in
         ecdsa | rsa) ;;
