@@ -22,6 +22,16 @@
 #                epoll_ctl, accept4) and context switches counted by perf (skipped without perf)
 #   sysclose     the same with a new connection per request
 #   instr        user-space instructions per request under callgrind (skipped without valgrind)
+# TLS scenarios (opt-in through BENCH_SCENARIOS): lb, nginx and HAProxy terminate TLS on their own
+# port (BENCH_TLS_PORT) with the same certificate (scripts/certs.sh: ECDSA P-256 and RSA 2048,
+# BENCH_TLS_CERTS picks), each with its own default ciphers, and forward plain HTTP to the same
+# backends; every TLS scenario runs once per certificate (tlsnew-ecdsa, tlsnew-rsa, ...):
+#   tlsnew       a full handshake per request: openssl s_time -new, BENCH_TLS_CLIENTS at a time;
+#                full handshakes/s and proxy CPU per handshake (its request and answer included)
+#   tlsresume    a resumed handshake per request: openssl s_time -reuse, the same way
+#   tlska64      keep-alive GETs over TLS from 64 connections (wrk https://)
+#   tlsbig       1 MiB responses over TLS, 16 keep-alive connections (wrk https://)
+# Direct and relay have no TLS and sit these out, as lb does while its config check refuses [tls].
 # Besides req/s and latency, every run records the proxy's CPU time (utime and stime of its
 # processes, /proc/PID/stat) per request, the backend connections it opened (stub_status
 # "accepts" of the backend) and still holds (ss), its RSS (VmRSS of its processes, the peak of
@@ -54,7 +64,12 @@
 # BENCH_BUSY_POLL=1 (lb with busy_poll = true and HAProxy with busy-polling: pollers that never
 # sleep; nginx has no such setting),
 # BENCH_NICE (e.g. -10: run everything at that niceness, so that other work on a shared machine
-# disturbs the figures less, and is slowed down more; needs root; default: unchanged).
+# disturbs the figures less, and is slowed down more; needs root; default: unchanged),
+# BENCH_TLS_PORT (the contestants' TLS listener, default 8443), BENCH_TLS_CERTS ("ecdsa rsa", or
+# one of them), BENCH_TLS_CLIENTS (s_time processes at once in tlsnew and tlsresume, default 4),
+# BENCH_CERTS (the certificates' directory, default certs/, made or renewed by scripts/certs.sh).
+#
+#   BENCH_SCENARIOS="tlsnew tlsresume tlska64 tlsbig" BENCH_CONTESTANTS="lb nginx haproxy" ./scripts/bench.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$PATH:/usr/sbin:/sbin"
@@ -81,6 +96,21 @@ status_port=$((b1 - 1))
 client_cpu=${BENCH_CLIENT_CPU:-0}
 proxy_cpu=${BENCH_PROXY_CPU:-1}
 out=${BENCH_OUT:-target/bench}
+tls_port=${BENCH_TLS_PORT:-8443}
+read -r -a tls_certs <<<"${BENCH_TLS_CERTS:-ecdsa rsa}"
+tls_clients=${BENCH_TLS_CLIENTS:-4}
+certs=${BENCH_CERTS:-certs}
+tls=0 # a TLS scenario is among those to run
+lb_tls=1 # lb's config check takes [tls]
+for s in "${scenarios[@]}"; do
+    case $s in tls*) tls=1 ;; esac
+done
+for k in "${tls_certs[@]}"; do
+    case $k in
+        ecdsa | rsa) ;;
+        *) echo "BENCH_TLS_CERTS holds ecdsa and/or rsa, not $k" >&2; exit 2 ;;
+    esac
+done
 
 as_root() {
     if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi
@@ -157,6 +187,28 @@ report() {
         f[++nf] = "sysclose.accept"; l[nf] = "new connection per request, under perf: accept4 per request"; d[nf] = "↓"
         f[++nf] = "sysclose.cs";     l[nf] = "new connection per request, under perf: context switches per request"; d[nf] = "↓"
         f[++nf] = "instr.ir";   l[nf] = "keep-alive, 16 conns, under callgrind: user-space instructions per request"; d[nf] = "↓"
+        # TLS rows only where some contestant has a figure: most runs have none.
+        split("ecdsa rsa", tk, " "); tn["ecdsa"] = "ECDSA P-256"; tn["rsa"] = "RSA 2048"
+        for (t = 1; t <= 2; t++) {
+            k = tk[t]; n = "TLS " tn[k]
+            f[++nf] = "tlsnew-" k ".hs";   l[nf] = n ", new connection per request: full handshakes/s"; d[nf] = "↑"; opt[nf] = 1
+            f[++nf] = "tlsnew-" k ".rpc";  l[nf] = n ", new connection per request: full handshakes per proxy CPU-second"; d[nf] = "↑"; opt[nf] = 1
+            f[++nf] = "tlsnew-" k ".cpu";  l[nf] = n ", new connection per request: proxy CPU per full handshake (and its request), µs"; d[nf] = "↓"; opt[nf] = 1
+            f[++nf] = "tlsnew-" k ".util"; l[nf] = n ", new connection per request: proxy CPU busy, % of one CPU"; d[nf] = ""; opt[nf] = 1
+            f[++nf] = "tlsnew-" k ".resumed"; l[nf] = n ", new connection per request: handshakes resumed, % (s_time -new: none)"; d[nf] = ""; opt[nf] = 1
+            f[++nf] = "tlsresume-" k ".hs";   l[nf] = n ", resumed session per request: handshakes/s"; d[nf] = "↑"; opt[nf] = 1
+            f[++nf] = "tlsresume-" k ".rpc";  l[nf] = n ", resumed session per request: handshakes per proxy CPU-second"; d[nf] = "↑"; opt[nf] = 1
+            f[++nf] = "tlsresume-" k ".cpu";  l[nf] = n ", resumed session per request: proxy CPU per handshake (and its request), µs"; d[nf] = "↓"; opt[nf] = 1
+            f[++nf] = "tlsresume-" k ".util"; l[nf] = n ", resumed session per request: proxy CPU busy, % of one CPU"; d[nf] = ""; opt[nf] = 1
+            f[++nf] = "tlsresume-" k ".resumed"; l[nf] = n ", resumed session per request: handshakes resumed, % (s_time -reuse)"; d[nf] = "↑"; opt[nf] = 1
+            f[++nf] = "tlska64-" k ".rps";  l[nf] = n ", keep-alive, 64 conns: req/s"; d[nf] = "↑"; opt[nf] = 1
+            f[++nf] = "tlska64-" k ".p99";  l[nf] = n ", keep-alive, 64 conns: p99 ms"; d[nf] = "↓"; opt[nf] = 1
+            f[++nf] = "tlska64-" k ".rpc";  l[nf] = n ", keep-alive, 64 conns: req per proxy CPU-second"; d[nf] = "↑"; opt[nf] = 1
+            f[++nf] = "tlska64-" k ".util"; l[nf] = n ", keep-alive, 64 conns: proxy CPU busy, % of one CPU"; d[nf] = ""; opt[nf] = 1
+            f[++nf] = "tlsbig-" k ".rps";   l[nf] = n ", 1 MiB responses, 16 conns: MiB/s"; d[nf] = "↑"; opt[nf] = 1
+            f[++nf] = "tlsbig-" k ".rpc";   l[nf] = n ", 1 MiB responses: MiB per proxy CPU-second"; d[nf] = "↑"; opt[nf] = 1
+            f[++nf] = "tlsbig-" k ".util";  l[nf] = n ", 1 MiB responses: proxy CPU busy, % of one CPU"; d[nf] = ""; opt[nf] = 1
+        }
 
         printf "| figure: median (min–max) of the rounds, ×HAProxy | | "
         for (i = 1; i <= nc; i++) printf "%s | ", cs[i]
@@ -164,6 +216,11 @@ report() {
         for (i = 1; i <= nc; i++) printf "---|"
         printf "\n"
         for (j = 1; j <= nf; j++) {
+            if (opt[j]) {
+                any = 0
+                for (i = 1; i <= nc; i++) if (cnt[cs[i] SUBSEP f[j]]) any = 1
+                if (!any) continue
+            }
             printf "| %s | %s | ", l[j], d[j]
             for (i = 1; i <= nc; i++) {
                 c = cs[i]
@@ -226,6 +283,16 @@ targets() {
             if (a == "" || h == "") continue
             verdict(a <= h, sprintf("p99 at %s <= HAProxy: lb %.3f ms, HAProxy %.3f ms", pl[i], a, h))
         }
+        # TLS, per certificate: handshakes and keep-alive requests per proxy CPU-second.
+        split("ecdsa rsa", tk, " "); tn["ecdsa"] = "ECDSA P-256"; tn["rsa"] = "RSA 2048"
+        for (t = 1; t <= 2; t++) {
+            a = median("lb" SUBSEP "tlsnew-" tk[t] ".rpc"); h = median("haproxy" SUBSEP "tlsnew-" tk[t] ".rpc")
+            if (a != "" && h != "")
+                verdict(a >= 1.3 * h, sprintf("TLS %s: full handshakes per proxy CPU-second >= 1.3x HAProxy: lb %.0f, HAProxy %.0f (%.2fx)", tn[tk[t]], a, h, a / h))
+            a = median("lb" SUBSEP "tlska64-" tk[t] ".rpc"); h = median("haproxy" SUBSEP "tlska64-" tk[t] ".rpc")
+            if (a != "" && h != "")
+                verdict(a >= 1.2 * h, sprintf("TLS %s: requests per proxy CPU-second at 64 keep-alive >= 1.2x HAProxy: lb %.0f, HAProxy %.0f (%.2fx)", tn[tk[t]], a, h, a / h))
+        }
         a = median("lb" SUBSEP "ka256.bconn")
         if (a != "") verdict(a < 1, sprintf("backend connections opened per second during the 256 run near zero (< 1/s): lb %.2f/s", a))
         a = median("lb" SUBSEP "idle.per")
@@ -236,6 +303,16 @@ targets() {
         verdict(!bad, "no errors in any scenario:" line)
     }' "$results"
 }
+# What each TLS contestant negotiated (negotiated.tsv, from tls_probe), when TLS scenarios ran.
+negotiated() { # negotiated.tsv
+    [ -s "$1" ] || return 0
+    echo
+    echo "## TLS: what each negotiated (openssl s_client -brief: OpenSSL's client defaults, as wrk's and s_time's)"
+    echo
+    echo "| certificate | contestant | protocol | cipher suite | key exchange | signature | verification |"
+    echo "|---|---|---|---|---|---|---|"
+    awk -F'\t' '{ printf "| %s | %s | %s | %s | %s | %s | %s |\n", $1, $2, $3, $4, $5, $6, $7 }' "$1"
+}
 # BENCH_REPORT_FROM=DIR: print the report of an earlier run again (DIR as BENCH_OUT) and exit.
 if [ -n "${BENCH_REPORT_FROM:-}" ]; then
     # shellcheck source=/dev/null
@@ -243,6 +320,7 @@ if [ -n "${BENCH_REPORT_FROM:-}" ]; then
     results=$BENCH_REPORT_FROM/results.tsv
     cat "$BENCH_REPORT_FROM/header.md"
     report
+    negotiated "$BENCH_REPORT_FROM/negotiated.tsv"
     echo
     echo "## Targets (lb, one reactor, against nginx and HAProxy at one worker)"
     echo
@@ -260,6 +338,8 @@ command -v pgrep >/dev/null 2>&1 || missing+=(procps)
 command -v ss >/dev/null 2>&1 || missing+=(iproute2)
 command -v valgrind >/dev/null 2>&1 || missing+=(valgrind)
 command -v perf >/dev/null 2>&1 || missing+=(linux-perf)
+# s_time and s_client for the TLS scenarios, and scripts/certs.sh's certificates.
+[ "$tls" = 0 ] || command -v openssl >/dev/null 2>&1 || missing+=(openssl)
 if [ "${#missing[@]}" -gt 0 ]; then
     echo "installing ${missing[*]}"
     # Keep the packages' own services (nginx on port 80, haproxy) from starting.
@@ -303,7 +383,9 @@ if [ $((idle_conns + 500)) -gt "$fdlimit" ]; then
 fi
 maxconn=$((idle_conns + 100))
 
-for p in "$port" "$admin_port" "$status_port" "$b1" "$b2" "$b3"; do
+tls_ports=()
+[ "$tls" = 0 ] || tls_ports=("$tls_port")
+for p in "$port" "$admin_port" "$status_port" "$b1" "$b2" "$b3" "${tls_ports[@]}"; do
     if (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
         echo "port $p is in use: stop whatever listens there, or set BENCH_PORT / BENCH_BACKEND_PORT" >&2
         exit 1
@@ -449,6 +531,61 @@ address = "127.0.0.1:$b2"
 address = "127.0.0.1:$b3"
 TOML
 done
+# TLS: the same configurations with a TLS listener on tls_port besides the plain one, one per
+# certificate. Everything else about TLS is each one's default (ciphers, groups, ticket keys),
+# but for what the three must agree on: TLS 1.2 and 1.3 only, session resumption by tickets and
+# by a server-side cache, ALPN http/1.1.
+if [ "$tls" = 1 ]; then
+    ./scripts/certs.sh "$certs"
+    certs=$(cd "$certs" && pwd)
+    for k in "${tls_certs[@]}"; do
+        # HAProxy reads a certificate and its key from one file.
+        cat "$certs/$k.crt" "$certs/$k.key" >"$work/$k.pem"
+        for w in 1 2; do
+            reuseport=
+            [ "$w" = 2 ] && reuseport=" reuseport"
+            # nginx: tickets are on by default and the cache off; the shared cache serves all
+            # workers, as lb's serves all its reactors.
+            awk -v plain="    listen 127.0.0.1:$port backlog=4096$reuseport;" -v tls="    listen 127.0.0.1:$tls_port ssl backlog=4096$reuseport;
+    ssl_certificate $certs/$k.crt;
+    ssl_certificate_key $certs/$k.key;
+    ssl_protocols TLSv1.2 TLSv1.3;
+    ssl_session_cache shared:SSL:10m;
+    ssl_session_tickets on;" '{ print } $0 == plain { print tls }' "$work/nginx-$w.conf" >"$work/nginx-$w-$k.conf"
+            grep -q ssl_certificate "$work/nginx-$w-$k.conf"
+            # HAProxy: tickets and a session cache (tune.ssl.cachesize, 20,000) by default; ALPN
+            # only when bound with it.
+            awk -v plain="  bind 127.0.0.1:$port" -v tls="  bind 127.0.0.1:$tls_port ssl crt $work/$k.pem alpn http/1.1" '
+                { print }
+                $0 == "global" { print "  ssl-default-bind-options ssl-min-ver TLSv1.2" }
+                $0 == plain { print tls }' "$work/haproxy-$w.cfg" >"$work/haproxy-$w-$k.cfg"
+            grep -q " ssl crt " "$work/haproxy-$w-$k.cfg"
+            cat "$work/lb-$w.toml" - >"$work/lb-$w-$k.toml" <<TOML
+[tls]
+listen = "127.0.0.1:$tls_port"
+min_version = "1.2"
+handshake_timeout = "10s"
+redirect_http = false
+[[tls.certificate]]
+cert = "$certs/$k.crt"
+key = "$certs/$k.key"
+TOML
+        done
+    done
+    # Until lb terminates TLS its config check refuses the [tls] table: lb then sits the TLS
+    # scenarios out instead of failing the run.
+    lb_tls=1
+    if ! "$bin/lb" --config "$work/lb-1-${tls_certs[0]}.toml" --check >"$work/lb-tls-check.txt" 2>&1; then
+        if grep -q "unknown key 'tls'" "$work/lb-tls-check.txt"; then
+            lb_tls=0
+            echo "note: this lb has no TLS (its config check refuses [tls]): lb sits the TLS scenarios out" >&2
+        else
+            echo "lb refuses the TLS configuration:" >&2
+            cat "$work/lb-tls-check.txt" >&2
+            exit 1
+        fi
+    fi
+fi
 # Under valgrind nginx runs as one process: no master to fork the worker.
 { echo "master_process off;"; cat "$work/nginx-1.conf"; } >"$work/nginx-cg.conf"
 "$bin/lb" --config "$work/lb-1.toml" --check >/dev/null
@@ -494,6 +631,7 @@ rec_cpu() { # scenario contestant round requests seconds "user system before" "u
         printf "%s\t%s\t%s\trpc\t%.0f\n", s, c, r, n / (t / hz)
         printf "%s\t%s\t%s\tusr\t%.2f\n", s, c, r, u / hz * 1e6 / n
         printf "%s\t%s\t%s\tsys\t%.2f\n", s, c, r, k / hz * 1e6 / n
+        printf "%s\t%s\t%s\tcpu\t%.2f\n", s, c, r, (u + k) / hz * 1e6 / n
         printf "%s\t%s\t%s\tutil\t%.0f\n", s, c, r, (u + k) / hz / secs * 100
     }' >>"$results"
 }
@@ -561,11 +699,14 @@ wrk_rps() { awk '/^Requests\/sec:/ { print $2 }' "$1"; }
 
 cpid= # the running contestant's pid (none for direct)
 target=
+scheme=http
+tls_kind= # the certificate (ecdsa, rsa) of a TLS scenario: contestants listen on tls_port too
 start_contestant() { # name [command prefix; default: taskset to the proxy's CPUs]
     local name=$1 kind=${1%-2} workers=1 cpus=$proxy_cpus
     shift
     if [ "$name" != "$kind" ]; then workers=2; cpus=$both_cpus; fi
-    local prefix=("$@") nginx_conf=$work/nginx-$workers.conf tries=200
+    local conf=$workers${tls_kind:+-$tls_kind}
+    local prefix=("$@") nginx_conf=$work/nginx-$conf.conf tries=200
     if [ "${#prefix[@]}" = 0 ]; then
         prefix=(taskset -c "$cpus")
     elif [ "${prefix[0]}" = valgrind ]; then
@@ -574,18 +715,21 @@ start_contestant() { # name [command prefix; default: taskset to the proxy's CPU
     fi
     cpid=
     target=127.0.0.1:$port
+    scheme=http
+    if [ -n "$tls_kind" ]; then target=127.0.0.1:$tls_port; scheme=https; fi
     case $kind in
         direct) target=127.0.0.1:$b1; return 0 ;;
         relay) "${prefix[@]}" "$bin/relay" --listen "127.0.0.1:$port" --backend "127.0.0.1:$b1" \
             --backend "127.0.0.1:$b2" --backend "127.0.0.1:$b3" 2>>"$work/relay.log" & ;;
-        lb) "${prefix[@]}" "$bin/lb" --config "$work/lb-$workers.toml" 2>>"$work/lb.log" & ;;
+        lb) "${prefix[@]}" "$bin/lb" --config "$work/lb-$conf.toml" 2>>"$work/lb.log" & ;;
         nginx) "${prefix[@]}" nginx -p "$work" -e "$work/nginx.err" -c "$nginx_conf" & ;;
-        haproxy) "${prefix[@]}" haproxy -db -f "$work/haproxy-$workers.cfg" 2>>"$work/haproxy.log" & ;;
+        haproxy) "${prefix[@]}" haproxy -db -f "$work/haproxy-$conf.cfg" 2>>"$work/haproxy.log" & ;;
         *) echo "unknown contestant $name" >&2; exit 2 ;;
     esac
     cpid=$!
     pids+=("$cpid")
-    if ! wait_port "$port" "$tries" || ! kill -0 "$cpid" 2>/dev/null; then
+    if ! wait_port "$port" "$tries" || { [ -n "$tls_kind" ] && ! wait_port "$tls_port" "$tries"; } \
+        || ! kill -0 "$cpid" 2>/dev/null; then
         echo "$name did not start; its log:" >&2
         tail -n 20 "$work/$kind.log" "$work/nginx.err" 2>/dev/null >&2 || true
         exit 1
@@ -597,9 +741,12 @@ stop_contestant() {
     wait "$cpid" 2>/dev/null || true
     forget "$cpid"
     cpid=
-    # The port must be free before the next one binds it.
+    # The ports must be free before the next one binds them.
     for _ in $(seq 1 100); do
-        (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null || return 0
+        if ! (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null \
+            && { [ -z "$tls_kind" ] || ! (exec 3<>"/dev/tcp/127.0.0.1/$tls_port") 2>/dev/null; }; then
+            return 0
+        fi
         sleep 0.05
     done
 }
@@ -607,7 +754,7 @@ stop_contestant() {
 wrk_run() { # output connections seconds path [wrk args]
     local o=$1 c=$2 d=$3 path=$4
     shift 4
-    taskset -c "$client_cpus" wrk -t1 -c"$c" -d"${d}s" --timeout 10s --latency "$@" "http://$target$path" >"$o" 2>&1
+    taskset -c "$client_cpus" wrk -t1 -c"$c" -d"${d}s" --timeout 10s --latency "$@" "$scheme://$target$path" >"$o" 2>&1
 }
 
 # A closed-loop wrk scenario: warm-up, then the measured run with the proxy's CPU time, the
@@ -794,6 +941,83 @@ instr_run() { # contestant round
     printf '  %-10s %s instructions per request (%s requests)\n' "$c" "$((ir / n))" "$n"
 }
 
+# What a TLS contestant negotiates with OpenSSL's client defaults (those of wrk and s_time, which
+# use the same library): protocol, cipher suite, key exchange group, signature; once per
+# contestant and certificate, into negotiated.tsv. Then the request s_time sends (HTTP/1.0, no
+# Host), which must be answered 200; its answer's size is what every s_time connection must read.
+declare -A tls_probed=() tls_bytes=()
+tls_probe() { # contestant
+    local c=$1 o=$work/runs/probe-$1-$tls_kind
+    [ -z "${tls_probed[$c-$tls_kind]:-}" ] || return 0
+    tls_probed[$c-$tls_kind]=1
+    timeout 10 openssl s_client -brief -connect "$target" -servername localhost -CAfile "$certs/ca.crt" \
+        </dev/null >"$o.brief" 2>&1 || true
+    awk -F': *' -v c="$c" -v k="$tls_kind" '
+        /^Protocol version:/ { p = $2 } /^Ciphersuite:/ { s = $2 } /^Server Temp Key:/ { g = $2 }
+        /^Signature type:/ { t = $2 } /^Verification:/ { v = $2 }
+        END { printf "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", k, c, p ? p : "no handshake", s, g, t, v }' \
+        "$o.brief" >>"$work/negotiated.tsv"
+    printf 'GET / HTTP/1.0\r\n\r\n' | timeout 10 openssl s_client -quiet -ign_eof -connect "$target" \
+        -servername localhost >"$o.get" 2>/dev/null || true
+    tls_bytes[$c-$tls_kind]=$(wc -c <"$o.get")
+    if ! head -n 1 "$o.get" | grep -q '^HTTP/1\.[01] 200'; then
+        echo "  $c: no 200 over TLS to GET / HTTP/1.0: $(head -n 1 "$o.get")" >&2
+        tls_bytes[$c-$tls_kind]=-1
+    fi
+    printf '  %-10s %s\n' "$c" "$(cut -f3- "$work/negotiated.tsv" | tail -n 1 | tr '\t' ' ')"
+}
+
+# Handshakes per second and the proxy's CPU per handshake, from tls_clients openssl s_time
+# processes at once, each one connection after another: a handshake, GET / (HTTP/1.0, answered
+# and closed), the next. -new offers no session, so every handshake is a full one; -reuse offers
+# the first connection's session every time. wrk and h2load are no use for full handshakes: both
+# resume the session of a connection's previous life when they reconnect (seen at nginx with
+# $ssl_session_reused: over 99 % resumed). s_time prints a * per new session and an r per
+# resumed one: the figures say which kind was measured. The client (OpenSSL 3 verifying the
+# server's signature) can be the bottleneck: ECDSA handshakes cost it more than the server; the
+# proxy's CPU per handshake is the figure to compare, its busy % says how loaded it was.
+tls_handshakes() { # scenario contestant round -new|-reuse
+    local s=$1 c=$2 r=$3 mode=$4
+    local o=$work/runs/$s-$c-$r i p
+    taskset -c "$client_cpus" openssl s_time -connect "$target" "$mode" -www / -time "$warmup" \
+        >"$o.warmup.txt" 2>&1 || true
+    local t0 t1 w0 w1 start end spids=() failed=0
+    t0=$(cpu_ticks "$cpid"); w0=$(wait_ns "$cpid"); start=$(date +%s%N)
+    for i in $(seq 1 "$tls_clients"); do
+        taskset -c "$client_cpus" openssl s_time -connect "$target" "$mode" -www / -time "$duration" \
+            >"$o.$i.txt" 2>&1 &
+        spids+=("$!")
+        pids+=("$!")
+    done
+    for p in "${spids[@]}"; do
+        wait "$p" || failed=$((failed + 1))
+        forget "$p"
+    done
+    end=$(date +%s%N); t1=$(cpu_ticks "$cpid"); w1=$(wait_ns "$cpid")
+    local n full resumed bad secs
+    # Per connection s_time reads the whole answer; a connection that read another size than the
+    # probe's got something else (an error page, a cut answer).
+    read -r n full resumed bad < <(awk -v want="${tls_bytes[$c-$tls_kind]:--1}" '
+        /^[r*]+$/ { full += gsub(/\*/, ""); resumed += gsub(/r/, "") }
+        /connections in [0-9]+ real seconds/ { n += $1; if ($(NF - 4) + 0 != want) bad += $1 }
+        END { print n + 0, full + 0, resumed + 0, bad + 0 }' "$o".[0-9]*.txt)
+    secs=$(awk -v a="$start" -v b="$end" 'BEGIN { printf "%.3f", (b - a) / 1e9 }')
+    if [ "$n" = 0 ]; then
+        echo "  $c: no connections; s_time said: $(tail -n 3 "$o.1.txt" | tr '\n' ' ')" >&2
+        rec "$s" "$c" "$r" errors "$((failed + 1))"
+        return 0
+    fi
+    rec "$s" "$c" "$r" hs "$(awk -v n="$n" -v s="$secs" 'BEGIN { printf "%.0f", n / s }')"
+    rec "$s" "$c" "$r" resumed "$(awk -v a="$resumed" -v b="$full" 'BEGIN { printf "%.1f", a + b ? a / (a + b) * 100 : 0 }')"
+    rec "$s" "$c" "$r" errors "$((failed + bad))"
+    rec "$s" "$c" "$r" wait "$(awk -v w="$((w1 - w0))" -v s="$secs" 'BEGIN { printf "%.1f", w / 1e9 / s * 100 }')"
+    rec_cpu "$s" "$c" "$r" "$n" "$secs" "$t0" "$t1"
+    printf '  %-10s %6s handshakes/s  %s full, %s resumed  %s proxy CPU-µs each  errors %s\n' "$c" \
+        "$(awk -v n="$n" -v s="$secs" 'BEGIN { printf "%.0f", n / s }')" "$full" "$resumed" \
+        "$(awk -F'\t' -v s="$s" -v c="$c" -v r="$r" '$1 == s && $2 == c && $3 == r && $4 == "cpu" { print $5 }' "$results")" \
+        "$((failed + bad))"
+}
+
 # --- run ----------------------------------------------------------------------------------------
 taskset -c "$client_cpus" nginx -p "$work" -e "$work/backend.err" -c "$work/backend.conf" &
 pids+=("$!")
@@ -804,12 +1028,23 @@ started=$(date +%s)
 loadavg_before=$(cut -d' ' -f1-3 /proc/loadavg)
 echo "rounds $rounds, ${duration}s per closed-loop run (+${warmup}s warm-up), fixed rate $rate req/s for ${rate_duration}s, $idle_conns idle connections"
 echo "contestants: ${contestants[*]}; CPUs: client+backend $client_cpus, 1-worker proxy $proxy_cpus, 2-worker proxy $both_cpus"
+# A TLS scenario runs once per certificate, as a scenario of its own: tlsnew-ecdsa, tlsnew-rsa.
+runs=()
 for s in "${scenarios[@]}"; do
+    case $s in
+        tlsnew | tlsresume | tlska64 | tlsbig) for k in "${tls_certs[@]}"; do runs+=("$s-$k"); done ;;
+        *) runs+=("$s") ;;
+    esac
+done
+skipped= # contestants that sat the TLS scenarios out, said once
+for s in "${runs[@]}"; do
     n_rounds=$rounds
     case $s in # these vary little from one round to the next
         idle) n_rounds=${BENCH_IDLE_ROUNDS:-$((rounds < 3 ? rounds : 3))} ;;
         sys | sysclose | instr) n_rounds=${BENCH_SYS_ROUNDS:-1} ;;
     esac
+    tls_kind=
+    case $s in tls*) tls_kind=${s##*-} ;; esac
     for r in $(seq 1 "$n_rounds"); do
         echo "== $s, round $r/$n_rounds"
         for c in "${contestants[@]}"; do
@@ -817,7 +1052,21 @@ for s in "${scenarios[@]}"; do
                 instr_run "$c" "$r"
                 continue
             fi
+            if [ -n "$tls_kind" ]; then
+                case $c in
+                    direct | relay | lb | lb-2)
+                        if [ "${c%-2}" != lb ] || [ "$lb_tls" = 0 ]; then
+                            case " $skipped " in
+                                *" $c "*) ;;
+                                *) echo "  $c: no TLS, sits the TLS scenarios out"; skipped="$skipped $c" ;;
+                            esac
+                            continue
+                        fi
+                        ;;
+                esac
+            fi
             start_contestant "$c"
+            [ -z "$tls_kind" ] || tls_probe "$c"
             case $s in
                 ka64) closed_loop "$s" "$c" "$r" 64 / ;;
                 ka256) closed_loop "$s" "$c" "$r" 256 / ;;
@@ -827,12 +1076,17 @@ for s in "${scenarios[@]}"; do
                 idle) idle_run "$c" "$r" ;;
                 sys) sys_run "$s" "$c" "$r" ;;
                 sysclose) sys_run "$s" "$c" "$r" -H "Connection: close" ;;
+                tlsnew-*) tls_handshakes "$s" "$c" "$r" -new ;;
+                tlsresume-*) tls_handshakes "$s" "$c" "$r" -reuse ;;
+                tlska64-*) closed_loop "$s" "$c" "$r" 64 / ;;
+                tlsbig-*) closed_loop "$s" "$c" "$r" 16 /1m ;;
                 *) echo "unknown scenario $s" >&2; exit 2 ;;
             esac
             stop_contestant
         done
     done
 done
+tls_kind=
 kill -0 "$backend_pid" 2>/dev/null || { echo "the backend died" >&2; exit 1; }
 elapsed=$(($(date +%s) - started))
 
@@ -842,7 +1096,7 @@ elapsed=$(($(date +%s) - started))
     echo
     echo "$ncpu CPUs, $(lscpu 2>/dev/null | sed -n 's/^Model name: *//p' | head -n 1), Linux $(uname -r);" \
         "nginx $(nginx -v 2>&1 | sed 's/.*nginx\///'), HAProxy $(haproxy -v 2>/dev/null | awk 'NR == 1 { print $3 }')," \
-        "$(wrk -v 2>&1 | awk 'NR == 1 { print $1, $2 }'), lb $(git rev-parse --short HEAD 2>/dev/null || echo '?')."
+        "$(wrk -v 2>&1 | awk 'NR == 1 { print $1, $2 }'), lb $(git rev-parse --short HEAD 2>/dev/null || echo '?')$([ "$tls" = 0 ] || echo ", $(openssl version | cut -d' ' -f1-2) (s_time, s_client, wrk's TLS), $tls_clients s_time processes")."
     echo "$rounds rounds, ${duration}s per closed-loop run after ${warmup}s of warm-up, fixed rate $rate req/s for ${rate_duration}s;" \
         "load average before: $loadavg_before, after: $(cut -d' ' -f1-3 /proc/loadavg); niceness ${BENCH_NICE:-0}; ran ${elapsed}s."
     echo "Ratios (×) are to HAProxy at the same worker count (direct: to 1-thread HAProxy); ↑ higher is better, ↓ lower."
@@ -852,13 +1106,15 @@ declare -p rounds duration warmup rate rate_duration idle_conns contestants >"$w
 {
     cat "$work/header.md"
     report
+    negotiated "$work/negotiated.tsv"
     echo
     echo "## Targets (lb, one reactor, against nginx and HAProxy at one worker)"
     echo
     targets
 } | tee "$work/report.md"
 rm -rf "${out:?}/runs"
-cp -r "$work/results.tsv" "$work/report.md" "$work/header.md" "$work/meta.sh" "$work/runs" "$out/"
+: >>"$work/negotiated.tsv"
+cp -r "$work/results.tsv" "$work/report.md" "$work/header.md" "$work/meta.sh" "$work/negotiated.tsv" "$work/runs" "$out/"
 cp "$work"/*.conf "$work"/*.cfg "$work"/*.toml "$work"/*.err "$work"/*.log "$out/" 2>/dev/null || true
 echo
 echo "raw outputs, configurations and results.tsv: $out/"
