@@ -65,7 +65,7 @@
 # sleep; nginx has no such setting),
 # BENCH_NICE (e.g. -10: run everything at that niceness, so that other work on a shared machine
 # disturbs the figures less, and is slowed down more; needs root; default: unchanged),
-# BENCH_TLS_PORT (the contestants' TLS listener, default 8443), BENCH_TLS_CERTS ("ecdsa rsa", or
+# BENCH_TLS_PORT (the contestants' TLS listener, default BENCH_PORT + 3, clear of the demo's 8443), BENCH_TLS_CERTS ("ecdsa rsa", or
 # one of them), BENCH_TLS_CLIENTS (s_time processes at once in tlsnew and tlsresume, default 4),
 # BENCH_CERTS (the certificates' directory, default certs/, made or renewed by scripts/certs.sh).
 #
@@ -96,7 +96,7 @@ status_port=$((b1 - 1))
 client_cpu=${BENCH_CLIENT_CPU:-0}
 proxy_cpu=${BENCH_PROXY_CPU:-1}
 out=${BENCH_OUT:-target/bench}
-tls_port=${BENCH_TLS_PORT:-8443}
+tls_port=${BENCH_TLS_PORT:-$((port + 3))}
 read -r -a tls_certs <<<"${BENCH_TLS_CERTS:-ecdsa rsa}"
 tls_clients=${BENCH_TLS_CLIENTS:-4}
 certs=${BENCH_CERTS:-certs}
