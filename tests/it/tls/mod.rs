@@ -2,6 +2,7 @@
 //! Python's ssl module) against certificates from a private CA (`support::tls`). This module
 //! owns what the themes share: starting `lb` with a `[tls]` section, and running the clients.
 
+mod backends;
 mod clients;
 mod config;
 mod handshake;
