@@ -33,7 +33,7 @@ for target in "${targets[@]}"; do
     cargo fuzz run "$target" "fuzz/corpus/$target" "fuzz/seeds/$target" -- \
         -max_total_time="$seconds" -dict="$dict" -print_final_stats=1 ${FUZZ_ARGS:-} \
         >"fuzz/logs/$target.log" 2>&1 || status=$?
-    grep -E '^#[0-9]+ +DONE|^stat::|^SUMMARY|panicked' "fuzz/logs/$target.log" || true
+    grep -E '^#[0-9]+[[:space:]]+DONE|^stat::|^SUMMARY|panicked' "fuzz/logs/$target.log" || true
     # the tls target's own tally (inputs, probes, handshake-timeout closes), its last line
     grep -E '^tls: ' "fuzz/logs/$target.log" | tail -1 || true
     if [ "$status" -ne 0 ]; then
