@@ -21,7 +21,8 @@
 //! - [`http`]: request and response heads ([`http::h1`]), body framing, the answers the balancer
 //!   makes itself.
 //! - [`upstream`]: backends (state, counters, runtime changes) and the idle connection pool;
-//!   [`balance`]: the selection algorithms.
+//!   [`balance`]: the selection algorithms; [`route`]: routing rules by host, path, method and
+//!   header (issue #12; not wired into sessions yet).
 //! - [`health`]: the health thread and the rise/fall rule; [`discovery`]: backends from DNS.
 //! - [`admin`]: the admin API, Server-Sent Events, Prometheus metrics and the dashboard;
 //!   [`events`] and [`stats`] feed it.
@@ -47,6 +48,7 @@ pub mod events;
 pub mod health;
 pub mod http;
 pub mod reactor;
+pub mod route;
 pub mod session;
 pub mod stats;
 pub mod token;

@@ -1,0 +1,209 @@
+//! Routing rules (issue #12): which pool a request goes to, by host, path, method and header,
+//! the first matching rule in file order winning; and the check that finds a rule no request
+//! can ever reach because an earlier one catches everything it would.
+//!
+//! Pure and allocation-free per request: a rule is a few byte comparisons (no regex), so twenty
+//! rules cost about what parsing one header does. Not wired into the session yet: the config
+//! keys (`[[pool]]`, `[[route]]`) come with the pools.
+
+/// How a rule matches the request's host (case-insensitive, port ignored).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HostMatch {
+    /// `api.example.com`, stored lower case.
+    Exact(String),
+    /// `*.example.com`: any name ending in `.example.com` with at least one label before it;
+    /// stored as the suffix with its dot, lower case.
+    Wildcard(String),
+}
+
+/// How a rule matches the request's path (the target up to `?`, compared byte for byte).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PathMatch {
+    Prefix(String),
+    Exact(String),
+}
+
+/// One `[[route]]`'s conditions; an absent one matches everything.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Conditions {
+    pub host: Option<HostMatch>,
+    pub path: Option<PathMatch>,
+    /// Upper case, as methods are compared exactly (RFC 9110 §9.1: they are case-sensitive).
+    pub methods: Option<Vec<String>>,
+    /// Name lower case; value compared exactly.
+    pub header: Option<(String, String)>,
+}
+
+/// What a request presents to the rules.
+pub struct Request<'a> {
+    pub host: Option<&'a [u8]>,
+    /// The target as sent: origin-form `/a/b?c`, or absolute-form `http://h/a/b?c`.
+    pub target: &'a [u8],
+    pub method: &'a [u8],
+    /// The value of a header by its lower-case name (the first one, if several).
+    pub header: &'a dyn Fn(&str) -> Option<&'a [u8]>,
+}
+
+impl HostMatch {
+    /// `"*.example.com"` or `"Example.com"` as written in the file.
+    pub fn parse(text: &str) -> Result<HostMatch, String> {
+        let text = text.trim().to_ascii_lowercase();
+        let valid = |name: &str| {
+            !name.is_empty()
+                && name.split('.').all(|l| {
+                    !l.is_empty() && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+                })
+        };
+        match text.strip_prefix("*.") {
+            Some(rest) if valid(rest) => Ok(HostMatch::Wildcard(format!(".{rest}"))),
+            None if valid(&text) => Ok(HostMatch::Exact(text)),
+            _ => Err(format!(
+                "{text:?} is not a host name like \"api.example.com\" or \"*.example.com\""
+            )),
+        }
+    }
+
+    fn matches(&self, host: &[u8]) -> bool {
+        let name = host_name(host);
+        match self {
+            HostMatch::Exact(want) => name.eq_ignore_ascii_case(want.as_bytes()),
+            HostMatch::Wildcard(suffix) => {
+                name.len() > suffix.len()
+                    && name[name.len() - suffix.len()..].eq_ignore_ascii_case(suffix.as_bytes())
+            }
+        }
+    }
+
+    /// Every host this one matches is also matched by `self`.
+    fn covers(&self, other: &HostMatch) -> bool {
+        match (self, other) {
+            (HostMatch::Exact(a), HostMatch::Exact(b)) => a == b,
+            (HostMatch::Wildcard(s), HostMatch::Exact(b)) => b.len() > s.len() && b.ends_with(s),
+            (HostMatch::Wildcard(a), HostMatch::Wildcard(b)) => b.ends_with(a.as_str()),
+            (HostMatch::Exact(_), HostMatch::Wildcard(_)) => false,
+        }
+    }
+}
+
+impl PathMatch {
+    fn matches(&self, path: &[u8]) -> bool {
+        match self {
+            PathMatch::Prefix(p) => path.starts_with(p.as_bytes()),
+            PathMatch::Exact(p) => path == p.as_bytes(),
+        }
+    }
+
+    fn covers(&self, other: &PathMatch) -> bool {
+        match (self, other) {
+            (PathMatch::Prefix(a), PathMatch::Prefix(b) | PathMatch::Exact(b)) => {
+                b.starts_with(a.as_str())
+            }
+            (PathMatch::Exact(a), PathMatch::Exact(b)) => a == b,
+            (PathMatch::Exact(_), PathMatch::Prefix(_)) => false,
+        }
+    }
+}
+
+/// A Host value without its port (`[::1]:80` keeps its brackets).
+fn host_name(host: &[u8]) -> &[u8] {
+    let host = host.trim_ascii();
+    if host.first() == Some(&b'[') {
+        return match host.iter().position(|&b| b == b']') {
+            Some(end) => &host[..=end],
+            None => host,
+        };
+    }
+    match host.iter().rposition(|&b| b == b':') {
+        Some(colon) => &host[..colon],
+        None => host,
+    }
+}
+
+/// The path of a target: origin-form up to `?`; absolute-form from its first `/` after the
+/// authority (`/` when it has none).
+pub fn path_of(target: &[u8]) -> &[u8] {
+    let target = match target.windows(3).position(|w| w == b"://") {
+        Some(scheme_end) if target.first() != Some(&b'/') => {
+            let rest = &target[scheme_end + 3..];
+            match rest.iter().position(|&b| b == b'/' || b == b'?') {
+                Some(i) if rest[i] == b'/' => &rest[i..],
+                _ => b"/",
+            }
+        }
+        _ => target,
+    };
+    match target.iter().position(|&b| b == b'?' || b == b'#') {
+        Some(end) => &target[..end],
+        None => target,
+    }
+}
+
+impl Conditions {
+    pub fn matches(&self, req: &Request<'_>) -> bool {
+        if let Some(host) = &self.host {
+            if !req.host.is_some_and(|h| host.matches(h)) {
+                return false;
+            }
+        }
+        if let Some(path) = &self.path {
+            if !path.matches(path_of(req.target)) {
+                return false;
+            }
+        }
+        if let Some(methods) = &self.methods {
+            if !methods.iter().any(|m| m.as_bytes() == req.method) {
+                return false;
+            }
+        }
+        if let Some((name, value)) = &self.header {
+            if (req.header)(name) != Some(value.as_bytes()) {
+                return false;
+            }
+        }
+        true
+    }
+
+    /// Every request `later` matches, `self` matches too: placed before it, `self` leaves it
+    /// nothing (a config error: the operator meant something else).
+    pub fn shadows(&self, later: &Conditions) -> bool {
+        let host = match (&self.host, &later.host) {
+            (None, _) => true,
+            (Some(_), None) => false,
+            (Some(a), Some(b)) => a.covers(b),
+        };
+        let path = match (&self.path, &later.path) {
+            (None, _) => true,
+            (Some(_), None) => false,
+            (Some(a), Some(b)) => a.covers(b),
+        };
+        let methods = match (&self.methods, &later.methods) {
+            (None, _) => true,
+            (Some(_), None) => false,
+            (Some(a), Some(b)) => b.iter().all(|m| a.contains(m)),
+        };
+        let header = match (&self.header, &later.header) {
+            (None, _) => true,
+            (Some(_), None) => false,
+            (Some(a), Some(b)) => a == b,
+        };
+        host && path && methods && header
+    }
+}
+
+/// The index of the first rule that matches, if any (the request then goes to the default pool).
+pub fn first_match(rules: &[Conditions], req: &Request<'_>) -> Option<usize> {
+    rules.iter().position(|r| r.matches(req))
+}
+
+/// The first rule that an earlier one shadows, with the earlier one's index.
+pub fn first_shadowed(rules: &[Conditions]) -> Option<(usize, usize)> {
+    rules.iter().enumerate().skip(1).find_map(|(i, later)| {
+        rules[..i]
+            .iter()
+            .position(|earlier| earlier.shadows(later))
+            .map(|earlier| (i, earlier))
+    })
+}
+
+#[cfg(test)]
+mod tests;

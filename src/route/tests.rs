@@ -1,0 +1,159 @@
+//! Routing rules: each match kind, first match wins, shadowed rules found.
+
+use super::*;
+
+fn no_headers(_: &str) -> Option<&'static [u8]> {
+    None
+}
+
+fn req<'a>(
+    host: Option<&'a str>,
+    target: &'a str,
+    method: &'a str,
+    header: &'a dyn Fn(&str) -> Option<&'a [u8]>,
+) -> Request<'a> {
+    Request {
+        host: host.map(str::as_bytes),
+        target: target.as_bytes(),
+        method: method.as_bytes(),
+        header,
+    }
+}
+
+fn host(text: &str) -> Conditions {
+    Conditions {
+        host: Some(HostMatch::parse(text).unwrap()),
+        ..Conditions::default()
+    }
+}
+
+fn prefix(p: &str) -> Conditions {
+    Conditions {
+        path: Some(PathMatch::Prefix(p.to_string())),
+        ..Conditions::default()
+    }
+}
+
+#[test]
+fn hosts_match_without_case_or_port() {
+    let exact = host("API.example.com");
+    let wild = host("*.example.com");
+    for (h, e, w) in [
+        ("api.example.com", true, true),
+        ("Api.Example.COM:8443", true, true),
+        ("www.example.com", false, true),
+        ("a.b.example.com", false, true),
+        ("example.com", false, false),
+        ("evilexample.com", false, false),
+        ("api.example.com.evil", false, false),
+    ] {
+        let r = req(Some(h), "/", "GET", &no_headers);
+        assert_eq!(exact.matches(&r), e, "exact vs {h}");
+        assert_eq!(wild.matches(&r), w, "wildcard vs {h}");
+    }
+    let r = req(None, "/", "GET", &no_headers);
+    assert!(!exact.matches(&r), "no Host, no host match");
+    assert!(HostMatch::parse("*.").is_err());
+    assert!(HostMatch::parse("a..b").is_err());
+    assert!(HostMatch::parse("a/b").is_err());
+}
+
+#[test]
+fn paths_match_by_prefix_or_exactly_ignoring_the_query() {
+    let p = prefix("/v1/");
+    let exact = Conditions {
+        path: Some(PathMatch::Exact("/health".into())),
+        ..Conditions::default()
+    };
+    for (target, pm, em) in [
+        ("/v1/users?id=1", true, false),
+        ("/v1", false, false),
+        ("/v10/x", false, false),
+        ("/health", false, true),
+        ("/health?x", false, true),
+        ("/healthz", false, false),
+        ("http://h.example/v1/x?y", true, false),
+        ("http://h.example/health", false, true),
+    ] {
+        let r = req(Some("h"), target, "GET", &no_headers);
+        assert_eq!(p.matches(&r), pm, "prefix vs {target}");
+        assert_eq!(exact.matches(&r), em, "exact vs {target}");
+    }
+    assert_eq!(path_of(b"http://h.example"), b"/");
+    assert_eq!(path_of(b"http://h.example?q"), b"/");
+}
+
+#[test]
+fn methods_and_a_header_narrow_a_rule() {
+    let canary = |name: &str| (name == "x-canary").then_some(&b"1"[..]);
+    let rule = Conditions {
+        methods: Some(vec!["GET".into(), "POST".into()]),
+        header: Some(("x-canary".into(), "1".into())),
+        ..Conditions::default()
+    };
+    assert!(rule.matches(&req(None, "/", "POST", &canary)));
+    assert!(
+        !rule.matches(&req(None, "/", "post", &canary)),
+        "methods are case-sensitive"
+    );
+    assert!(!rule.matches(&req(None, "/", "PUT", &canary)));
+    assert!(!rule.matches(&req(None, "/", "GET", &no_headers)));
+}
+
+#[test]
+fn the_first_matching_rule_wins_and_no_match_is_none() {
+    let rules = vec![
+        Conditions {
+            host: Some(HostMatch::parse("api.example.com").unwrap()),
+            path: Some(PathMatch::Prefix("/v1/".into())),
+            ..Conditions::default()
+        },
+        host("api.example.com"),
+        prefix("/static/"),
+    ];
+    let at = |h: &'static str, t: &'static str| {
+        first_match(&rules, &req(Some(h), t, "GET", &no_headers))
+    };
+    assert_eq!(at("api.example.com", "/v1/x"), Some(0));
+    assert_eq!(at("api.example.com", "/v2/x"), Some(1));
+    assert_eq!(at("api.example.com", "/static/a.css"), Some(1));
+    assert_eq!(at("www.example.com", "/static/a.css"), Some(2));
+    assert_eq!(at("www.example.com", "/"), None);
+}
+
+#[test]
+fn a_rule_behind_a_broader_one_is_found() {
+    let catch_all = Conditions::default();
+    assert_eq!(
+        first_shadowed(&[catch_all.clone(), prefix("/a")]),
+        Some((1, 0))
+    );
+    assert_eq!(
+        first_shadowed(&[prefix("/a/"), prefix("/a/b")]),
+        Some((1, 0))
+    );
+    assert_eq!(first_shadowed(&[prefix("/a/b"), prefix("/a/")]), None);
+    assert_eq!(
+        first_shadowed(&[host("*.example.com"), host("api.example.com")]),
+        Some((1, 0))
+    );
+    assert_eq!(
+        first_shadowed(&[host("api.example.com"), host("*.example.com")]),
+        None
+    );
+    let get_only = Conditions {
+        methods: Some(vec!["GET".into()]),
+        ..Conditions::default()
+    };
+    let get_post = Conditions {
+        methods: Some(vec!["GET".into(), "POST".into()]),
+        ..Conditions::default()
+    };
+    assert_eq!(
+        first_shadowed(&[get_post.clone(), get_only.clone()]),
+        Some((1, 0))
+    );
+    assert_eq!(first_shadowed(&[get_only, get_post]), None);
+    // A narrower first rule leaves the broader one something.
+    assert_eq!(first_shadowed(&[prefix("/a"), catch_all]), None);
+}
