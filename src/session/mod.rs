@@ -14,11 +14,11 @@
 //! The session owns the connection's state machine; the bytes travel through a
 //! [`Transport`] on each side, which hides whether they are plain or TLS:
 //!
-//! - [`client`] and [`backend`]: each side's socket work (reads, writes, half-closes, the
+//! - `client` and `backend`: each side's socket work (reads, writes, half-closes, the
 //!   backend connection's life from connect or pool to release);
-//! - [`h1`]: the HTTP/1 exchange, head and body of the request and of its response;
-//! - [`recovery`]: what a backend failure turns into (replay, redispatch, an error answer);
-//! - [`timers`] and [`accounting`]: the deadlines, and the record of each exchange.
+//! - `h1`: the HTTP/1 exchange, head and body of the request and of its response;
+//! - `recovery`: what a backend failure turns into (replay, redispatch, an error answer);
+//! - `timers` and `accounting`: the deadlines, and the record of each exchange.
 
 mod accounting;
 mod backend;
