@@ -34,14 +34,32 @@ pub struct Conditions {
     pub header: Option<(String, String)>,
 }
 
-/// What a request presents to the rules.
+/// What a request presents to the rules, its host and path taken apart once for all of them.
 pub struct Request<'a> {
-    pub host: Option<&'a [u8]>,
-    /// The target as sent: origin-form `/a/b?c`, or absolute-form `http://h/a/b?c`.
-    pub target: &'a [u8],
-    pub method: &'a [u8],
-    /// The value of a header by its lower-case name (the first one, if several).
-    pub header: &'a dyn Fn(&str) -> Option<&'a [u8]>,
+    /// The Host's name, port cut off.
+    host: Option<&'a [u8]>,
+    /// The target's path, query cut off.
+    path: &'a [u8],
+    method: &'a [u8],
+    header: &'a dyn Fn(&str) -> Option<&'a [u8]>,
+}
+
+impl<'a> Request<'a> {
+    /// `target` as sent (origin-form `/a/b?c`, or absolute-form `http://h/a/b?c`); `header`
+    /// gives a header's value by its lower-case name (the first one, if several).
+    pub fn new(
+        host: Option<&'a [u8]>,
+        target: &'a [u8],
+        method: &'a [u8],
+        header: &'a dyn Fn(&str) -> Option<&'a [u8]>,
+    ) -> Request<'a> {
+        Request {
+            host: host.map(host_name),
+            path: path_of(target),
+            method,
+            header,
+        }
+    }
 }
 
 impl HostMatch {
@@ -63,8 +81,7 @@ impl HostMatch {
         }
     }
 
-    fn matches(&self, host: &[u8]) -> bool {
-        let name = host_name(host);
+    fn matches(&self, name: &[u8]) -> bool {
         match self {
             HostMatch::Exact(want) => name.eq_ignore_ascii_case(want.as_bytes()),
             HostMatch::Wildcard(suffix) => {
@@ -146,7 +163,7 @@ impl Conditions {
             }
         }
         if let Some(path) = &self.path {
-            if !path.matches(path_of(req.target)) {
+            if !path.matches(req.path) {
                 return false;
             }
         }
