@@ -9,6 +9,7 @@
 //! - [`round_robin`], [`weighted_round_robin`], [`least_connections`], [`power_of_two`]: the
 //!   algorithms `algorithm = ...` names today.
 
+pub mod consistent_hash;
 pub mod least_connections;
 pub mod power_of_two;
 pub mod round_robin;
