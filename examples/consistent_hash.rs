@@ -1,5 +1,6 @@
 //! Ketama against Maglev, the figures behind the choice in `src/balance/consistent_hash.rs` and
-//! docs/BENCHMARKS.md ("Consistent hashing: Ketama vs Maglev"):
+//! docs/BENCHMARKS.md ("Consistent hashing: Ketama vs Maglev"). Maglev lost, so it lives here
+//! only, as the baseline (with its unit tests in the history: commit caf5016):
 //!
 //! ```sh
 //! cargo run --release --example consistent_hash
@@ -13,9 +14,13 @@ use std::hint::black_box;
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::{Duration, Instant};
 
-use lb::balance::consistent_hash::{hash_ip, hash_key, Ketama, Maglev, Member};
+use lb::balance::consistent_hash::{hash_ip, hash_key, Ketama, Member, MAX_HASH_WEIGHT};
+use xxhash_rust::xxh3::xxh3_64_with_seed;
 
 const KEYS: u32 = 1_000_000;
+
+/// Slots in the Maglev table: a prime (the permutations need it), the paper's small size.
+const MAGLEV_TABLE_SIZE: usize = 65_537;
 
 trait Table {
     fn build(members: &[Member]) -> Self;
@@ -173,4 +178,103 @@ fn main() {
         row::<Ketama1000>("Ketama, 1000 points", n, &keys);
         row::<Maglev>("Maglev, 65537 slots", n, &keys);
     }
+}
+
+/// A Maglev lookup table: each slot names a backend.
+#[derive(Debug, Default)]
+struct Maglev {
+    /// Positions in `backends`: `u32` halves the table's size against `usize`.
+    table: Vec<u32>,
+    backends: Vec<usize>,
+}
+
+impl Maglev {
+    fn new(members: &[Member]) -> Maglev {
+        Maglev::with_size(members, MAGLEV_TABLE_SIZE).unwrap_or_default()
+    }
+
+    /// A table of `size` slots; `None` unless `size` is a prime (below 2^32): with any other
+    /// size a backend's permutation may cycle through a part of the table only.
+    fn with_size(members: &[Member], size: usize) -> Option<Maglev> {
+        if !is_prime(size) || u32::try_from(size).is_err() {
+            return None;
+        }
+        let mut live: Vec<&Member> = members
+            .iter()
+            .filter(|m| m.eligible && m.weight > 0)
+            .collect();
+        // The fill is in turns, so the order of the turns must not depend on the caller's list.
+        live.sort_by(|a, b| a.id.cmp(b.id).then(a.index.cmp(&b.index)));
+        // More members than slots: the rest could never own one.
+        live.truncate(size);
+        if live.is_empty() {
+            return Some(Maglev::default());
+        }
+        // Weights 2:2:2 fill as 1:1:1 would; each turn claims `weight` slots.
+        let divisor = live.iter().fold(0, |g, m| gcd(g, m.weight)).max(1);
+        let turns: Vec<u32> = live
+            .iter()
+            .map(|m| (m.weight / divisor).clamp(1, MAX_HASH_WEIGHT))
+            .collect();
+        let m = size as u64;
+        let mut next: Vec<u64> = Vec::with_capacity(live.len());
+        let mut skip: Vec<u64> = Vec::with_capacity(live.len());
+        for member in &live {
+            let id = member.id.as_bytes();
+            next.push(xxh3_64_with_seed(id, 0) % m);
+            skip.push(xxh3_64_with_seed(id, 1) % (m - 1) + 1);
+        }
+        const EMPTY: u32 = u32::MAX;
+        let mut table = vec![EMPTY; size];
+        let mut filled = 0;
+        'fill: loop {
+            for (k, &turns) in turns.iter().enumerate() {
+                for _ in 0..turns {
+                    // `skip` is below the prime `size`, so the walk visits every slot within
+                    // `size` steps and finds the empty one that `filled < size` promises.
+                    loop {
+                        let slot = next[k] as usize;
+                        next[k] = (next[k] + skip[k]) % m;
+                        if table[slot] == EMPTY {
+                            table[slot] = k as u32;
+                            filled += 1;
+                            break;
+                        }
+                    }
+                    if filled == size {
+                        break 'fill;
+                    }
+                }
+            }
+        }
+        let backends = live.iter().map(|m| m.index).collect();
+        Some(Maglev { table, backends })
+    }
+
+    fn len(&self) -> usize {
+        self.table.len()
+    }
+
+    /// The backend that owns `key`.
+    fn get(&self, key: u64) -> Option<usize> {
+        let slot = *self
+            .table
+            .get((key % (self.table.len().max(1) as u64)) as usize)?;
+        self.backends.get(slot as usize).copied()
+    }
+}
+
+fn gcd(a: u32, b: u32) -> u32 {
+    if b == 0 {
+        a
+    } else {
+        gcd(b, a % b)
+    }
+}
+
+fn is_prime(n: usize) -> bool {
+    n >= 2
+        && (2..)
+            .take_while(|d| d * d <= n)
+            .all(|d| !n.is_multiple_of(d))
 }

@@ -1,18 +1,41 @@
 //! Consistent hashing: a key (client address, header, cookie, URI) always goes to the same
-//! backend, and a change to the set of backends moves as few keys as it can. Two structures,
-//! both pure and built from a list of [`Member`]s, queried with a [`hash_key`] / [`hash_ip`]:
+//! backend, and a change to the set of backends moves as few keys as it can. A [`Ketama`] ring,
+//! pure and built from a list of [`Member`]s, queried with a [`hash_key`] / [`hash_ip`]: 160
+//! points per unit of weight (nginx's `hash ... consistent` count), a key belongs to the first
+//! point at or after its hash.
 //!
-//! - [`Ketama`]: a ring of 160 points per unit of weight (nginx's `hash ... consistent` and
-//!   HAProxy's `hash-type consistent` use the same scheme); a key belongs to the first point at or
-//!   after its hash.
-//! - [`Maglev`]: Google's Maglev lookup table (NSDI 2016): 65,537 slots filled by each backend in
-//!   turn along its own permutation; a key belongs to slot `hash % 65537`.
+//! # Why Ketama and not Maglev
 //!
-//! `cargo run --release --example consistent_hash` compares the two (build time, lookup time,
-//! balance, movement when a backend is removed).
+//! Both were built and measured (`cargo run --release --example consistent_hash`, which keeps
+//! the Maglev table of 65,537 slots, the paper's permutation fill, as its baseline; the 2-CPU
+//! development machine, 1,000,000 client addresses, figures in docs/BENCHMARKS.md):
+//!
+//! | N = 10 / 100 | build | lookup | size | max share deviation | keys moved, one removed |
+//! |---|--:|--:|--:|--:|--:|
+//! | Ketama, 160 points | 23 µs / 0.45 ms | 16 / 26 ns | 25 / 250 KiB | 11.8 / 22.4 % | 10.00 / 0.99 % (0 between survivors) |
+//! | Maglev, 65,537 slots | 2.2 / 3.5 ms | 3.3 / 3.2 ns | 256 KiB | 0.3 / 2.6 % | 10.24 / 1.59 % (0.24 / 0.58 between survivors) |
+//!
+//! Maglev balances better and looks up faster, but neither lookup matters next to ~2.6 µs of
+//! CPU per proxied request. What decides is how each meets a change, which is what issue #12
+//! is about:
+//! - A backend going down: skipping it on the ring ([`Ketama::get_allowed`]) is exactly the
+//!   ring without it, so health flips need no rebuild and `Balancer::select`'s live view of
+//!   eligibility and its retry `exclude` list work as they are. A Maglev table must be rebuilt
+//!   (milliseconds, on some thread, then swapped in), and the keys of a skipped slot land
+//!   elsewhere than after the rebuild, so they move twice.
+//! - Only the lost backend's keys move with Ketama; Maglev also reshuffles 0.2–0.6 % between
+//!   survivors, per change.
+//! - Slow start ramps a weight over e.g. 30 s: on the ring that adds the returning backend's
+//!   points a few at a time and moves keys only onto it; each Maglev step is a rebuild with its
+//!   reshuffle.
+//!
+//! Maglev adds nothing that design can use, so only Ketama is kept. Its cost is balance: with
+//! 160 points one backend of 10 gets up to ~12 % more than 1/N (of 100, ~22 %); 1,000 points
+//! bring that to 3.6 % (8.7 %) for a 6× larger ring and ~50 % slower lookups
+//! ([`Ketama::with_points`]), should issue #12 want it.
 //!
 //! Members are identified by a stable id (the backend's name, never its slot index, which a
-//! reload may change), so a table built twice from the same set is the same table, whatever the
+//! reload may change), so a ring built twice from the same set is the same ring, whatever the
 //! order of the list. Ids must be unique among the members that take keys.
 
 use std::net::IpAddr;
@@ -22,15 +45,14 @@ use xxhash_rust::xxh3::{xxh3_64, xxh3_64_with_seed};
 /// Points on the [`Ketama`] ring per unit of weight.
 pub const KETAMA_POINTS_PER_WEIGHT: u32 = 160;
 
-/// Slots in a [`Maglev`] table: a prime (the permutations need it), and large enough that 100
-/// backends still differ in share by ~1 % at most.
-pub const MAGLEV_TABLE_SIZE: usize = 65_537;
-
 /// Weights above this count as this much: a weight is only a `u32` in the config, and a ring
 /// sized by an unbounded weight would be unbounded too. HAProxy's maximum weight is the same.
 pub const MAX_HASH_WEIGHT: u32 = 256;
 
-/// One backend as the hash tables see it.
+/// The most points one member gets, whatever the points per weight: 640 KiB of ring.
+pub const MAX_POINTS_PER_MEMBER: u32 = KETAMA_POINTS_PER_WEIGHT * MAX_HASH_WEIGHT;
+
+/// One backend as the ring sees it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Member<'a> {
     /// The backend's slot in the caller's list: what a lookup returns.
@@ -38,14 +60,15 @@ pub struct Member<'a> {
     /// What its positions are derived from: stable across reloads and restarts.
     pub id: &'a str,
     pub weight: u32,
-    /// Takes keys; an ineligible member (or one of weight 0) is left out of the table.
+    /// Takes keys; an ineligible member (or one of weight 0) is left off the ring.
     pub eligible: bool,
 }
 
 /// The hash of a key's bytes. xxh3 rather than std's `DefaultHasher`: its output is specified
 /// and the same on every platform and release, so two balancers (or one before and after an
-/// upgrade) send a key to the same backend; SipHash's would be too with fixed keys, but std does
-/// not promise that `DefaultHasher` stays SipHash-1-3, and xxh3 is ~3× faster on short keys.
+/// upgrade) send a key to the same backend. std does not promise that `DefaultHasher` stays
+/// SipHash-1-3, and its `SipHasher` with fixed keys is deprecated; `xxhash-rust` with only xxh3
+/// has no dependencies, and hashes a client address in 2–3 ns, a 25-byte URI in ~7 ns.
 pub fn hash_key(key: &[u8]) -> u64 {
     xxh3_64(key)
 }
@@ -76,13 +99,17 @@ impl Ketama {
     }
 
     /// A ring of `per_weight` points per unit of weight: more points, closer shares, a larger
-    /// ring (16 bytes a point) and a slower build.
+    /// ring (16 bytes a point) and a slower build. Also the way to finer weights: weights scaled
+    /// by 16 with 10 points per unit give the same ring as [`Ketama::new`], and a backend can
+    /// then own a fraction of its points.
     pub fn with_points(members: &[Member], per_weight: u32) -> Ketama {
         let mut points = Vec::new();
         for m in members.iter().filter(takes_keys) {
             // Point k of a member depends only on its id and k, so a member's points are the same
             // in every ring it is part of: that is what keeps movement to the minimum.
-            let count = per_weight.saturating_mul(m.weight.min(MAX_HASH_WEIGHT));
+            let count = per_weight
+                .saturating_mul(m.weight)
+                .min(MAX_POINTS_PER_MEMBER);
             let id = m.id.as_bytes();
             points.extend((0..count).map(|k| (xxh3_64_with_seed(id, u64::from(k)), m.index)));
         }
@@ -117,125 +144,10 @@ impl Ketama {
     }
 }
 
-/// A Maglev lookup table: each slot names a backend.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Maglev {
-    /// Positions in `backends`: `u32` halves the table's size against `usize`.
-    table: Vec<u32>,
-    backends: Vec<usize>,
-}
-
-impl Maglev {
-    pub fn new(members: &[Member]) -> Maglev {
-        Maglev::with_size(members, MAGLEV_TABLE_SIZE).unwrap_or_default()
-    }
-
-    /// A table of `size` slots; `None` unless `size` is a prime (below 2^32): with any other
-    /// size a backend's permutation may cycle through a part of the table only.
-    pub fn with_size(members: &[Member], size: usize) -> Option<Maglev> {
-        if !is_prime(size) || u32::try_from(size).is_err() {
-            return None;
-        }
-        let mut live: Vec<&Member> = members.iter().filter(takes_keys).collect();
-        // The fill is in turns, so the order of the turns must not depend on the caller's list.
-        live.sort_by(|a, b| a.id.cmp(b.id).then(a.index.cmp(&b.index)));
-        // More members than slots: the rest could never own one.
-        live.truncate(size);
-        if live.is_empty() {
-            return Some(Maglev::default());
-        }
-        // Weights 2:2:2 fill as 1:1:1 would; each turn claims `weight` slots.
-        let divisor = live.iter().fold(0, |g, m| gcd(g, m.weight)).max(1);
-        let turns: Vec<u32> = live
-            .iter()
-            .map(|m| (m.weight / divisor).clamp(1, MAX_HASH_WEIGHT))
-            .collect();
-        let m = size as u64;
-        let mut next: Vec<u64> = Vec::with_capacity(live.len());
-        let mut skip: Vec<u64> = Vec::with_capacity(live.len());
-        for member in &live {
-            let id = member.id.as_bytes();
-            next.push(xxh3_64_with_seed(id, 0) % m);
-            skip.push(xxh3_64_with_seed(id, 1) % (m - 1) + 1);
-        }
-        const EMPTY: u32 = u32::MAX;
-        let mut table = vec![EMPTY; size];
-        let mut filled = 0;
-        'fill: loop {
-            for (k, &turns) in turns.iter().enumerate() {
-                for _ in 0..turns {
-                    // `skip` is below the prime `size`, so the walk visits every slot within
-                    // `size` steps and finds the empty one that `filled < size` promises.
-                    loop {
-                        let slot = next[k] as usize;
-                        next[k] = (next[k] + skip[k]) % m;
-                        if table[slot] == EMPTY {
-                            table[slot] = k as u32;
-                            filled += 1;
-                            break;
-                        }
-                    }
-                    if filled == size {
-                        break 'fill;
-                    }
-                }
-            }
-        }
-        let backends = live.iter().map(|m| m.index).collect();
-        Some(Maglev { table, backends })
-    }
-
-    /// Slots in the table (0 when no member takes keys).
-    pub fn len(&self) -> usize {
-        self.table.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.table.is_empty()
-    }
-
-    /// The backend that owns `key`.
-    pub fn get(&self, key: u64) -> Option<usize> {
-        self.get_allowed(key, |_| true)
-    }
-
-    /// The backend of `key`'s slot, or of the next slot whose backend is `allowed`. Unlike
-    /// Ketama's walk, this is not what a table rebuilt without the skipped backends would say:
-    /// fine for a retry, but a backend that goes down calls for a rebuild.
-    pub fn get_allowed(&self, key: u64, allowed: impl Fn(usize) -> bool) -> Option<usize> {
-        let len = self.table.len();
-        let start = (key % (len.max(1) as u64)) as usize;
-        (0..len)
-            .filter_map(|k| self.backends.get(self.table[(start + k) % len] as usize))
-            .copied()
-            .find(|&i| allowed(i))
-    }
-}
-
-fn gcd(a: u32, b: u32) -> u32 {
-    if b == 0 {
-        a
-    } else {
-        gcd(b, a % b)
-    }
-}
-
-fn is_prime(n: usize) -> bool {
-    n >= 2 && (2..).take_while(|d| d * d <= n).all(|d| !n.is_multiple_of(d))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::net::{Ipv4Addr, Ipv6Addr};
-
-    #[derive(Debug, Clone, Copy)]
-    enum Kind {
-        Ketama,
-        Maglev,
-    }
-
-    const KINDS: [Kind; 2] = [Kind::Ketama, Kind::Maglev];
 
     fn ids(n: usize) -> Vec<String> {
         (1..=n).map(|i| format!("backend-{i}")).collect()
@@ -260,18 +172,10 @@ mod tests {
             .collect()
     }
 
-    fn assign(kind: Kind, members: &[Member], keys: &[u64]) -> Vec<usize> {
-        let get: Box<dyn Fn(u64) -> Option<usize>> = match kind {
-            Kind::Ketama => {
-                let t = Ketama::new(members);
-                Box::new(move |k| t.get(k))
-            }
-            Kind::Maglev => {
-                let t = Maglev::new(members);
-                Box::new(move |k| t.get(k))
-            }
-        };
-        keys.iter().map(|&k| get(k).expect("a backend")).collect()
+    fn assign(ring: &Ketama, keys: &[u64]) -> Vec<usize> {
+        keys.iter()
+            .map(|&k| ring.get(k).expect("a backend"))
+            .collect()
     }
 
     fn shares(assigned: &[usize], n: usize) -> Vec<f64> {
@@ -294,68 +198,71 @@ mod tests {
             .fold(0.0, f64::max)
     }
 
+    fn percents(shares: &[f64]) -> Vec<String> {
+        shares.iter().map(|s| format!("{:.1}", s * 100.0)).collect()
+    }
+
     #[test]
     fn each_backend_gets_about_one_nth_of_the_keys() {
         let keys = keys();
-        for kind in KINDS {
-            for n in [3, 5, 10] {
-                let ids = ids(n);
-                let s = shares(&assign(kind, &members(&ids, &[], &[]), &keys), n);
-                let dev = max_deviation(&s, &vec![1.0 / n as f64; n]);
-                let pct: Vec<String> = s.iter().map(|s| format!("{:.1}", s * 100.0)).collect();
-                println!("{kind:?} N={n}: shares % {pct:?}, max deviation from 1/N {dev:.1} %");
-                let bound = match kind {
-                    Kind::Ketama => 15.0,
-                    Kind::Maglev => 2.0,
-                };
-                assert!(dev < bound, "{kind:?} N={n}: {dev:.1} %");
-            }
+        // Measured: 5.1, 5.0 and 11.1 % (the module doc has why that is the price of Ketama).
+        for (n, bound) in [(3, 7.0), (5, 7.0), (10, 13.0)] {
+            let ids = ids(n);
+            let s = shares(&assign(&Ketama::new(&members(&ids, &[], &[])), &keys), n);
+            let dev = max_deviation(&s, &vec![1.0 / n as f64; n]);
+            println!(
+                "N={n}: shares % {:?}, max deviation from 1/N {dev:.1} %",
+                percents(&s)
+            );
+            assert!(dev < bound, "N={n}: {dev:.1} %");
         }
     }
 
     #[test]
-    fn removing_one_moves_its_keys_and_returning_moves_them_back() {
+    fn removing_one_moves_only_its_keys_and_returning_moves_them_back() {
         let keys = keys();
-        for kind in KINDS {
-            for n in [3, 5, 10] {
-                let ids = ids(n);
-                let before = assign(kind, &members(&ids, &[], &[]), &keys);
-                let mut worst_moved: f64 = 0.0;
-                let mut worst_bystanders: f64 = 0.0;
-                for gone in 0..n {
-                    let after = assign(kind, &members(&ids, &[], &[gone]), &keys);
-                    let moved = before.iter().zip(&after).filter(|(b, a)| b != a).count();
-                    let bystanders = before
-                        .iter()
-                        .zip(&after)
-                        .filter(|(b, a)| b != a && **b != gone)
-                        .count();
-                    assert!(after.iter().all(|&a| a != gone), "{kind:?} N={n}");
-                    worst_moved = worst_moved.max(moved as f64 / keys.len() as f64);
-                    worst_bystanders = worst_bystanders.max(bystanders as f64 / keys.len() as f64);
-                    match kind {
-                        // Only the removed backend's keys move, to wherever its points' successors
-                        // are.
-                        Kind::Ketama => assert_eq!(bystanders, 0, "N={n}, removed {gone}"),
-                        // Maglev's rebuild also reshuffles a few slots between survivors.
-                        Kind::Maglev => assert!(
-                            bystanders * 100 < keys.len() * 3,
-                            "N={n}, removed {gone}: {bystanders}"
-                        ),
-                    }
-                    let back = assign(kind, &members(&ids, &[], &[]), &keys);
-                    assert_eq!(back, before, "{kind:?} N={n}: every key moves back");
-                }
-                println!(
-                    "{kind:?} N={n}: one backend removed moves at most {:.1} % of keys \
-                     (1/N = {:.1} %), {:.2} % of them between survivors; all move back",
-                    worst_moved * 100.0,
-                    100.0 / n as f64,
-                    worst_bystanders * 100.0
+        for n in [3, 5, 10] {
+            let ids = ids(n);
+            let before = assign(&Ketama::new(&members(&ids, &[], &[])), &keys);
+            let mut moved_pct = Vec::new();
+            for gone in 0..n {
+                let after = assign(&Ketama::new(&members(&ids, &[], &[gone])), &keys);
+                let moved = before.iter().zip(&after).filter(|(b, a)| b != a).count();
+                let owned = before.iter().filter(|&&b| b == gone).count();
+                // Exactly the removed backend's keys move, each to its points' successors.
+                assert_eq!(moved, owned, "N={n}, removed {gone}");
+                assert!(after.iter().all(|&a| a != gone), "N={n}");
+                let share = moved as f64 / keys.len() as f64;
+                assert!(
+                    (share - 1.0 / n as f64).abs() < 0.15 / n as f64,
+                    "N={n}: {share}"
                 );
-                assert!(worst_moved < 1.0 / n as f64 * 1.3, "{kind:?} N={n}");
+                moved_pct.push(format!("{:.1}", share * 100.0));
+                let back = assign(&Ketama::new(&members(&ids, &[], &[])), &keys);
+                assert_eq!(back, before, "N={n}: every key moves back");
             }
+            println!(
+                "N={n}: keys moved when backend i is removed, % {moved_pct:?} (1/N = {:.1} %), \
+                 0 between survivors; all move back when it returns",
+                100.0 / n as f64
+            );
         }
+    }
+
+    #[test]
+    fn adding_one_takes_keys_only_for_itself() {
+        let keys = keys();
+        let ids = ids(6);
+        let five = assign(&Ketama::new(&members(&ids[..5], &[], &[])), &keys);
+        let six = assign(&Ketama::new(&members(&ids, &[], &[])), &keys);
+        let moved: Vec<_> = five.iter().zip(&six).filter(|(a, b)| a != b).collect();
+        assert!(moved.iter().all(|(_, &b)| b == 5));
+        let share = moved.len() as f64 / keys.len() as f64;
+        println!(
+            "5 → 6 backends: {:.1} % of keys move, all to the new one",
+            share * 100.0
+        );
+        assert!((share - 1.0 / 6.0).abs() < 0.02, "{share}");
     }
 
     #[test]
@@ -364,17 +271,20 @@ mod tests {
         let ids = ids(4);
         let weights = [1, 2, 3, 4];
         let expected: Vec<f64> = weights.iter().map(|&w| f64::from(w) / 10.0).collect();
-        for kind in KINDS {
-            let s = shares(&assign(kind, &members(&ids, &weights, &[]), &keys), 4);
-            let dev = max_deviation(&s, &expected);
-            let pct: Vec<String> = s.iter().map(|s| format!("{:.1}", s * 100.0)).collect();
-            println!("{kind:?} weights 1:2:3:4: shares % {pct:?} (10/20/30/40), max deviation {dev:.1} %");
-            assert!(dev < 12.0, "{kind:?}: {dev:.1} %");
-        }
+        let s = shares(
+            &assign(&Ketama::new(&members(&ids, &weights, &[])), &keys),
+            4,
+        );
+        let dev = max_deviation(&s, &expected);
+        println!(
+            "weights 1:2:3:4: shares % {:?} (10/20/30/40), max deviation {dev:.1} %",
+            percents(&s)
+        );
+        assert!(dev < 10.0, "{dev:.1} %");
     }
 
     #[test]
-    fn ketama_skipping_a_backend_is_the_ring_without_it() {
+    fn skipping_a_backend_is_the_ring_without_it() {
         let keys = keys();
         let ids = ids(5);
         let all = Ketama::new(&members(&ids, &[], &[]));
@@ -386,25 +296,12 @@ mod tests {
     }
 
     #[test]
-    fn maglev_skipping_a_backend_gives_another_allowed_one() {
-        let ids = ids(5);
-        let t = Maglev::new(&members(&ids, &[], &[]));
-        for &k in &keys()[..10_000] {
-            let first = t.get(k).expect("a backend");
-            let other = t.get_allowed(k, |i| i != first).expect("another");
-            assert_ne!(other, first);
-        }
-        assert_eq!(t.get_allowed(1, |_| false), None);
-    }
-
-    #[test]
-    fn tables_do_not_depend_on_the_order_of_the_list() {
+    fn the_ring_does_not_depend_on_the_order_of_the_list() {
         let ids = ids(6);
         let forward = members(&ids, &[1, 2, 1, 3, 1, 1], &[]);
         let mut reversed = forward.clone();
         reversed.reverse();
         assert_eq!(Ketama::new(&forward), Ketama::new(&reversed));
-        assert_eq!(Maglev::new(&forward), Maglev::new(&reversed));
     }
 
     #[test]
@@ -415,36 +312,15 @@ mod tests {
             members(&ids, &[], &[0, 1, 2]),
             members(&ids, &[0, 0, 0], &[]),
         ] {
-            assert_eq!(Ketama::new(&m).get(42), None);
-            assert!(Maglev::new(&m).is_empty());
-            assert_eq!(Maglev::new(&m).get(42), None);
+            let ring = Ketama::new(&m);
+            assert!(ring.is_empty());
+            assert_eq!(ring.get(42), None);
         }
-        let huge = members(&ids, &[u32::MAX, 1, 1], &[]);
-        let ring = Ketama::new(&huge);
+        let ring = Ketama::new(&members(&ids, &[u32::MAX, 1, 1], &[]));
         assert_eq!(
             ring.len() as u32,
             KETAMA_POINTS_PER_WEIGHT * (MAX_HASH_WEIGHT + 2)
         );
-        assert_eq!(Maglev::new(&huge).len(), MAGLEV_TABLE_SIZE);
-        // Equal weights fill as weight 1 would.
-        assert_eq!(
-            Maglev::new(&members(&ids, &[7, 7, 7], &[])),
-            Maglev::new(&members(&ids, &[], &[]))
-        );
-    }
-
-    #[test]
-    fn maglev_needs_a_prime_size() {
-        let three = ids(3);
-        let m = members(&three, &[], &[]);
-        assert!(Maglev::with_size(&m, 65_536).is_none());
-        assert!(Maglev::with_size(&m, 1).is_none());
-        let small = Maglev::with_size(&m, 7).expect("7 is prime");
-        assert_eq!(small.len(), 7);
-        // More members than slots: the table is still full and every slot valid.
-        let many = ids(20);
-        let t = Maglev::with_size(&members(&many, &[], &[]), 13).expect("13 is prime");
-        assert!((0..13).all(|k| t.get(k).is_some()));
     }
 
     #[test]

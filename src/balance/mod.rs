@@ -8,6 +8,8 @@
 //!
 //! - [`round_robin`], [`weighted_round_robin`], [`least_connections`], [`power_of_two`]: the
 //!   algorithms `algorithm = ...` names today.
+//! - [`consistent_hash`]: a pure building block for issue #12 (a Ketama ring for
+//!   `algorithm = "consistent_hash"`), not wired in yet.
 
 pub mod consistent_hash;
 pub mod least_connections;
