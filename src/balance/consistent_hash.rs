@@ -100,8 +100,8 @@ impl Ketama {
 
     /// A ring of `per_weight` points per unit of weight: more points, closer shares, a larger
     /// ring (16 bytes a point) and a slower build. Also the way to finer weights: weights scaled
-    /// by 16 with 10 points per unit give the same ring as [`Ketama::new`], and a backend can
-    /// then own a fraction of its points.
+    /// by 16 with 10 points per unit give the same ring as [`Ketama::new`], and a backend in
+    /// slow start ([`super::slow_start`]) can then own a fraction of its points.
     pub fn with_points(members: &[Member], per_weight: u32) -> Ketama {
         let mut points = Vec::new();
         for m in members.iter().filter(takes_keys) {

@@ -8,13 +8,15 @@
 //!
 //! - [`round_robin`], [`weighted_round_robin`], [`least_connections`], [`power_of_two`]: the
 //!   algorithms `algorithm = ...` names today.
-//! - [`consistent_hash`]: a pure building block for issue #12 (a Ketama ring for
-//!   `algorithm = "consistent_hash"`), not wired in yet.
+//! - [`consistent_hash`] and [`slow_start`]: pure building blocks for issue #12 (a Ketama ring
+//!   for `algorithm = "consistent_hash"`, the weight ramp of a returning backend), not wired in
+//!   yet.
 
 pub mod consistent_hash;
 pub mod least_connections;
 pub mod power_of_two;
 pub mod round_robin;
+pub mod slow_start;
 pub mod weighted_round_robin;
 
 use crate::config::Algorithm;
