@@ -51,6 +51,13 @@ impl Reactor {
         );
         self.drain_deadline = Some(now + drain);
         self.totals.draining.store(true, Ordering::Relaxed);
+        // Connections the kernel completed are in the backlog: closing the listener would reset
+        // them, after an L4 tier in front has already handed them a client. They are taken in
+        // first and get their request answered; only later ones are refused.
+        for listener in self.listeners.iter_mut().flatten() {
+            listener.pending = true;
+        }
+        self.accept(now);
         for listener in &mut self.listeners {
             if let Some(mut l) = listener.take() {
                 let _ = self.poll.registry().deregister(&mut l.socket);

@@ -298,9 +298,14 @@ impl Session {
     /// finishes that request and says `Connection: close` with its response.
     pub fn begin_drain(&mut self, ctx: &mut Ctx) -> Outcome {
         self.draining = true;
+        // A connection that has not sent its first request yet may well be sending it now (an
+        // L4 tier in front connected before it saw us drain): it gets that request answered,
+        // with `Connection: close`, within the header timeout. One that has been served is
+        // waiting on keep-alive and can go.
         let idle = self.exchange.is_none()
             && self.req_in.is_empty()
-            && matches!(self.req_phase, RequestPhase::Head | RequestPhase::Closing);
+            && (self.req_phase == RequestPhase::Closing
+                || (self.req_phase == RequestPhase::Head && self.served_any));
         if idle {
             self.close(ctx);
             return Outcome::Close;

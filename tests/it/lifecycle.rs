@@ -96,6 +96,36 @@ fn sigterm_lets_requests_in_flight_finish_and_exits_zero() {
 }
 
 #[test]
+fn a_connection_yet_to_send_its_first_request_is_served_through_the_drain() {
+    let backend = DemoBackend::start("last");
+    let path = config_file("drain-new", &backend_table(&backend));
+    let mut proxy = ProxyProcess::start(&["--config", path.to_str().expect("path")]);
+    let admin = proxy.admin_addr();
+    // Connected (maybe by an L4 tier that has not seen the drain yet), request still on its
+    // way: one accepted already, one perhaps still in the listener's backlog when the drain
+    // begins.
+    let mut accepted = connect(proxy.addr);
+    wait_until("the first connection to be accepted", || {
+        get(admin, "/api/state")
+            .text()
+            .contains("\"active_connections\":1")
+    });
+    let mut queued = connect(proxy.addr);
+    signal(&proxy, libc::SIGTERM);
+    proxy.wait_for_log("draining");
+    for (what, s) in [("accepted", &mut accepted), ("queued", &mut queued)] {
+        s.write_all(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+            .expect("write");
+        let r = read_response(s, false);
+        assert_eq!(r.status, 200, "{what}: {}", r.text());
+        assert_eq!(r.backend(), "last", "{what}");
+        assert_eq!(r.header("connection"), Some("close"), "{what}");
+        assert_closed(s);
+    }
+    assert!(proxy.wait_exit(Duration::from_secs(5)).success());
+}
+
+#[test]
 fn drain_timeout_bounds_the_wait() {
     let backend = DemoBackend::start("slower");
     let body = format!("[timeouts]\ndrain = \"300ms\"\n{}", backend_table(&backend));
