@@ -158,10 +158,6 @@ impl SniResolver {
         SniResolver { certs }
     }
 
-    pub fn certs(&self) -> &[LoadedCert] {
-        &self.certs
-    }
-
     /// The certificate for `server_name`: an exact name first, then a wildcard, else the
     /// default. Among certificates for the same name (an ECDSA and an RSA one), the first whose
     /// key the client can verify (`usable`).
