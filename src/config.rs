@@ -52,6 +52,7 @@ mod cli;
 mod display;
 mod duration;
 mod error;
+mod pools;
 mod raw;
 mod tls;
 mod validate;
@@ -62,6 +63,9 @@ mod tests;
 pub use cli::{Cli, Overrides};
 pub use duration::{format_duration, parse_duration};
 pub use error::ConfigError;
+pub use pools::{
+    HashKey, PoolConfig, RouteAction, RouteConfig, StickyConfig, DEFAULT_POOL, DEFAULT_STICKY_TTL,
+};
 
 /// `listen`: where client connections are accepted.
 pub const DEFAULT_LISTEN: SocketAddr =
@@ -161,6 +165,9 @@ pub enum Algorithm {
     LeastConnections,
     /// Of two healthy backends drawn at random, the one with fewer requests in flight.
     PowerOfTwo,
+    /// The backend that owns the request's `hash_key` on a Ketama ring: the same key goes to
+    /// the same backend, and a change of backends moves only the keys it must.
+    ConsistentHash,
 }
 
 impl Algorithm {
@@ -171,6 +178,7 @@ impl Algorithm {
             Algorithm::WeightedRoundRobin => "weighted_round_robin",
             Algorithm::LeastConnections => "least_connections",
             Algorithm::PowerOfTwo => "power_of_two",
+            Algorithm::ConsistentHash => "consistent_hash",
         }
     }
 }
@@ -210,6 +218,18 @@ pub struct Config {
     pub discovery: DiscoverySettings,
     /// `[tls]`: the HTTPS listener, when configured.
     pub tls: Option<TlsConfig>,
+    /// `hash_key`: what `consistent_hash` hashes (the pool `default`'s, and every pool's
+    /// unless it sets its own).
+    pub hash_key: Option<HashKey>,
+    /// `sticky`: cookie affinity, likewise the default of every pool.
+    pub sticky: Option<StickyConfig>,
+    /// `slow_start`: zero when off; likewise the default of every pool.
+    pub slow_start: Duration,
+    /// `[[pool]]` tables, in file order (the pool `default` is in `backends` and `discover`,
+    /// unless a `[[pool]]` is named `default`); see [`Config::pools_in_effect`].
+    pub pools: Vec<PoolConfig>,
+    /// `[[route]]` tables, in file order: the first that matches a request wins.
+    pub routes: Vec<RouteConfig>,
 }
 
 /// `[tls]`: TLS termination on a listener of its own.
@@ -253,6 +273,9 @@ pub struct CertificateConfig {
 pub struct DiscoverConfig {
     /// Prefix of the backends' names: `name@address`.
     pub name: String,
+    /// The pool the backends found join.
+    pub pool: String,
+    pub backup: bool,
     pub target: DiscoverTarget,
     pub weight: u32,
     pub tls: Option<BackendTls>,
@@ -402,6 +425,8 @@ pub struct BackendConfig {
     pub weight: u32,
     /// `tls = true`: the backend is reached over TLS.
     pub tls: Option<BackendTls>,
+    /// `backup = true`: takes requests only when no other backend of its pool can.
+    pub backup: bool,
 }
 
 /// TLS to a backend (`[[backend]] tls = true`).
@@ -435,6 +460,11 @@ impl Default for Config {
             discover: Vec::new(),
             discovery: DiscoverySettings::default(),
             tls: None,
+            hash_key: None,
+            sticky: None,
+            slow_start: Duration::ZERO,
+            pools: Vec::new(),
+            routes: Vec::new(),
         }
     }
 }

@@ -303,6 +303,7 @@ fn apply(
             address,
             weight: entry.weight,
             tls: entry.tls.clone(),
+            backup: false,
         };
         if ask(reactor, Change::Discovered(config)) {
             info!("discovery: {} gained {address}", entry.name);

@@ -99,6 +99,7 @@ fn harness() -> &'static Mutex<Harness> {
                 address: backend_addr,
                 weight: 1,
                 tls: None,
+                backup: false,
             }],
             access_log: false,
             ..Config::default()

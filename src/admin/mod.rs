@@ -363,6 +363,7 @@ fn parse_new_backend(body: &[u8]) -> Result<BackendConfig, String> {
         address,
         weight,
         tls: None,
+        backup: false,
     })
 }
 

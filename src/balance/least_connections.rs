@@ -38,7 +38,7 @@ mod tests {
 
     #[test]
     fn least_connections_prefers_fewest_in_flight_per_weight() {
-        let b = Balancer::new(Algorithm::LeastConnections);
+        let b = Balancer::new(Algorithm::LeastConnections, false);
         let c = [up(1, 4), up(1, 2), up(1, 3)];
         assert_eq!(counts(&b, &c, &[], 10), [0, 10, 0]);
         // Weight 3 with 5 in flight (5/3) beats weight 1 with 2 (2/1).
@@ -48,7 +48,7 @@ mod tests {
 
     #[test]
     fn least_connections_spreads_ties() {
-        let b = Balancer::new(Algorithm::LeastConnections);
+        let b = Balancer::new(Algorithm::LeastConnections, false);
         let c = [up(1, 0); 3];
         assert_eq!(counts(&b, &c, &[], 300), [100, 100, 100]);
     }

@@ -6,21 +6,22 @@
 //! at most a bounded number of passes over the list. Which backends are up, and the fail-open
 //! rule when none is, are the caller's business ([`crate::upstream::Backends::pick`]).
 //!
-//! - [`round_robin`], [`weighted_round_robin`], [`least_connections`], [`power_of_two`]: the
-//!   algorithms `algorithm = ...` names today.
-//! - [`consistent_hash`] and [`slow_start`]: pure building blocks for issue #12 (a Ketama ring
-//!   for `algorithm = "consistent_hash"`, the weight ramp of a returning backend), not wired in
-//!   yet.
+//! - [`round_robin`], [`weighted_round_robin`], [`least_connections`], [`power_of_two`],
+//!   [`consistent_hash`] (a Ketama ring): the algorithms `algorithm = ...` names.
+//! - [`slow_start`]: the weight ramp of a backend back up, applied through [`Candidate::weight`].
+//! - [`sticky`]: the opaque cookie value that names a backend.
 
 pub mod consistent_hash;
 pub mod least_connections;
 pub mod power_of_two;
 pub mod round_robin;
 pub mod slow_start;
+pub mod sticky;
 pub mod weighted_round_robin;
 
 use crate::config::Algorithm;
 
+use consistent_hash::{Ketama, Member};
 use least_connections::LeastConnections;
 use power_of_two::PowerOfTwo;
 use round_robin::RoundRobin;
@@ -42,26 +43,48 @@ pub enum Balancer {
     WeightedRoundRobin(WeightedRoundRobin),
     LeastConnections(LeastConnections),
     PowerOfTwo(PowerOfTwo),
+    /// The ring, and the turns taken for requests without a key (HAProxy does the same when
+    /// the hashed header or cookie is missing).
+    ConsistentHash(Ketama, RoundRobin),
 }
 
 impl Balancer {
-    pub fn new(algorithm: Algorithm) -> Balancer {
+    /// `weighted` makes round-robin weighted: slow start works through weights, which plain
+    /// round-robin ignores (smooth weighted round-robin over equal weights is round-robin).
+    pub fn new(algorithm: Algorithm, weighted: bool) -> Balancer {
         match algorithm {
+            Algorithm::RoundRobin if weighted => {
+                Balancer::WeightedRoundRobin(WeightedRoundRobin::default())
+            }
             Algorithm::RoundRobin => Balancer::RoundRobin(RoundRobin::default()),
             Algorithm::WeightedRoundRobin => {
                 Balancer::WeightedRoundRobin(WeightedRoundRobin::default())
             }
             Algorithm::LeastConnections => Balancer::LeastConnections(LeastConnections::default()),
             Algorithm::PowerOfTwo => Balancer::PowerOfTwo(PowerOfTwo),
+            Algorithm::ConsistentHash => {
+                Balancer::ConsistentHash(Ketama::default(), RoundRobin::default())
+            }
         }
     }
 
-    /// Picks among `n` backends, seen through `view`, none of those in `exclude`.
+    /// The backends changed: a ring is rebuilt from `members` (every backend that may take
+    /// keys, eligible or not: eligibility is checked at each lookup). Other algorithms keep
+    /// no per-backend state that a change invalidates.
+    pub fn rebuild(&mut self, members: &[Member]) {
+        if let Balancer::ConsistentHash(ring, _) = self {
+            *ring = Ketama::new(members);
+        }
+    }
+
+    /// Picks among `n` backends, seen through `view`, none of those in `exclude`; `key` is the
+    /// request's hash for `consistent_hash` (the others ignore it).
     pub fn select(
         &self,
         n: usize,
         view: impl Fn(usize) -> Candidate,
         exclude: &[usize],
+        key: Option<u64>,
     ) -> Option<usize> {
         let allowed = |i: usize| view(i).eligible && !exclude.contains(&i);
         // Counted once here so that no algorithm has to handle an empty choice.
@@ -74,6 +97,12 @@ impl Balancer {
             Balancer::WeightedRoundRobin(b) => b.select(n, |i| allowed(i).then(|| view(i).weight)),
             Balancer::LeastConnections(b) => b.select(n, &view, allowed),
             Balancer::PowerOfTwo(b) => b.select(n, count, &view, allowed),
+            Balancer::ConsistentHash(ring, turns) => match key {
+                Some(key) if !ring.is_empty() => ring
+                    .get_allowed(key, |i| i < n && allowed(i))
+                    .or_else(|| turns.select(n, count, allowed)),
+                _ => turns.select(n, count, allowed),
+            },
         }
     }
 }
@@ -113,7 +142,7 @@ pub(crate) mod tests {
     ) -> Vec<usize> {
         let mut counts = vec![0; c.len()];
         for _ in 0..picks {
-            let i = b.select(c.len(), |i| c[i], exclude).expect("a pick");
+            let i = b.select(c.len(), |i| c[i], exclude, None).expect("a pick");
             counts[i] += 1;
         }
         counts
@@ -126,14 +155,26 @@ pub(crate) mod tests {
             Algorithm::WeightedRoundRobin,
             Algorithm::LeastConnections,
             Algorithm::PowerOfTwo,
+            Algorithm::ConsistentHash,
         ] {
-            let b = Balancer::new(algorithm);
+            let mut b = Balancer::new(algorithm, false);
+            let ids = ["a", "b", "c", "d"];
+            let members: Vec<Member> = (0..4)
+                .map(|index| Member {
+                    index,
+                    id: ids[index],
+                    weight: 1,
+                    eligible: true,
+                })
+                .collect();
+            b.rebuild(&members);
             let c = [down(), up(1, 5), up(3, 0), down()];
-            for _ in 0..200 {
-                assert_eq!(b.select(4, |i| c[i], &[2]), Some(1), "{algorithm:?}");
+            for key in 0..200u64 {
+                let key = Some(consistent_hash::hash_key(&key.to_le_bytes()));
+                assert_eq!(b.select(4, |i| c[i], &[2], key), Some(1), "{algorithm:?}");
             }
-            assert_eq!(b.select(4, |i| c[i], &[1, 2]), None, "{algorithm:?}");
-            assert_eq!(b.select(0, |i| c[i], &[]), None, "{algorithm:?}");
+            assert_eq!(b.select(4, |i| c[i], &[1, 2], None), None, "{algorithm:?}");
+            assert_eq!(b.select(0, |i| c[i], &[], None), None, "{algorithm:?}");
         }
     }
 }

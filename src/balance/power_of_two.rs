@@ -39,7 +39,7 @@ mod tests {
 
     #[test]
     fn power_of_two_never_picks_the_most_loaded_of_three() {
-        let b = Balancer::new(Algorithm::PowerOfTwo);
+        let b = Balancer::new(Algorithm::PowerOfTwo, false);
         let c = [up(1, 0), up(1, 100), up(1, 50)];
         let picks = counts(&b, &c, &[], 3000);
         // The busiest backend can only win a draw against itself, which is never made.
@@ -49,7 +49,7 @@ mod tests {
 
     #[test]
     fn power_of_two_with_one_candidate_picks_it() {
-        let b = Balancer::new(Algorithm::PowerOfTwo);
+        let b = Balancer::new(Algorithm::PowerOfTwo, false);
         let c = [down(), up(1, 9)];
         assert_eq!(counts(&b, &c, &[], 50), [0, 50]);
     }

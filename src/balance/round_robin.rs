@@ -26,7 +26,7 @@ mod tests {
 
     #[test]
     fn round_robin_is_exact_over_healthy_backends() {
-        let b = Balancer::new(Algorithm::RoundRobin);
+        let b = Balancer::new(Algorithm::RoundRobin, false);
         assert_eq!(counts(&b, &[up(1, 0); 3], &[], 3000), [1000, 1000, 1000]);
         // A down backend in the middle does not shift its share onto its neighbour.
         let c = [up(1, 0), down(), up(1, 0), up(1, 0)];
@@ -35,9 +35,11 @@ mod tests {
 
     #[test]
     fn round_robin_cycles_in_order() {
-        let b = Balancer::new(Algorithm::RoundRobin);
+        let b = Balancer::new(Algorithm::RoundRobin, false);
         let c = [up(1, 0); 3];
-        let order: Vec<usize> = (0..6).filter_map(|_| b.select(3, |i| c[i], &[])).collect();
+        let order: Vec<usize> = (0..6)
+            .filter_map(|_| b.select(3, |i| c[i], &[], None))
+            .collect();
         assert_eq!(order, [0, 1, 2, 0, 1, 2]);
     }
 }

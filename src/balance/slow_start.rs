@@ -95,7 +95,7 @@ mod tests {
 
     #[test]
     fn one_of_three_returning_takes_a_growing_share() {
-        let b = Balancer::new(Algorithm::WeightedRoundRobin);
+        let b = Balancer::new(Algorithm::WeightedRoundRobin, false);
         println!("1 of 3 backends back up, slow_start = 30s, weighted_round_robin:");
         for percent in [0, 25, 50, 75, 100] {
             let f = factor(at(percent), SLOW_START);
@@ -111,7 +111,7 @@ mod tests {
             });
             let picks = 33_000;
             let got = (0..picks)
-                .filter(|_| b.select(3, |i| c[i], &[]) == Some(2))
+                .filter(|_| b.select(3, |i| c[i], &[], None) == Some(2))
                 .count() as f64
                 / f64::from(picks);
             println!(

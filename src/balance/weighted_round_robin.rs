@@ -48,9 +48,11 @@ mod tests {
 
     #[test]
     fn weighted_round_robin_is_smooth_and_proportional() {
-        let b = Balancer::new(Algorithm::WeightedRoundRobin);
+        let b = Balancer::new(Algorithm::WeightedRoundRobin, false);
         let c = [up(5, 0), up(1, 0), up(1, 0)];
-        let order: Vec<usize> = (0..7).filter_map(|_| b.select(3, |i| c[i], &[])).collect();
+        let order: Vec<usize> = (0..7)
+            .filter_map(|_| b.select(3, |i| c[i], &[], None))
+            .collect();
         // nginx's documented sequence for weights 5, 1, 1.
         assert_eq!(order, [0, 0, 1, 0, 2, 0, 0]);
         assert_eq!(counts(&b, &c, &[], 7000), [5000, 1000, 1000]);
@@ -58,7 +60,7 @@ mod tests {
 
     #[test]
     fn weighted_round_robin_redistributes_when_one_is_down() {
-        let b = Balancer::new(Algorithm::WeightedRoundRobin);
+        let b = Balancer::new(Algorithm::WeightedRoundRobin, false);
         let c = [up(2, 0), down(), up(1, 0)];
         assert_eq!(counts(&b, &c, &[], 3000), [2000, 0, 1000]);
     }

@@ -129,6 +129,7 @@ fn parse_backend_flags(flags: &[String]) -> Result<Vec<BackendConfig>, ConfigErr
             address,
             weight: DEFAULT_BACKEND_WEIGHT,
             tls: None,
+            backup: false,
         });
     }
     Ok(backends)

@@ -138,6 +138,7 @@ fn documented_example_parses_to_documented_values() {
             address: addr("127.0.0.1:8001"),
             weight: 1,
             tls: None,
+            backup: false,
         }]
     );
     // The documented values are the defaults.
@@ -161,12 +162,14 @@ fn minimal_file_gets_every_default() {
                 address: addr("127.0.0.1:8001"),
                 weight: DEFAULT_BACKEND_WEIGHT,
                 tls: None,
+                backup: false,
             },
             BackendConfig {
                 name: "backend-2".into(),
                 address: addr("127.0.0.1:8002"),
                 weight: DEFAULT_BACKEND_WEIGHT,
                 tls: None,
+                backup: false,
             },
         ],
         ..Config::default()

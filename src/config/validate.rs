@@ -257,6 +257,7 @@ pub(super) fn build(raw: RawConfig, text: &str, dir: &Path) -> Result<Config, Co
                     address: SocketAddr::from(([0, 0, 0, 0], 0)),
                     weight: d.weight,
                     tls: None,
+                    backup: false,
                 },
                 Some(d),
             ),
@@ -324,6 +325,11 @@ pub(super) fn build(raw: RawConfig, text: &str, dir: &Path) -> Result<Config, Co
         discover,
         discovery,
         tls,
+        hash_key: None,
+        sticky: None,
+        slow_start: Duration::ZERO,
+        pools: Vec::new(),
+        routes: Vec::new(),
     })
 }
 
@@ -433,6 +439,7 @@ impl Values<'_> {
                     address,
                     weight,
                     tls,
+                    backup: false,
                 }))
             }
             (None, Some(discover)) => {
@@ -441,6 +448,8 @@ impl Values<'_> {
                 })?;
                 Ok(Entry::Discover(DiscoverConfig {
                     name,
+                    pool: DEFAULT_POOL.to_string(),
+                    backup: false,
                     target,
                     weight,
                     tls,

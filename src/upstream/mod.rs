@@ -230,7 +230,7 @@ impl Backends {
     ) -> Backends {
         Backends {
             list: RwLock::new(configs.iter().map(|c| Arc::new(Backend::new(c))).collect()),
-            balancer: Balancer::new(algorithm),
+            balancer: Balancer::new(algorithm, false),
             rise: AtomicU32::new(health.rise),
             fall: AtomicU32::new(health.fall),
             events,
@@ -299,8 +299,8 @@ impl Backends {
         };
         let n = list.len();
         self.balancer
-            .select(n, view(false), exclude)
-            .or_else(|| self.balancer.select(n, view(true), exclude))
+            .select(n, view(false), exclude, None)
+            .or_else(|| self.balancer.select(n, view(true), exclude, None))
     }
 
     /// Adds a backend at runtime; returns its index.
@@ -328,6 +328,7 @@ impl Backends {
             address: backend.address,
             weight: backend.weight(),
             tls: backend.tls_config.clone(),
+            backup: false,
         };
         let mut list = self.write();
         if list

@@ -8,6 +8,7 @@ fn backends(n: usize) -> Backends {
             address: SocketAddr::from(([127, 0, 0, 1], 8001 + i as u16)),
             weight: 1,
             tls: None,
+            backup: false,
         })
         .collect();
     Backends::new(&configs, Algorithm::RoundRobin, &HealthConfig::default())
@@ -89,6 +90,7 @@ fn runtime_changes_keep_indexes_stable() {
             address: SocketAddr::from(([127, 0, 0, 1], 9003)),
             weight: 1,
             tls: None,
+            backup: false,
         })
         .unwrap();
     assert_eq!(added, 2);
@@ -98,6 +100,7 @@ fn runtime_changes_keep_indexes_stable() {
             address: SocketAddr::from(([127, 0, 0, 1], 9004)),
             weight: 1,
             tls: None,
+            backup: false,
         }),
         Err(ChangeError::Duplicate(_))
     ));

@@ -33,6 +33,8 @@ fn discovering(dns: &DnsServer, target: DiscoverTarget) -> impl FnOnce(&mut lb::
     move |c| {
         c.discover = vec![DiscoverConfig {
             name: "app".into(),
+            pool: "default".into(),
+            backup: false,
             target,
             weight: 1,
             tls: None,

@@ -25,12 +25,14 @@ fn flags_replace_backends_and_listen() {
                 address: addr("127.0.0.1:9000"),
                 weight: 1,
                 tls: None,
+                backup: false,
             },
             BackendConfig {
                 name: "backend-2".into(),
                 address: addr("127.0.0.1:9001"),
                 weight: 1,
                 tls: None,
+                backup: false,
             },
         ]
     );
