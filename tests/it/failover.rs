@@ -26,6 +26,7 @@ fn dead(name: &str) -> BackendConfig {
         address: dead_address(),
         weight: 1,
         tls: None,
+        backup: false,
     }
 }
 

@@ -90,6 +90,7 @@ impl DemoBackend {
             address: self.addr,
             weight: 1,
             tls: None,
+            backup: false,
         }
     }
 
@@ -374,6 +375,7 @@ impl ScriptedBackend {
             address: self.addr,
             weight: 1,
             tls: None,
+            backup: false,
         }
     }
 
@@ -847,6 +849,7 @@ pub fn backend_at(name: &str, address: SocketAddr) -> BackendConfig {
         address,
         weight: 1,
         tls: None,
+        backup: false,
     }
 }
 

@@ -22,6 +22,7 @@ fn tls_backend(name: &str, lb: &Lb, server_name: &str, ca: &str) -> BackendConfi
             server_name: server_name.to_string(),
             ca: Some(ca.into()),
         }),
+        backup: false,
     }
 }
 
