@@ -303,9 +303,9 @@ fn apply(
             address,
             weight: entry.weight,
             tls: entry.tls.clone(),
-            backup: false,
+            backup: entry.backup,
         };
-        if ask(reactor, Change::Discovered(config)) {
+        if ask(reactor, Change::Discovered(entry.pool.clone(), config)) {
             info!("discovery: {} gained {address}", entry.name);
             known.insert(address);
         }

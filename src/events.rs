@@ -22,6 +22,9 @@ pub struct RequestEvent {
     pub target: String,
     pub status: u16,
     pub backend: Option<String>,
+    /// The pool it was routed to, and the `[[route]]` that sent it there (none: the default).
+    pub pool: Option<String>,
+    pub route: Option<String>,
     pub duration_ms: f64,
     pub bytes: u64,
 }

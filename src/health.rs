@@ -1,11 +1,13 @@
 //! Active health checks: the health thread that probes every backend, and the rise/fall rule
-//! that turns probe results into up/down flips.
+//! that turns probe results into up/down flips. Each backend is probed as its pool's
+//! `[health]` says (path, interval, timeout, expected statuses): the targets carry their check.
 //!
 //! The thread runs its own small mio loop so that probes to many backends run side by side and
 //! a hanging backend costs one timeout, not a stalled round. It decides nothing: each result goes
 //! to the reactor (crossbeam channel + the reactor's `Waker`), which owns the routing state and
 //! applies [`HealthTracker::observe`].
 
+use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -105,6 +107,8 @@ pub struct ProbeTarget {
     pub address: SocketAddr,
     /// A TLS backend is probed over TLS, as its traffic goes.
     pub tls: Option<Arc<TlsConnector>>,
+    /// Its pool's checks.
+    pub check: Arc<HealthConfig>,
 }
 
 /// Controls a running health thread; stops it when dropped.
@@ -125,11 +129,13 @@ impl Drop for HealthHandle {
     }
 }
 
-/// Starts the health thread. `config` and `targets` are asked for the checks and the backends at
-/// each round (both change at runtime); `report` is called with every result. All three run on
-/// that thread.
+/// How often the targets are asked for when every interval is longer: a backend added at
+/// runtime waits at most this for its first probe.
+const TARGETS_REFRESH: Duration = Duration::from_secs(1);
+
+/// Starts the health thread. `targets` is asked for the backends and their checks at each tick
+/// (they change at runtime); `report` is called with every result. Both run on that thread.
 pub fn spawn(
-    config: impl Fn() -> HealthConfig + Send + 'static,
     targets: impl Fn() -> Vec<ProbeTarget> + Send + 'static,
     report: impl Fn(ProbeResult) + Send + 'static,
 ) -> io::Result<HealthHandle> {
@@ -141,8 +147,7 @@ pub fn spawn(
         .spawn(move || {
             let mut prober = Prober {
                 poll,
-                config: config(),
-                current_config: Box::new(config),
+                due: HashMap::new(),
                 targets: Box::new(targets),
                 probes: Slab::new(),
                 stop: stop_rx,
@@ -165,6 +170,7 @@ const MAX_PROBE_RESPONSE: usize = 8192;
 
 struct Probe {
     backend: usize,
+    check: Arc<HealthConfig>,
     stream: Transport,
     started: Instant,
     deadline: Instant,
@@ -176,8 +182,8 @@ struct Probe {
 
 struct Prober {
     poll: Poll,
-    config: HealthConfig,
-    current_config: Box<dyn Fn() -> HealthConfig + Send>,
+    /// When each backend's next probe is due.
+    due: HashMap<usize, Instant>,
     targets: Box<dyn Fn() -> Vec<ProbeTarget> + Send>,
     probes: Slab<Probe>,
     stop: Receiver<()>,
@@ -194,13 +200,7 @@ impl Prober {
             // again instead of skipping them as still busy.
             self.expire(now);
             if now >= next_round {
-                self.config = (self.current_config)();
-                self.start_round(now);
-                next_round += self.config.interval;
-                if next_round <= now {
-                    // Fell behind (a suspended machine): start afresh rather than burst.
-                    next_round = now + self.config.interval;
-                }
+                next_round = self.start_round(now);
             }
             let earliest = self
                 .probes
@@ -241,14 +241,26 @@ impl Prober {
         }
     }
 
-    fn start_round(&mut self, now: Instant) {
-        for target in (self.targets)() {
+    /// Probes the backends that are due; returns when the next one is.
+    fn start_round(&mut self, now: Instant) -> Instant {
+        let targets = (self.targets)();
+        self.due
+            .retain(|backend, _| targets.iter().any(|t| t.backend == *backend));
+        let mut next = now + TARGETS_REFRESH;
+        for target in &targets {
+            let due = *self.due.entry(target.backend).or_insert(now);
             // A probe still running from the last round will report on its own.
-            if self.probes.iter().any(|(_, p)| p.backend == target.backend) {
-                continue;
+            let running = self.probes.iter().any(|(_, p)| p.backend == target.backend);
+            if due <= now && !running {
+                self.start_probe(target, now);
+                // From now rather than from `due`: after a suspended machine, no burst.
+                self.due.insert(target.backend, now + target.check.interval);
             }
-            self.start_probe(&target, now);
+            if let Some(&at) = self.due.get(&target.backend) {
+                next = next.min(at.max(now));
+            }
         }
+        next
     }
 
     fn start_probe(&mut self, target: &ProbeTarget, now: Instant) {
@@ -282,14 +294,15 @@ impl Prober {
         };
         let request = format!(
             "GET {} HTTP/1.1\r\nHost: {}\r\nUser-Agent: lb-health\r\nConnection: close\r\n\r\n",
-            self.config.path, target.address
+            target.check.path, target.address
         )
         .into_bytes();
         entry.insert(Probe {
             backend: target.backend,
+            check: Arc::clone(&target.check),
             stream,
             started: now,
-            deadline: now + self.config.timeout,
+            deadline: now + target.check.timeout,
             connected: false,
             request,
             written: 0,
@@ -343,7 +356,7 @@ impl Prober {
             }
         }
         let verdict = match status_of(&probe.response) {
-            Some(status) if self.config.expect.contains(status) => {
+            Some(status) if probe.check.expect.contains(status) => {
                 (true, format!("status {status}"))
             }
             Some(status) => (false, format!("status {status}")),

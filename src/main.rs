@@ -98,15 +98,16 @@ fn run(cli: &Cli, config: &Config) -> Result<(), String> {
     let _health = reactors[0]
         .start_health_checks()
         .map_err(|e| format!("cannot start health checks: {e}"))?;
-    let _discovery = if config.discover.is_empty() {
+    let discover: Vec<_> = config
+        .pools_in_effect()
+        .into_iter()
+        .flat_map(|p| p.discover)
+        .collect();
+    let _discovery = if discover.is_empty() {
         None
     } else {
-        let handle = discovery::spawn(
-            config.discover.clone(),
-            config.discovery.clone(),
-            handles[0].clone(),
-        )
-        .map_err(|e| format!("cannot start discovery: {e}"))?;
+        let handle = discovery::spawn(discover, config.discovery.clone(), handles[0].clone())
+            .map_err(|e| format!("cannot start discovery: {e}"))?;
         Some(handle)
     };
 

@@ -21,7 +21,8 @@ use std::time::Duration;
 use log::{debug, info, warn};
 use serde_json::{json, Value};
 
-use crate::config::{BackendConfig, Config, HealthConfig};
+use crate::balance::consistent_hash::MAX_HASH_WEIGHT;
+use crate::config::{BackendConfig, Config, HealthConfig, DEFAULT_POOL};
 use crate::events::EventBus;
 use crate::reactor::{Change, Command, Handle};
 use crate::stats::Totals;
@@ -250,10 +251,26 @@ fn route(request: &AdminRequest, admin: &Admin) -> (u16, &'static str, Vec<u8>) 
             change(admin, Change::Enable((*name).to_string()))
         }
         ("DELETE", ["api", "backends", name]) => change(admin, Change::Remove((*name).to_string())),
-        ("POST", ["api", "backends"]) => match parse_new_backend(&request.body) {
-            Ok(config) => change(admin, Change::Add(config)),
+        ("POST", ["api", "backends"]) => match parse_new_backend(&request.body, None) {
+            Ok((pool, config)) => change(admin, Change::Add(pool, config)),
             Err(message) => json_answer(400, &json!({ "error": message })),
         },
+        // The same within a pool: a backend of another pool is not found here.
+        ("POST", ["api", "pools", pool, "backends"]) => {
+            match parse_new_backend(&request.body, Some(pool)) {
+                Ok((pool, config)) => change(admin, Change::Add(pool, config)),
+                Err(message) => json_answer(400, &json!({ "error": message })),
+            }
+        }
+        ("POST", ["api", "pools", pool, "backends", name, "drain"]) => {
+            in_pool(admin, pool, name, Change::Drain)
+        }
+        ("POST", ["api", "pools", pool, "backends", name, "enable"]) => {
+            in_pool(admin, pool, name, Change::Enable)
+        }
+        ("DELETE", ["api", "pools", pool, "backends", name]) => {
+            in_pool(admin, pool, name, Change::Remove)
+        }
         (_, ["api", ..]) | (_, ["metrics"]) => json_answer(
             404,
             &json!({ "error": format!("no route for {method} {path}") }),
@@ -309,6 +326,25 @@ fn authorized(request: &AdminRequest, admin: &Admin) -> bool {
             == 0
 }
 
+/// `change` for backend `name` if it is in pool `pool`; 404 otherwise.
+fn in_pool(
+    admin: &Admin,
+    pool: &str,
+    name: &str,
+    make: fn(String) -> Change,
+) -> (u16, &'static str, Vec<u8>) {
+    let Some(index) = admin.backends.pool_index(pool) else {
+        return json_answer(404, &json!({ "error": format!("no pool named {pool:?}") }));
+    };
+    match admin.backends.find(name) {
+        Some((_, b)) if b.pool == index => change(admin, make(name.to_string())),
+        _ => json_answer(
+            404,
+            &json!({ "error": format!("no backend named {name:?} in pool {pool:?}") }),
+        ),
+    }
+}
+
 fn change(admin: &Admin, change: Change) -> (u16, &'static str, Vec<u8>) {
     let (reply, answer) = crossbeam_channel::bounded(1);
     admin.reactor.send(Command::Change(change, reply));
@@ -325,13 +361,32 @@ fn change(admin: &Admin, change: Change) -> (u16, &'static str, Vec<u8>) {
             409,
             &json!({ "error": format!("a backend named {name:?} already exists") }),
         ),
+        Ok(Err(crate::upstream::ChangeError::NoPool(name))) => {
+            json_answer(404, &json!({ "error": format!("no pool named {name:?}") }))
+        }
         Err(_) => json_answer(503, &json!({ "error": "the balancer did not answer" })),
     }
 }
 
-fn parse_new_backend(body: &[u8]) -> Result<BackendConfig, String> {
+/// `{"name", "address", "weight"?, "backup"?, "pool"?}`; the pool in the path, if any, wins
+/// over the body's, which defaults to `default`.
+fn parse_new_backend(
+    body: &[u8],
+    path_pool: Option<&str>,
+) -> Result<(String, BackendConfig), String> {
     let value: Value =
         serde_json::from_slice(body).map_err(|e| format!("invalid JSON body: {e}"))?;
+    let pool = match (path_pool, value.get("pool")) {
+        (Some(pool), _) => pool.to_string(),
+        (None, None | Some(Value::Null)) => DEFAULT_POOL.to_string(),
+        (None, Some(Value::String(pool))) => pool.clone(),
+        (None, Some(_)) => return Err("\"pool\" must be a string".into()),
+    };
+    let backup = match value.get("backup") {
+        None | Some(Value::Null) => false,
+        Some(Value::Bool(b)) => *b,
+        Some(_) => return Err("\"backup\" must be true or false".into()),
+    };
     let name = value
         .get("name")
         .and_then(Value::as_str)
@@ -355,16 +410,19 @@ fn parse_new_backend(body: &[u8]) -> Result<BackendConfig, String> {
         None | Some(Value::Null) => 1,
         Some(w) => w
             .as_u64()
-            .filter(|&w| (1..=u64::from(u32::MAX)).contains(&w))
-            .ok_or("\"weight\" must be a whole number of at least 1")? as u32,
+            .filter(|&w| (1..=u64::from(MAX_HASH_WEIGHT)).contains(&w))
+            .ok_or("\"weight\" must be a whole number from 1 to 256")? as u32,
     };
-    Ok(BackendConfig {
-        name: name.to_string(),
-        address,
-        weight,
-        tls: None,
-        backup: false,
-    })
+    Ok((
+        pool,
+        BackendConfig {
+            name: name.to_string(),
+            address,
+            weight,
+            tls: None,
+            backup,
+        },
+    ))
 }
 
 fn json_answer(status: u16, value: &Value) -> (u16, &'static str, Vec<u8>) {
@@ -401,8 +459,27 @@ mod tests {
 
     #[test]
     fn new_backend_bodies_are_validated() {
-        let ok = parse_new_backend(br#"{"name":"b4","address":"127.0.0.1:9004","weight":3}"#);
-        assert_eq!(ok.map(|c| (c.name, c.weight)), Ok(("b4".to_string(), 3)));
+        let ok = parse_new_backend(
+            br#"{"name":"b4","address":"127.0.0.1:9004","weight":3}"#,
+            None,
+        );
+        assert_eq!(
+            ok.map(|(pool, c)| (pool, c.name, c.weight, c.backup)),
+            Ok(("default".to_string(), "b4".to_string(), 3, false))
+        );
+        let ok = parse_new_backend(
+            br#"{"name":"b5","address":"127.0.0.1:9005","pool":"api","backup":true}"#,
+            None,
+        );
+        assert_eq!(
+            ok.map(|(pool, c)| (pool, c.backup)),
+            Ok(("api".to_string(), true))
+        );
+        let ok = parse_new_backend(
+            br#"{"name":"b5","address":"127.0.0.1:9005","pool":"api"}"#,
+            Some("www"),
+        );
+        assert_eq!(ok.map(|(pool, _)| pool), Ok("www".to_string()));
         for bad in [
             &br#"not json"#[..],
             br#"{"address":"127.0.0.1:1"}"#,
@@ -411,9 +488,12 @@ mod tests {
             br#"{"name":"a b","address":"127.0.0.1:1"}"#,
             br#"{"name":"b","address":"127.0.0.1:1","weight":0}"#,
             br#"{"name":"b","address":"127.0.0.1:1","weight":"x"}"#,
+            br#"{"name":"b","address":"127.0.0.1:1","weight":257}"#,
+            br#"{"name":"b","address":"127.0.0.1:1","pool":1}"#,
+            br#"{"name":"b","address":"127.0.0.1:1","backup":"yes"}"#,
         ] {
             assert!(
-                parse_new_backend(bad).is_err(),
+                parse_new_backend(bad, None).is_err(),
                 "{}",
                 String::from_utf8_lossy(bad)
             );

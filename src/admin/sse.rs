@@ -153,6 +153,8 @@ fn format(event: &Event) -> (String, bool) {
                 "target": r.target,
                 "status": r.status,
                 "backend": r.backend,
+                "pool": r.pool,
+                "route": r.route,
                 "duration_ms": (r.duration_ms * 1000.0).round() / 1000.0,
                 "bytes": r.bytes,
             });

@@ -15,6 +15,8 @@ pub enum Answer {
     MethodNotAllowed,
     /// 408: the client did not send a request in time (RFC 9110 §15.5.9).
     RequestTimeout,
+    /// 404: no route matches and there is no default pool.
+    NotFound,
     /// 414: the request target is over `limits.max_target_bytes`.
     UriTooLong,
     /// 431: the head is over `limits.max_header_bytes` or `limits.max_headers` (RFC 6585 §5).
@@ -36,6 +38,7 @@ impl Answer {
         match self {
             Answer::BadRequest => 400,
             Answer::MethodNotAllowed => 405,
+            Answer::NotFound => 404,
             Answer::RequestTimeout => 408,
             Answer::UriTooLong => 414,
             Answer::HeaderFieldsTooLarge => 431,
@@ -51,6 +54,7 @@ impl Answer {
         match self {
             Answer::BadRequest => "Bad Request",
             Answer::MethodNotAllowed => "Method Not Allowed",
+            Answer::NotFound => "Not Found",
             Answer::RequestTimeout => "Request Timeout",
             Answer::UriTooLong => "URI Too Long",
             Answer::HeaderFieldsTooLarge => "Request Header Fields Too Large",
@@ -86,6 +90,27 @@ impl Answer {
             let _ = writeln!(out, "{status} {reason}");
         }
     }
+}
+
+/// Writes a route's redirect: `status` (301, 302, 303, 307 or 308) to `location`, without a
+/// body. `location` is the route's prefix (checked when the config was) followed by the
+/// request's path, which httparse allows only visible ASCII into.
+pub fn redirect(out: &mut Vec<u8>, status: u16, location: &str, connection: Option<&str>) {
+    let reason = match status {
+        301 => "Moved Permanently",
+        303 => "See Other",
+        307 => "Temporary Redirect",
+        308 => "Permanent Redirect",
+        _ => "Found",
+    };
+    let _ = write!(
+        out,
+        "HTTP/1.1 {status} {reason}\r\nLocation: {location}\r\nContent-Length: 0\r\n"
+    );
+    if let Some(value) = connection {
+        let _ = write!(out, "Connection: {value}\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
 }
 
 /// Writes a `308 Permanent Redirect` of the request whose head starts `head` to the same host

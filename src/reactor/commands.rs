@@ -8,9 +8,11 @@ use std::time::{Duration, Instant};
 use log::{info, warn};
 
 use super::{Change, Command, Reactor};
-use crate::config::Config;
+use crate::config::{Config, DEFAULT_POOL};
 use crate::http::HeadLimits;
+use crate::route::{AffinitySpec, Table};
 use crate::session::Session;
+use crate::upstream::Backends;
 
 impl Reactor {
     pub(super) fn drain_commands(&mut self, now: Instant) -> bool {
@@ -23,8 +25,10 @@ impl Reactor {
                 Command::Probe(result) => self.backends.observe_probe(&result),
                 Command::Change(change, reply) => {
                     let result = match change {
-                        Change::Add(config) => self.backends.add(&config),
-                        Change::Discovered(config) => self.backends.add_discovered(&config),
+                        Change::Add(pool, config) => self.backends.add(&pool, &config),
+                        Change::Discovered(pool, config) => {
+                            self.backends.add_discovered(&pool, &config)
+                        }
                         Change::Remove(name) => self.backends.remove(&name).inspect(|&index| {
                             self.pool.forget(index);
                         }),
@@ -69,8 +73,9 @@ impl Reactor {
         }
     }
 
-    /// Applies a new configuration to what can change without a restart. What cannot (the
-    /// listen and admin addresses, the algorithm, workers, buffer sizes) is logged and kept.
+    /// Applies a new configuration to what can change without a restart: pools, their
+    /// policies and backends, routes, timeouts, limits. What cannot (the listen and admin
+    /// addresses, workers, buffer sizes) is logged and kept.
     fn reload(&mut self, config: &Config) {
         let t = &mut self.settings;
         t.timeouts = config.timeouts.clone();
@@ -95,14 +100,11 @@ impl Reactor {
         self.max_connections = limits.max_connections;
         self.pool
             .configure(limits.pool_max_idle, config.timeouts.backend_idle);
-        if let Ok(mut health) = self.health_config.write() {
-            *health = config.health.clone();
-        }
-        self.backends
-            .set_thresholds(config.health.rise, config.health.fall);
-        for index in self.backends.reconcile(&config.backends) {
+        // Pools first: the new routes name them.
+        for index in self.backends.reconcile(&config.pools_in_effect()) {
             self.pool.forget(index);
         }
+        self.router = routing_table(config, &self.backends);
         if config.listen != self.local_addr && config.listen.port() != 0 {
             warn!(
                 "reload: a new listen address needs a restart; still on {}",
@@ -111,6 +113,37 @@ impl Reactor {
         }
         info!("configuration reloaded");
     }
+}
+
+/// The routes of `config` over the pools of `backends` (which must already be reconciled
+/// with it).
+pub(super) fn routing_table(config: &Config, backends: &Backends) -> Table {
+    let pools = config.pools_in_effect();
+    let mut affinity = Vec::new();
+    for pool in &pools {
+        let Some(index) = backends.pool_index(&pool.name) else {
+            continue;
+        };
+        if affinity.len() <= index {
+            affinity.resize(index + 1, AffinitySpec::default());
+        }
+        affinity[index] = AffinitySpec {
+            pool: pool.name.clone(),
+            hash_key: pool.hash_key.clone(),
+            sticky_cookie: pool.sticky.as_ref().map(|s| s.cookie.clone()),
+        };
+    }
+    let default_pool = if config.has_default_pool() {
+        backends.pool_index(DEFAULT_POOL)
+    } else {
+        None
+    };
+    Table::build(
+        &config.routes,
+        |name| backends.pool_index(name),
+        default_pool,
+        affinity,
+    )
 }
 
 pub(super) fn tls_handshake_timeout(config: &Config) -> Duration {

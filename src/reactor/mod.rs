@@ -6,7 +6,7 @@ use std::collections::{BinaryHeap, VecDeque};
 use std::io;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
@@ -19,21 +19,22 @@ mod accept;
 mod commands;
 mod listener;
 
-use commands::{redirect_port, tls_handshake_timeout};
+use commands::{redirect_port, routing_table, tls_handshake_timeout};
 
 pub use listener::bind_listener;
 use listener::Listener;
 
 use crate::buffer::BufPool;
-use crate::config::{BackendConfig, Config, HealthConfig};
+use crate::config::{BackendConfig, Config};
 use crate::events::EventBus;
-use crate::health::{self, HealthHandle, ProbeResult, ProbeTarget};
+use crate::health::{self, HealthHandle, ProbeResult};
 use crate::http::HeadLimits;
+use crate::route::Table;
 use crate::session::{Ctx, Outcome, Session, Settings};
 use crate::stats::Totals;
 use crate::token::{self, Target};
 use crate::transport::tls::TlsAcceptor;
-use crate::upstream::{BackendState, Backends, ChangeError, Pool};
+use crate::upstream::{Backends, ChangeError, Pool};
 
 /// How often idle pooled connections are checked against their timeout.
 const POOL_SWEEP: Duration = Duration::from_secs(1);
@@ -65,9 +66,11 @@ pub enum Command {
 /// A change to the set of backends at runtime.
 #[derive(Debug)]
 pub enum Change {
-    Add(BackendConfig),
-    /// A backend found in DNS: it takes traffic once its health checks pass.
-    Discovered(BackendConfig),
+    /// A backend for the pool named first.
+    Add(String, BackendConfig),
+    /// A backend found in DNS for the pool named first: it takes traffic once its health
+    /// checks pass.
+    Discovered(String, BackendConfig),
     Remove(String),
     Drain(String),
     Enable(String),
@@ -103,8 +106,8 @@ pub struct Reactor {
     tls: Option<Arc<TlsAcceptor>>,
     /// When a graceful stop must end, if one is under way.
     drain_deadline: Option<Instant>,
-    /// Read by the health thread at each round, so a reload changes its checks.
-    health_config: Arc<RwLock<HealthConfig>>,
+    /// Which pool each request goes to; rebuilt on reload.
+    router: Table,
     max_header_bytes: usize,
     sessions: Slab<Session>,
     backends: Arc<Backends>,
@@ -139,7 +142,6 @@ pub struct Shared {
     pub totals: Arc<Totals>,
     /// The HTTPS listener's TLS side (certificates, session cache, ticket keys, counters).
     pub tls: Option<Arc<TlsAcceptor>>,
-    health_config: Arc<RwLock<HealthConfig>>,
 }
 
 impl Shared {
@@ -153,15 +155,12 @@ impl Shared {
         };
         Ok(Shared {
             tls,
-            backends: Arc::new(Backends::with_events(
-                &config.backends,
-                config.algorithm,
-                &config.health,
+            backends: Arc::new(Backends::from_pools(
+                &config.pools_in_effect(),
                 Arc::clone(&events),
             )),
             events,
             totals: Arc::new(Totals::default()),
-            health_config: Arc::new(RwLock::new(config.health.clone())),
         })
     }
 }
@@ -208,7 +207,6 @@ impl Reactor {
             events,
             totals,
             tls,
-            health_config,
         } = shared;
         let limits = &config.limits;
         Ok(Reactor {
@@ -218,7 +216,7 @@ impl Reactor {
             tls_addr,
             tls,
             drain_deadline: None,
-            health_config,
+            router: routing_table(config, &backends),
             max_header_bytes: limits.max_header_bytes,
             sessions: Slab::new(),
             pool: Pool::new(
@@ -291,27 +289,8 @@ impl Reactor {
     pub fn start_health_checks(&self) -> io::Result<HealthHandle> {
         let backends = Arc::clone(&self.backends);
         let handle = self.handle();
-        let config = Arc::clone(&self.health_config);
         health::spawn(
-            move || {
-                config
-                    .read()
-                    .map(|c| c.clone())
-                    .unwrap_or_else(|p| p.into_inner().clone())
-            },
-            move || {
-                backends
-                    .snapshot()
-                    .iter()
-                    .enumerate()
-                    .filter(|(_, b)| b.state() != BackendState::Removed)
-                    .map(|(backend, b)| ProbeTarget {
-                        backend,
-                        address: b.address,
-                        tls: b.tls.as_ref().and_then(|t| t.as_ref().ok()).cloned(),
-                    })
-                    .collect()
-            },
+            move || backends.probe_targets(),
             move |result| handle.send(Command::Probe(result)),
         )
     }
@@ -436,6 +415,7 @@ impl Reactor {
             now,
             registry: self.poll.registry(),
             backends: &self.backends,
+            router: &self.router,
             events: &self.events,
             totals: &self.totals,
             pool: &mut self.pool,

@@ -3,8 +3,12 @@
 //! can ever reach because an earlier one catches everything it would.
 //!
 //! Pure and allocation-free per request: a rule is a few byte comparisons (no regex), so twenty
-//! rules cost about what parsing one header does. Not wired into the session yet: the config
-//! keys (`[[pool]]`, `[[route]]`) come with the pools.
+//! rules cost about what parsing one header does. [`Table`] is what a reactor holds: the rules
+//! of `[[route]]` resolved to pools, consulted by the request head's parser.
+
+mod table;
+
+pub use table::{Action, AffinitySpec, Decision, Table};
 
 /// How a rule matches the request's host (case-insensitive, port ignored).
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -34,6 +34,12 @@ impl Session {
             }
         }
         let backend = backend.as_ref().map(|b| b.name.as_str());
+        let pool = ex.pool.and_then(|p| ctx.router.pool_name(p));
+        let route = ex
+            .request
+            .routed
+            .route
+            .and_then(|r| ctx.router.route_name(r));
         let millis = elapsed.as_secs_f64() * 1000.0;
         let line = ex.request.request_line.as_deref().unwrap_or("-");
         if ctx.events.wants_requests() {
@@ -45,6 +51,8 @@ impl Session {
                 target: parts.next().unwrap_or("-").to_string(),
                 status: ex.status,
                 backend: backend.map(str::to_string),
+                pool: pool.map(str::to_string),
+                route: route.map(str::to_string),
                 duration_ms: millis,
                 bytes: ex.bytes_to_client,
             }));
@@ -52,12 +60,13 @@ impl Session {
         if ctx.settings.access_log {
             info!(
                 target: "access",
-                "{} \"{line}\" {} {} {} {millis:.3}ms{}{}{note}",
+                "{} \"{line}\" {} {} {} {millis:.3}ms{}{}{}{note}",
                 self.peer,
                 ex.status,
                 ex.bytes_to_client,
                 backend.unwrap_or("-"),
                 ex.error_cause.map_or(String::new(), |c| format!(" {c}")),
+                RouteNote(pool, route),
                 TlsNote(self.client.tls_description()),
             );
         }
@@ -78,6 +87,8 @@ impl Session {
                 target: "-".to_string(),
                 status,
                 backend: None,
+                pool: None,
+                route: None,
                 duration_ms: 0.0,
                 bytes: 0,
             }));
@@ -90,6 +101,22 @@ impl Session {
                 TlsNote(self.client.tls_description())
             );
         }
+    }
+}
+
+/// ` pool=api route=api-v1` (the route only when one matched; nothing for a request the
+/// balancer answered before routing).
+struct RouteNote<'a>(Option<&'a str>, Option<&'a str>);
+
+impl std::fmt::Display for RouteNote<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if let Some(pool) = self.0 {
+            write!(f, " pool={pool}")?;
+        }
+        if let Some(route) = self.1 {
+            write!(f, " route={route}")?;
+        }
+        Ok(())
     }
 }
 

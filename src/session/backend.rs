@@ -12,7 +12,7 @@ use super::{
     Session, Step,
 };
 use crate::transport::{Readiness, Transport};
-use crate::upstream::BackendState;
+use crate::upstream::{Affinity, BackendState};
 
 impl Session {
     /// Gets a connection for the current exchange, on a backend this request has not failed
@@ -23,17 +23,31 @@ impl Session {
             let Some(ex) = &mut self.exchange else {
                 return false;
             };
-            if ex.tries > ctx.settings.retries {
+            let Some(pool) = ex.pool else {
+                return false;
+            };
+            let retries = ex
+                .policy
+                .as_ref()
+                .map_or(ctx.settings.retries, |p| p.retries);
+            if ex.tries > retries {
                 return false;
             }
+            let affinity = Affinity {
+                key: ex.request.routed.key,
+                sticky: ex.request.routed.sticky,
+            };
             // Never the backend that just failed, unless it is the only one.
-            let pick = ctx.backends.pick(&ex.tried).or_else(|| {
-                if ctx.backends.live_count() == 1 {
-                    ctx.backends.pick(&[])
-                } else {
-                    None
-                }
-            });
+            let pick = ctx
+                .backends
+                .choose(pool, affinity, &ex.tried, ctx.now)
+                .or_else(|| {
+                    if ctx.backends.live_count_in(pool) == 1 {
+                        ctx.backends.choose(pool, affinity, &[], ctx.now)
+                    } else {
+                        None
+                    }
+                });
             let Some(index) = pick else {
                 return false;
             };

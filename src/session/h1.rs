@@ -5,6 +5,9 @@
 use log::{debug, warn};
 
 use super::{BackendFailure, Closed, Ctx, Exchange, RequestPhase, ResponsePhase, Session, Step};
+use crate::balance::sticky;
+use crate::config::StickyConfig;
+use crate::http::h1::routing::RouteTarget;
 use crate::http::{self, request, response, Answer, BodyKind, BodyScanner, RequestError};
 
 impl Session {
@@ -100,11 +103,12 @@ impl Session {
             ip: self.peer.ip(),
             https: self.client.is_tls(),
         };
-        let parsed = request::parse(
+        let parsed = request::parse_routed(
             data,
             limits,
             origin,
             ctx.settings.access_log || ctx.events.wants_requests(),
+            ctx.router,
             &mut self.to_backend,
         );
         let request = match parsed {
@@ -135,9 +139,15 @@ impl Session {
         if !request.keep_alive || self.draining {
             self.close_after = true;
         }
+        let pool = match request.routed.target {
+            RouteTarget::Pool(pool) => Some(pool),
+            RouteTarget::Redirect { .. } | RouteTarget::NoRoute => None,
+        };
         self.exchange = Some(Box::new(Exchange {
             request,
             started: ctx.now,
+            pool,
+            policy: pool.and_then(|p| ctx.backends.policy(p)),
             tried: Vec::new(),
             backend: None,
             status: 0,
@@ -150,8 +160,11 @@ impl Session {
             backend_keep_alive: false,
             error_cause: None,
         }));
+        let Some(pool) = pool else {
+            return self.answer_route(ctx);
+        };
         if !self.connect_backend(ctx) {
-            let cause = if ctx.backends.is_empty() {
+            let cause = if ctx.backends.live_count_in(pool) == 0 {
                 "no-backend"
             } else {
                 "all-backends-unreachable"
@@ -354,6 +367,18 @@ impl Session {
         if ex.close_delimited || !ex.request.keep_alive || body_unread || last_before_eof {
             self.close_after = true;
         }
+        if let Some(sticky) = ex.policy.as_ref().and_then(|p| p.sticky.as_ref()) {
+            let chosen = ex.backend.and_then(|i| ctx.backends.get(i));
+            if let Some(backend) = chosen.filter(|b| ex.request.routed.sticky != Some(b.cookie_id))
+            {
+                write_sticky_cookie(
+                    &mut self.to_client,
+                    sticky,
+                    backend.cookie_id,
+                    self.client.is_tls(),
+                );
+            }
+        }
         self.to_client.extend_from_slice(if upgrading {
             b"Connection: Upgrade\r\n\r\n"
         } else if self.close_after {
@@ -454,4 +479,23 @@ impl Session {
         self.to_backend_pos = 0;
         Ok(true)
     }
+}
+
+/// `Set-Cookie` naming the backend that answered: for the whole site, out of scripts' reach,
+/// and only over TLS when the request came over TLS.
+fn write_sticky_cookie(out: &mut Vec<u8>, sticky: &StickyConfig, id: u64, https: bool) {
+    use std::fmt::Write as _;
+    let mut line = format!(
+        "Set-Cookie: {}={}; Path=/; HttpOnly",
+        sticky.cookie,
+        sticky::format(id)
+    );
+    if let Some(ttl) = sticky.ttl {
+        let _ = write!(line, "; Max-Age={}", ttl.as_secs());
+    }
+    if https {
+        line.push_str("; Secure");
+    }
+    line.push_str("\r\n");
+    out.extend_from_slice(line.as_bytes());
 }

@@ -29,6 +29,7 @@ mod timers;
 
 use std::io;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use mio::Registry;
@@ -37,9 +38,10 @@ use crate::buffer::{Buf, BufPool};
 use crate::config::Timeouts;
 use crate::events::EventBus;
 use crate::http::{BodyKind, BodyScanner, HeadLimits, Request};
+use crate::route::Table;
 use crate::stats::Totals;
 use crate::transport::{Readiness, Transport};
-use crate::upstream::{Backends, Pool};
+use crate::upstream::{Backends, Pool, PoolPolicy};
 
 /// How many read/write rounds one `drive` call may make before giving other sessions a turn.
 const MAX_ROUNDS: usize = 64;
@@ -52,6 +54,7 @@ pub struct Ctx<'a> {
     pub now: Instant,
     pub registry: &'a Registry,
     pub backends: &'a Backends,
+    pub router: &'a Table,
     pub events: &'a EventBus,
     pub totals: &'a Totals,
     pub pool: &'a mut Pool,
@@ -141,6 +144,10 @@ struct BackendConn {
 struct Exchange {
     request: Request,
     started: Instant,
+    /// The pool it was routed to and that pool's policy; `None` when the balancer answers it
+    /// (a redirect, no route).
+    pool: Option<usize>,
+    policy: Option<Arc<PoolPolicy>>,
     /// Backends whose connect failed for this request; never picked again for it.
     tried: Vec<usize>,
     backend: Option<usize>,

@@ -6,7 +6,8 @@ use std::sync::atomic::Ordering;
 use log::{debug, warn};
 
 use super::{BackendFailure, Closed, Ctx, RequestPhase, ResponsePhase, Session, Step};
-use crate::http::{request, Answer};
+use crate::http::h1::routing::RouteTarget;
+use crate::http::{self, request, Answer};
 
 impl Session {
     /// Handles a failed backend connection: a replay, another backend, an error answer, or the
@@ -106,16 +107,52 @@ impl Session {
         answer: Answer,
         cause: &'static str,
     ) -> Step {
+        self.answer_with(
+            ctx,
+            answer.status(),
+            Some(cause),
+            |out, connection, head_only| answer.write(out, cause, connection, head_only),
+        )
+    }
+
+    /// Answers a request that its route does not send to a backend: the route's redirect, or
+    /// 404 when no route matched and there is no default pool.
+    pub(super) fn answer_route(&mut self, ctx: &mut Ctx) -> Step {
+        let target = match &self.exchange {
+            Some(ex) => ex.request.routed.target.clone(),
+            None => return Err(Closed),
+        };
+        match target {
+            RouteTarget::Redirect { status, location } => {
+                self.answer_with(ctx, status, None, |out, connection, _| {
+                    http::answer::redirect(out, status, &location, connection)
+                })
+            }
+            RouteTarget::NoRoute | RouteTarget::Pool(_) => {
+                self.answer_error(ctx, Answer::NotFound, "no-route")
+            }
+        }
+    }
+
+    /// Answers the current exchange with what `write` makes (given the `Connection` value
+    /// needed, and whether the answer is to a HEAD); `cause`, when the answer is an error.
+    fn answer_with(
+        &mut self,
+        ctx: &mut Ctx,
+        status: u16,
+        cause: Option<&'static str>,
+        write: impl FnOnce(&mut Vec<u8>, Option<&str>, bool),
+    ) -> Step {
         self.drop_backend(ctx, false);
         let last_before_eof = self.last_request_before_eof();
         let Some(ex) = &mut self.exchange else {
             return Err(Closed);
         };
         if ex.answer_sent {
-            return self.end_response_early(ctx, cause);
+            return self.end_response_early(ctx, cause.unwrap_or("answered"));
         }
-        ex.status = answer.status();
-        ex.error_cause = Some(cause);
+        ex.status = status;
+        ex.error_cause = cause;
         if self.req_phase == RequestPhase::Body {
             // The rest of the request body is not read: the connection cannot carry another.
             self.req_phase = RequestPhase::Abandoned;
@@ -138,7 +175,7 @@ impl Session {
         self.to_client_pos = 0;
         self.resp_in.clear();
         self.resp_released = 0;
-        answer.write(&mut self.to_client, cause, connection, head_only);
+        write(&mut self.to_client, connection, head_only);
         self.resp_phase = ResponsePhase::Complete;
         Ok(true)
     }

@@ -74,12 +74,20 @@ impl Session {
         // backend because of it, so the backend's silence is the client's doing. Only the
         // client's write timeout runs then.
         let client_blocks = !self.client_output_flushed() && !self.client_ready.writable;
+        // The pool's own timeouts, where it sets them.
+        let (connect, backend_response) = self
+            .exchange
+            .as_ref()
+            .and_then(|ex| ex.policy.as_ref())
+            .map_or((t.connect, t.backend_response), |p| {
+                (p.connect_timeout, p.backend_response_timeout)
+            });
         if let Some(b) = &self.backend {
             if !b.connected || b.stream.is_handshaking() {
                 // A TLS backend's handshake is part of connecting to it.
-                consider(b.last_activity + t.connect, Timer::Connect);
+                consider(b.last_activity + connect, Timer::Connect);
             } else if backend_blocks && !client_blocks {
-                consider(b.last_activity + t.backend_response, Timer::BackendResponse);
+                consider(b.last_activity + backend_response, Timer::BackendResponse);
             } else if matches!(self.resp_phase, ResponsePhase::Head | ResponsePhase::Body)
                 && self.req_phase != RequestPhase::Body
                 && !client_blocks
@@ -90,7 +98,7 @@ impl Session {
                     .last_activity
                     .max(self.last_client_read)
                     .max(self.last_client_write);
-                consider(since + t.backend_response, Timer::BackendResponse);
+                consider(since + backend_response, Timer::BackendResponse);
             }
         }
         if client_blocks {

@@ -1,204 +1,44 @@
-//! Backends as the reactor sees them: their addresses and counters, the round-robin choice among
-//! them, and the pool of idle keep-alive connections to each.
+//! Backends as the reactor sees them: every backend of every pool in one list (indexes stable
+//! for the process's life, so the idle connection pool, the health thread and requests in flight
+//! can name a backend by index), the pools they belong to and how one is chosen, runtime
+//! changes, and the pool of idle keep-alive connections to each.
+//!
+//! - `backend`: one backend's state and counters;
+//! - `pools`: a pool's policy and the choice among its members;
+//! - `pool`: the idle keep-alive connections.
 
-use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
-use std::time::{Duration, SystemTime};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, RwLock};
+use std::time::{Instant, SystemTime};
 
-use log::{error, info};
+use log::info;
 
+mod backend;
 mod pool;
+mod pools;
 
+pub use backend::{Backend, BackendState, HealthStatus};
 pub use pool::Pool;
+pub use pools::{Affinity, PoolPolicy, PoolState};
 
-use crate::balance::{Balancer, Candidate};
-use crate::config::{Algorithm, BackendConfig, BackendTls, HealthConfig};
+use crate::config::{Algorithm, BackendConfig, Config, HealthConfig, PoolConfig, DEFAULT_POOL};
 use crate::events::{Event, EventBus};
-use crate::health::{HealthTracker, ProbeResult};
-use crate::stats::Traffic;
-use crate::transport::tls::connector::TlsConnector;
+use crate::health::{ProbeResult, ProbeTarget};
 
-/// One backend server, its health, and what happened on it.
-#[derive(Debug)]
-pub struct Backend {
-    pub name: String,
-    pub address: SocketAddr,
-    /// Relative share for weighted algorithms; a reload may change it.
-    weight: AtomicU32,
-    /// Requests sent to it (each try counts).
-    pub requests: AtomicU64,
-    /// Requests on it now.
-    pub in_flight: AtomicU64,
-    /// Connections opened to it (a keep-alive pool keeps this far below `requests`).
-    pub connections: AtomicU64,
-    /// Connect failures, resets, garbage and timeouts seen on it.
-    pub errors: AtomicU64,
-    /// Requests sent to it again after a failure on it (a stale pooled connection).
-    pub retries: AtomicU64,
-    /// Requests moved from it to another backend after a failure on it.
-    pub redispatches: AtomicU64,
-    up: AtomicBool,
-    draining: AtomicBool,
-    /// Taken away by an operator: never picked again; the slot stays so indexes are stable.
-    removed: AtomicBool,
-    /// Found in DNS rather than configured: a reload of the file leaves it alone.
-    pub discovered: bool,
-    /// `tls = true`: how its connections start TLS, or why they cannot.
-    pub tls: Option<Result<Arc<TlsConnector>, String>>,
-    tls_config: Option<BackendTls>,
-    health: Mutex<HealthStatus>,
-    traffic: Mutex<Traffic>,
-}
-
-/// The state a backend is in, as the admin API shows it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum BackendState {
-    Up,
-    Down,
-    /// Taken out of rotation by an operator; requests in flight finish.
-    Draining,
-    /// Deleted by an operator; requests in flight finish.
-    Removed,
-}
-
-impl BackendState {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            BackendState::Up => "up",
-            BackendState::Down => "down",
-            BackendState::Draining => "draining",
-            BackendState::Removed => "removed",
-        }
-    }
-}
-
-/// Health details kept for the admin API.
-#[derive(Debug, Clone)]
-pub struct HealthStatus {
-    pub tracker: HealthTracker,
-    pub last_check: Option<SystemTime>,
-    pub last_ok: Option<bool>,
-    /// What the last check or failure said: `status 200`, `timeout`, `connection refused`.
-    pub last_detail: String,
-    pub last_latency: Duration,
-    pub last_change: SystemTime,
-    /// Why the last flip happened.
-    pub last_change_reason: String,
-    /// How many times the state flipped.
-    pub flips: u64,
-}
-
-impl Backend {
-    fn new(config: &BackendConfig) -> Backend {
-        Backend {
-            name: config.name.clone(),
-            address: config.address,
-            weight: AtomicU32::new(config.weight),
-            requests: AtomicU64::new(0),
-            in_flight: AtomicU64::new(0),
-            connections: AtomicU64::new(0),
-            errors: AtomicU64::new(0),
-            retries: AtomicU64::new(0),
-            redispatches: AtomicU64::new(0),
-            up: AtomicBool::new(true),
-            draining: AtomicBool::new(false),
-            removed: AtomicBool::new(false),
-            discovered: false,
-            tls: config.tls.as_ref().map(|t| {
-                TlsConnector::new(t).map(Arc::new).map_err(|e| {
-                    error!("backend {}: TLS unavailable: {e}", config.name);
-                    e
-                })
-            }),
-            tls_config: config.tls.clone(),
-            traffic: Mutex::new(Traffic::default()),
-            health: Mutex::new(HealthStatus {
-                tracker: HealthTracker::default(),
-                last_check: None,
-                last_ok: None,
-                last_detail: String::new(),
-                last_latency: Duration::ZERO,
-                last_change: SystemTime::now(),
-                last_change_reason: "started".to_string(),
-                flips: 0,
-            }),
-        }
-    }
-
-    pub fn state(&self) -> BackendState {
-        if self.removed.load(Ordering::Relaxed) {
-            BackendState::Removed
-        } else if self.draining.load(Ordering::Relaxed) {
-            BackendState::Draining
-        } else if self.up.load(Ordering::Relaxed) {
-            BackendState::Up
-        } else {
-            BackendState::Down
-        }
-    }
-
-    pub fn weight(&self) -> u32 {
-        self.weight.load(Ordering::Relaxed)
-    }
-
-    pub fn is_up(&self) -> bool {
-        self.up.load(Ordering::Relaxed)
-    }
-
-    pub fn set_draining(&self, draining: bool) {
-        self.draining.store(draining, Ordering::Relaxed);
-    }
-
-    /// A copy of the health details.
-    pub fn health(&self) -> HealthStatus {
-        self.lock_health().clone()
-    }
-
-    fn lock_health(&self) -> std::sync::MutexGuard<'_, HealthStatus> {
-        // Nothing panics while holding this lock; if something ever did, the data is still
-        // plain counters and strings, safe to keep using.
-        self.health.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Records a response it gave; `second` counts from a fixed start (for the one-minute window).
-    pub fn record(&self, status: u16, latency: Duration, second: u64) {
-        self.lock_traffic().record(status, latency, second);
-    }
-
-    /// A copy of the traffic statistics.
-    pub fn traffic(&self) -> Traffic {
-        self.lock_traffic().clone()
-    }
-
-    /// Latency percentiles over the last minute, in milliseconds.
-    pub fn latency_percentiles(&self, now_second: u64, quantiles: &[f64]) -> Vec<Option<f64>> {
-        self.lock_traffic().percentiles(now_second, quantiles)
-    }
-
-    fn lock_traffic(&self) -> std::sync::MutexGuard<'_, Traffic> {
-        // As with health: plain numbers, still usable after a panic elsewhere.
-        self.traffic.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    fn selectable(&self, fail_open: bool) -> bool {
-        !self.removed.load(Ordering::Relaxed)
-            && !self.draining.load(Ordering::Relaxed)
-            && (fail_open || self.up.load(Ordering::Relaxed))
-    }
-}
-
-/// The backends, in configuration order then in the order they were added, and how one is
-/// chosen. Shared by the reactor, the health thread and the management thread; only the reactor
-/// changes the list (on the management thread's commands), rarely, so a read-write lock costs the
-/// request path one uncontended read.
+/// The backends of every pool, in configuration order then in the order they were added, and
+/// the pools. Shared by the reactors, the health thread and the management thread; only the
+/// reactors change them (on reloads and the management thread's commands), rarely, so a
+/// read-write lock costs the request path one uncontended read.
 #[derive(Debug)]
 pub struct Backends {
-    list: RwLock<Vec<Arc<Backend>>>,
-    balancer: Balancer,
-    rise: AtomicU32,
-    fall: AtomicU32,
+    inner: RwLock<Inner>,
     events: Arc<EventBus>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    list: Vec<Arc<Backend>>,
+    pools: Vec<PoolState>,
 }
 
 /// Why a change to the backend list was refused.
@@ -206,6 +46,7 @@ pub struct Backends {
 pub enum ChangeError {
     NotFound(String),
     Duplicate(String),
+    NoPool(String),
 }
 
 impl std::fmt::Display for ChangeError {
@@ -213,50 +54,76 @@ impl std::fmt::Display for ChangeError {
         match self {
             ChangeError::NotFound(name) => write!(f, "no backend named {name:?}"),
             ChangeError::Duplicate(name) => write!(f, "a backend named {name:?} already exists"),
+            ChangeError::NoPool(name) => write!(f, "no pool named {name:?}"),
         }
     }
 }
 
+/// A pool as the admin API shows it.
+#[derive(Debug, Clone)]
+pub struct PoolView {
+    pub index: usize,
+    pub name: String,
+    pub policy: Arc<PoolPolicy>,
+    /// Global indexes of its backends (removed ones left out).
+    pub members: Vec<usize>,
+}
+
 impl Backends {
+    /// One pool, `default`, of `configs` (tests, and setups without `[[pool]]`).
     pub fn new(configs: &[BackendConfig], algorithm: Algorithm, health: &HealthConfig) -> Backends {
-        Backends::with_events(configs, algorithm, health, Arc::new(EventBus::default()))
+        let config = Config {
+            algorithm,
+            health: health.clone(),
+            backends: configs.to_vec(),
+            ..Config::default()
+        };
+        Backends::from_pools(&config.pools_in_effect(), Arc::new(EventBus::default()))
     }
 
-    pub fn with_events(
-        configs: &[BackendConfig],
-        algorithm: Algorithm,
-        health: &HealthConfig,
-        events: Arc<EventBus>,
-    ) -> Backends {
-        Backends {
-            list: RwLock::new(configs.iter().map(|c| Arc::new(Backend::new(c))).collect()),
-            balancer: Balancer::new(algorithm, false),
-            rise: AtomicU32::new(health.rise),
-            fall: AtomicU32::new(health.fall),
+    pub fn from_pools(pools: &[PoolConfig], events: Arc<EventBus>) -> Backends {
+        let backends = Backends {
+            inner: RwLock::new(Inner {
+                list: Vec::new(),
+                pools: pools.iter().map(PoolState::new).collect(),
+            }),
             events,
+        };
+        for (pool, config) in pools.iter().enumerate() {
+            for backend in &config.backends {
+                // Names are unique across pools in a validated config.
+                let _ = backends.insert(pool, Backend::new(backend, pool, &config.name), false);
+            }
         }
+        backends
     }
 
-    fn read(&self) -> std::sync::RwLockReadGuard<'_, Vec<Arc<Backend>>> {
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Inner> {
         // Writers only push or flip flags: a panic mid-write cannot leave the list torn.
-        self.list.read().unwrap_or_else(|p| p.into_inner())
+        self.inner.read().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn write(&self) -> std::sync::RwLockWriteGuard<'_, Vec<Arc<Backend>>> {
-        self.list.write().unwrap_or_else(|p| p.into_inner())
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, Inner> {
+        self.inner.write().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Slots in the list, removed backends included.
     pub fn len(&self) -> usize {
-        self.read().len()
+        self.read().list.len()
     }
 
-    /// Backends that can still take requests (not removed).
+    /// Backends that can still take requests (not removed), in every pool.
     pub fn live_count(&self) -> usize {
         self.read()
+            .list
             .iter()
             .filter(|b| b.state() != BackendState::Removed)
             .count()
+    }
+
+    /// Backends of `pool` that can still take requests.
+    pub fn live_count_in(&self, pool: usize) -> usize {
+        self.read().pools.get(pool).map_or(0, |p| p.members.len())
     }
 
     pub fn is_empty(&self) -> bool {
@@ -264,54 +131,89 @@ impl Backends {
     }
 
     pub fn get(&self, index: usize) -> Option<Arc<Backend>> {
-        self.read().get(index).cloned()
+        self.read().list.get(index).cloned()
     }
 
     /// Every backend, removed ones included, with its index.
     pub fn snapshot(&self) -> Vec<Arc<Backend>> {
-        self.read().clone()
+        self.read().list.clone()
     }
 
     /// The live backend called `name`.
     pub fn find(&self, name: &str) -> Option<(usize, Arc<Backend>)> {
+        find_in(&self.read().list, name)
+    }
+
+    /// The pool called `name`, unless a reload removed it.
+    pub fn pool_index(&self, name: &str) -> Option<usize> {
         self.read()
+            .pools
+            .iter()
+            .position(|p| p.name == name && !p.removed)
+    }
+
+    /// The name of pool `index`.
+    pub fn pool_name(&self, index: usize) -> Option<String> {
+        self.read().pools.get(index).map(|p| p.name.clone())
+    }
+
+    /// The policy of pool `index`.
+    pub fn policy(&self, index: usize) -> Option<Arc<PoolPolicy>> {
+        self.read().pools.get(index).map(|p| Arc::clone(&p.policy))
+    }
+
+    /// The pools a reload has not removed, in order.
+    pub fn pools(&self) -> Vec<PoolView> {
+        self.read()
+            .pools
             .iter()
             .enumerate()
-            .find(|(_, b)| b.name == name && b.state() != BackendState::Removed)
-            .map(|(i, b)| (i, Arc::clone(b)))
+            .filter(|(_, p)| !p.removed)
+            .map(|(index, p)| PoolView {
+                index,
+                name: p.name.clone(),
+                policy: Arc::clone(&p.policy),
+                members: p.members.clone(),
+            })
+            .collect()
     }
 
-    /// Picks a backend that is up and not draining, none of `exclude`. When none is left, fails
-    /// open: backends marked down are tried too, since a stale verdict must not turn into a
-    /// certain 503.
+    /// Picks a backend of `pool` for a request: the one its sticky cookie names if that one is
+    /// up and not draining; else by the pool's algorithm over the primaries that are up, then
+    /// the backups that are up; when none is, fails open over the ones marked down, since a
+    /// stale verdict must not turn into a certain 503. Never one of `exclude`.
+    pub fn choose(
+        &self,
+        pool: usize,
+        affinity: Affinity,
+        exclude: &[usize],
+        now: Instant,
+    ) -> Option<usize> {
+        let inner = self.read();
+        let state = inner.pools.get(pool).filter(|p| !p.removed)?;
+        state.choose(&inner.list, affinity, exclude, now)
+    }
+
+    /// [`Backends::choose`] in the first pool, without affinity.
     pub fn pick(&self, exclude: &[usize]) -> Option<usize> {
-        let list = self.read();
-        let view = |fail_open: bool| {
-            let list = &list;
-            move |i: usize| {
-                let b = &list[i];
-                Candidate {
-                    eligible: b.selectable(fail_open),
-                    weight: b.weight(),
-                    in_flight: b.in_flight.load(Ordering::Relaxed),
-                }
-            }
-        };
-        let n = list.len();
-        self.balancer
-            .select(n, view(false), exclude, None)
-            .or_else(|| self.balancer.select(n, view(true), exclude, None))
+        self.choose(0, Affinity::default(), exclude, Instant::now())
     }
 
-    /// Adds a backend at runtime; returns its index.
-    pub fn add(&self, config: &BackendConfig) -> Result<usize, ChangeError> {
-        self.insert(Backend::new(config))
+    /// Adds a backend to `pool` at runtime; returns its index.
+    pub fn add(&self, pool: &str, config: &BackendConfig) -> Result<usize, ChangeError> {
+        let index = self
+            .pool_index(pool)
+            .ok_or_else(|| ChangeError::NoPool(pool.to_string()))?;
+        self.insert(index, Backend::new(config, index, pool), true)
     }
 
-    /// Adds a backend found in DNS: it starts down and takes traffic after `rise` passing
-    /// health checks, so an address that is published before it serves gets no request.
-    pub fn add_discovered(&self, config: &BackendConfig) -> Result<usize, ChangeError> {
-        let mut backend = Backend::new(config);
+    /// Adds a backend found in DNS to `pool`: it starts down and takes traffic after `rise`
+    /// passing health checks, so an address that is published before it serves gets no request.
+    pub fn add_discovered(&self, pool: &str, config: &BackendConfig) -> Result<usize, ChangeError> {
+        let index = self
+            .pool_index(pool)
+            .ok_or_else(|| ChangeError::NoPool(pool.to_string()))?;
+        let mut backend = Backend::new(config, index, pool);
         backend.discovered = true;
         backend.up.store(false, Ordering::Relaxed);
         {
@@ -319,37 +221,42 @@ impl Backends {
             health.tracker.force_down();
             health.last_change_reason = "discovered; waiting for health checks".to_string();
         }
-        self.insert(backend)
+        self.insert(index, backend, true)
     }
 
-    fn insert(&self, backend: Backend) -> Result<usize, ChangeError> {
-        let config = BackendConfig {
-            name: backend.name.clone(),
-            address: backend.address,
-            weight: backend.weight(),
-            tls: backend.tls_config.clone(),
-            backup: false,
-        };
-        let mut list = self.write();
-        if list
-            .iter()
-            .any(|b| b.name == config.name && b.state() != BackendState::Removed)
-        {
-            return Err(ChangeError::Duplicate(config.name.clone()));
+    fn insert(&self, pool: usize, backend: Backend, announce: bool) -> Result<usize, ChangeError> {
+        let (name, address) = (backend.name.clone(), backend.address);
+        let mut inner = self.write();
+        if find_in(&inner.list, &name).is_some() {
+            return Err(ChangeError::Duplicate(name));
         }
-        list.push(Arc::new(backend));
-        drop(list);
-        info!("backend {} at {} added", config.name, config.address);
-        self.announce("add", &config.name);
-        Ok(self.len() - 1)
+        let index = inner.list.len();
+        inner.list.push(Arc::new(backend));
+        let Inner { list, pools } = &mut *inner;
+        if let Some(p) = pools.get_mut(pool) {
+            p.members.push(index);
+            p.rebuild(list);
+        }
+        drop(inner);
+        if announce {
+            info!("backend {name} at {address} added");
+            self.announce("add", &name);
+        }
+        Ok(index)
     }
 
     /// Removes a backend at runtime: it gets no new requests; those in flight finish.
     pub fn remove(&self, name: &str) -> Result<usize, ChangeError> {
-        let (index, backend) = self
-            .find(name)
-            .ok_or_else(|| ChangeError::NotFound(name.to_string()))?;
+        let mut inner = self.write();
+        let (index, backend) =
+            find_in(&inner.list, name).ok_or_else(|| ChangeError::NotFound(name.to_string()))?;
         backend.removed.store(true, Ordering::Relaxed);
+        let Inner { list, pools } = &mut *inner;
+        if let Some(p) = pools.get_mut(backend.pool) {
+            p.members.retain(|&m| m != index);
+            p.rebuild(list);
+        }
+        drop(inner);
         info!("backend {name} removed");
         self.announce("remove", name);
         Ok(index)
@@ -367,45 +274,94 @@ impl Backends {
         Ok(index)
     }
 
-    /// New rise and fall thresholds (a reload).
-    pub fn set_thresholds(&self, rise: u32, fall: u32) {
-        self.rise.store(rise, Ordering::Relaxed);
-        self.fall.store(fall, Ordering::Relaxed);
-    }
-
-    /// Makes the live backends match `configs` (a reload): new names are added, missing ones
-    /// removed, a changed address is a removal and an addition, a changed weight is applied in
-    /// place. Returns the indexes removed.
-    pub fn reconcile(&self, configs: &[BackendConfig]) -> Vec<usize> {
+    /// Makes the pools and their backends match `pools` (a reload): new pools are added,
+    /// missing ones removed with their backends, policies replaced; within each pool new
+    /// backend names are added, missing ones removed, a changed address, TLS, backup flag or
+    /// pool is a removal and an addition, a changed weight is applied in place. Backends found
+    /// in DNS stay unless their pool goes. Returns the indexes removed.
+    pub fn reconcile(&self, pools: &[PoolConfig]) -> Vec<usize> {
+        {
+            let mut inner = self.write();
+            let Inner {
+                list,
+                pools: states,
+            } = &mut *inner;
+            for config in pools {
+                match states
+                    .iter_mut()
+                    .find(|p| p.name == config.name && !p.removed)
+                {
+                    Some(state) => state.set_policy(config, list),
+                    None => {
+                        info!("pool {} added", config.name);
+                        states.push(PoolState::new(config));
+                    }
+                }
+            }
+            for state in states.iter_mut().filter(|p| !p.removed) {
+                if !pools.iter().any(|c| c.name == state.name) {
+                    info!("pool {} removed", state.name);
+                    state.removed = true;
+                }
+            }
+        }
         let mut removed = Vec::new();
         for (index, b) in self.snapshot().iter().enumerate() {
-            if b.state() == BackendState::Removed || b.discovered {
+            if b.state() == BackendState::Removed {
                 continue;
             }
-            // A new address or new TLS settings make another backend of the same name.
-            let keep = configs
-                .iter()
-                .any(|c| c.name == b.name && c.address == b.address && c.tls == b.tls_config);
+            let pool = self
+                .read()
+                .pools
+                .get(b.pool)
+                .map(|p| (p.removed, p.name.clone()));
+            let Some((pool_removed, pool_name)) = pool else {
+                continue;
+            };
+            let keep = if pool_removed {
+                false
+            } else if b.discovered {
+                true
+            } else {
+                let current = b.config();
+                pools
+                    .iter()
+                    .filter(|p| p.name == pool_name)
+                    .flat_map(|p| &p.backends)
+                    .any(|c| {
+                        c.name == current.name
+                            && c.address == current.address
+                            && c.tls == current.tls
+                            && c.backup == current.backup
+                    })
+            };
             if !keep && self.remove(&b.name).is_ok() {
                 removed.push(index);
             }
         }
-        for config in configs {
-            match self.find(&config.name) {
-                Some((_, b)) => {
-                    if b.weight() != config.weight {
-                        info!(
-                            "backend {}: weight {} -> {}",
-                            b.name,
-                            b.weight(),
-                            config.weight
-                        );
-                        b.weight.store(config.weight, Ordering::Relaxed);
+        for pool in pools {
+            for config in &pool.backends {
+                match self.find(&config.name) {
+                    Some((_, b)) => {
+                        if b.weight() != config.weight {
+                            info!(
+                                "backend {}: weight {} -> {}",
+                                b.name,
+                                b.weight(),
+                                config.weight
+                            );
+                            b.weight.store(config.weight, Ordering::Relaxed);
+                            let mut inner = self.write();
+                            let Inner { list, pools } = &mut *inner;
+                            if let Some(p) = pools.get_mut(b.pool) {
+                                p.rebuild(list);
+                            }
+                        }
                     }
-                }
-                None => {
-                    // Cannot be a duplicate: the name was just looked up.
-                    let _ = self.add(config);
+                    None => {
+                        // Cannot be a duplicate: the name was just looked up.
+                        let _ = self.add(&pool.name, config);
+                    }
                 }
             }
         }
@@ -420,7 +376,27 @@ impl Backends {
         });
     }
 
-    /// Applies an active health check result.
+    /// What the health thread probes: every backend not removed, with its pool's checks.
+    pub fn probe_targets(&self) -> Vec<ProbeTarget> {
+        let inner = self.read();
+        inner
+            .list
+            .iter()
+            .enumerate()
+            .filter(|(_, b)| b.state() != BackendState::Removed)
+            .filter_map(|(backend, b)| {
+                let pool = inner.pools.get(b.pool)?;
+                Some(ProbeTarget {
+                    backend,
+                    address: b.address,
+                    tls: b.tls.as_ref().and_then(|t| t.as_ref().ok()).cloned(),
+                    check: Arc::clone(&pool.policy.health),
+                })
+            })
+            .collect()
+    }
+
+    /// Applies an active health check result, by the rise and fall of the backend's pool.
     pub fn observe_probe(&self, result: &ProbeResult) {
         let Some(backend) = self.get(result.backend) else {
             return;
@@ -429,19 +405,21 @@ impl Backends {
             // A probe that was under way when its backend was removed.
             return;
         }
+        let (rise, fall) = self
+            .policy(backend.pool)
+            .map_or((1, 1), |p| (p.health.rise, p.health.fall));
         let mut health = backend.lock_health();
         health.last_check = Some(result.at);
         health.last_ok = Some(result.ok);
         health.last_detail.clone_from(&result.detail);
         health.last_latency = result.latency;
-        let (rise, fall) = (
-            self.rise.load(Ordering::Relaxed),
-            self.fall.load(Ordering::Relaxed),
-        );
         if health.tracker.observe(result.ok, rise, fall) {
             let up = health.tracker.is_up();
             health.last_change = result.at;
             health.flips += 1;
+            if up {
+                backend.came_up(Instant::now());
+            }
             backend.up.store(up, Ordering::Relaxed);
             let (state, rule, count) = if up {
                 ("up", "rise", rise)
@@ -485,6 +463,18 @@ impl Backends {
             });
         }
     }
+}
+
+fn find_in(list: &[Arc<Backend>], name: &str) -> Option<(usize, Arc<Backend>)> {
+    list.iter()
+        .enumerate()
+        .find(|(_, b)| b.name == name && b.state() != BackendState::Removed)
+        .map(|(i, b)| (i, Arc::clone(b)))
+}
+
+/// The pool `default`'s index in a set built from [`Config::pools_in_effect`], if it has one.
+pub fn default_pool(backends: &Backends) -> Option<usize> {
+    backends.pool_index(DEFAULT_POOL)
 }
 
 #[cfg(test)]

@@ -1,5 +1,7 @@
 //! The backend list: round-robin exactness, failover choices, probes, runtime changes.
 use super::*;
+use std::net::SocketAddr;
+use std::time::Duration;
 
 fn backends(n: usize) -> Backends {
     let configs: Vec<BackendConfig> = (0..n)
@@ -85,23 +87,29 @@ fn probes_bring_a_backend_back_after_rise_passes() {
 fn runtime_changes_keep_indexes_stable() {
     let b = backends(2);
     let added = b
-        .add(&BackendConfig {
-            name: "backend-3".into(),
-            address: SocketAddr::from(([127, 0, 0, 1], 9003)),
-            weight: 1,
-            tls: None,
-            backup: false,
-        })
+        .add(
+            "default",
+            &BackendConfig {
+                name: "backend-3".into(),
+                address: SocketAddr::from(([127, 0, 0, 1], 9003)),
+                weight: 1,
+                tls: None,
+                backup: false,
+            },
+        )
         .unwrap();
     assert_eq!(added, 2);
     assert!(matches!(
-        b.add(&BackendConfig {
-            name: "backend-3".into(),
-            address: SocketAddr::from(([127, 0, 0, 1], 9004)),
-            weight: 1,
-            tls: None,
-            backup: false,
-        }),
+        b.add(
+            "default",
+            &BackendConfig {
+                name: "backend-3".into(),
+                address: SocketAddr::from(([127, 0, 0, 1], 9004)),
+                weight: 1,
+                tls: None,
+                backup: false,
+            }
+        ),
         Err(ChangeError::Duplicate(_))
     ));
     assert_eq!(b.remove("backend-1"), Ok(0));

@@ -5,9 +5,11 @@ use std::fmt;
 use std::mem::MaybeUninit;
 use std::net::IpAddr;
 
+use super::routing::{self, Headers, Routed};
 use crate::http::{
     list_elements, parse_content_length, push_all, trim_ows, BodyKind, ConnectionOptions,
 };
+use crate::route::Table;
 
 /// Limits a request head must respect; from `[limits]` in the config.
 #[derive(Debug, Clone, Copy)]
@@ -37,6 +39,8 @@ pub struct Request {
     pub upgrade: bool,
     /// `METHOD target HTTP/1.x`, kept for the access log when it is on.
     pub request_line: Option<String>,
+    /// Where the routing table sends it.
+    pub routed: Routed,
 }
 
 /// The methods the proxy treats specially; the rest pass through untouched.
@@ -141,12 +145,32 @@ impl From<IpAddr> for Origin {
 }
 
 /// Parses the complete head at the start of `buf` (`head_end` from [`crate::http::find_head_end`]) and
-/// writes the head to forward into `out`.
+/// writes the head to forward into `out`; every request goes to pool 0.
 pub fn parse(
     buf: &[u8],
     limits: &HeadLimits,
     client: impl Into<Origin>,
     keep_request_line: bool,
+    out: &mut Vec<u8>,
+) -> Result<Option<Request>, RequestError> {
+    parse_routed(
+        buf,
+        limits,
+        client,
+        keep_request_line,
+        &Table::single_pool(),
+        out,
+    )
+}
+
+/// As [`parse`], routed by `table`: the forwarded path loses a prefix the matching route
+/// strips, and [`Request::routed`] says where it goes.
+pub fn parse_routed(
+    buf: &[u8],
+    limits: &HeadLimits,
+    client: impl Into<Origin>,
+    keep_request_line: bool,
+    table: &Table,
     out: &mut Vec<u8>,
 ) -> Result<Option<Request>, RequestError> {
     let client = client.into();
@@ -276,6 +300,15 @@ pub fn parse(
         connection.keep_alive && !connection.close
     };
     let upgrade = version_minor == 1 && connection.upgrade && upgrade_value.is_some();
+    let (routed, strip) = routing::route(
+        table,
+        host.or(absolute_authority),
+        target.as_bytes(),
+        target_parts.origin,
+        method_token.as_bytes(),
+        &Headers(req.headers),
+        client.ip,
+    );
 
     // Second pass: the head the backend will see.
     out.clear();
@@ -284,7 +317,7 @@ pub fn parse(
     } else {
         "HTTP/1.0"
     };
-    let origin = target_parts.origin;
+    let origin = routing::stripped(target_parts.origin, strip);
     let slash: &[u8] = if origin.first() == Some(&b'/') || origin == b"*" {
         b""
     } else {
@@ -374,6 +407,7 @@ pub fn parse(
         expect_continue: expect_continue && version_minor == 1,
         upgrade,
         request_line,
+        routed,
     }))
 }
 
