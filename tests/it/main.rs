@@ -12,6 +12,7 @@ mod fleet;
 mod lifecycle;
 mod limits;
 mod proxy_protocol;
+mod routing;
 mod semantics;
 mod streaming;
 mod strict;

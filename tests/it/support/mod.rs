@@ -69,8 +69,14 @@ pub struct DemoBackend {
 
 impl DemoBackend {
     pub fn start(name: &str) -> DemoBackend {
+        DemoBackend::start_on(name, 0)
+    }
+
+    /// On `port` (0: any free one): a backend brought back where it was.
+    pub fn start_on(name: &str, port: u16) -> DemoBackend {
+        let port = port.to_string();
         let mut child = Command::new(env!("CARGO_BIN_EXE_backend"))
-            .args(["--port", "0", "--name", name, "--quiet"])
+            .args(["--port", &port, "--name", name, "--quiet"])
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
@@ -233,6 +239,14 @@ impl Proxy {
             handle,
             thread: Some(thread),
         }
+    }
+}
+
+impl Proxy {
+    /// Applies `config` as SIGHUP does (the signal thread sends every reactor this command).
+    pub fn reload(&self, config: Config) {
+        self.handle
+            .send(lb::reactor::Command::Reload(Box::new(config)));
     }
 }
 
