@@ -12,6 +12,9 @@
 #   nginx      worker_processes 1, upstream keepalive, access_log off
 #   haproxy    nbthread 1, http-reuse always, no log
 #   lb-2 nginx-2 haproxy-2    the same at 2 workers / 2 threads
+#   lb-routes  lb with 20 [[route]] rules (by host, path prefix and header) to a second pool,
+#              none matching the benchmark's requests: every rule is tried before the default
+#              pool takes them, routing's worst case (issue #12); ka64 only
 # Scenarios (each run on a freshly started contestant, after a warm-up):
 #   ka64 ka256   keep-alive GETs from 64 / 256 connections (wrk, closed loop)
 #   close        a new connection per request, 64 at a time (wrk -H 'Connection: close')
@@ -85,7 +88,7 @@ rate=${BENCH_RATE:-5000}
 rate_spin=${BENCH_RATE_SPIN:-0}
 busy_poll=${BENCH_BUSY_POLL:-0}
 idle_conns=${BENCH_IDLE_CONNS:-10000}
-read -r -a contestants <<<"${BENCH_CONTESTANTS:-direct relay lb nginx haproxy lb-2 nginx-2 haproxy-2}"
+read -r -a contestants <<<"${BENCH_CONTESTANTS:-direct relay lb lb-routes nginx haproxy lb-2 nginx-2 haproxy-2}"
 read -r -a scenarios <<<"${BENCH_SCENARIOS:-ka64 ka256 close big rate idle sys sysclose instr}"
 port=${BENCH_PORT:-8120}
 admin_port=$((port + 1))
@@ -268,6 +271,9 @@ targets() {
             f = median("relay" SUBSEP "ka64.rpc")
             if (f != "") printf "  (the floor: the plain TCP relay, no HTTP work, %.0f: %.2fx HAProxy)\n", f, f / b
         }
+        a = median("lb-routes" SUBSEP "ka64.rpc"); b = median("lb" SUBSEP "ka64.rpc")
+        if (a != "" && b != "")
+            verdict(a >= 0.95 * b, sprintf("requests per proxy CPU-second at 64 keep-alive with 20 routes configured within 5%% of lb without: lb-routes %.0f, lb %.0f (%.3fx)", a, b, a / b))
         split("ka64 ka256 close", ss, " ")
         split("64 keep-alive,256 keep-alive,new connection per request", sl, ",")
         for (i = 1; i <= 3; i++) {
@@ -531,6 +537,27 @@ address = "127.0.0.1:$b2"
 address = "127.0.0.1:$b3"
 TOML
 done
+# lb-routes: the 1-worker configuration and 20 routes to a pool of the same three backends; the
+# requests (Host 127.0.0.1, path /, no X-Svc) match none, so all 20 are tried every time.
+{
+    cat "$work/lb-1.toml"
+    echo '[[pool]]'
+    echo 'name = "other"'
+    for i in 1 2 3; do
+        printf '[[pool.backend]]\nname = "other-%s"\naddress = "127.0.0.1:%s"\n' "$i" "$((b1 + i - 1))"
+    done
+    for i in $(seq 1 20); do
+        echo '[[route]]'
+        echo "name = \"svc$i\""
+        case $((i % 3)) in
+            0) echo "host = \"svc$i.example.com\"" ;;
+            1) echo "path_prefix = \"/svc$i/\"" ;;
+            2) echo "header = { name = \"X-Svc\", value = \"$i\" }" ;;
+        esac
+        echo 'pool = "other"'
+    done
+} >"$work/lb-routes.toml"
+"$bin/lb" --config "$work/lb-routes.toml" --check >/dev/null
 # TLS: the same configurations with a TLS listener on tls_port besides the plain one, one per
 # certificate. Everything else about TLS is each one's default (ciphers, groups, ticket keys),
 # but for what the three must agree on: TLS 1.2 and 1.3 only, session resumption by tickets and
@@ -722,6 +749,7 @@ start_contestant() { # name [command prefix; default: taskset to the proxy's CPU
         relay) "${prefix[@]}" "$bin/relay" --listen "127.0.0.1:$port" --backend "127.0.0.1:$b1" \
             --backend "127.0.0.1:$b2" --backend "127.0.0.1:$b3" 2>>"$work/relay.log" & ;;
         lb) "${prefix[@]}" "$bin/lb" --config "$work/lb-$conf.toml" 2>>"$work/lb.log" & ;;
+        lb-routes) "${prefix[@]}" "$bin/lb" --config "$work/lb-routes.toml" 2>>"$work/lb.log" & ;;
         nginx) "${prefix[@]}" nginx -p "$work" -e "$work/nginx.err" -c "$nginx_conf" & ;;
         haproxy) "${prefix[@]}" haproxy -db -f "$work/haproxy-$conf.cfg" 2>>"$work/haproxy.log" & ;;
         *) echo "unknown contestant $name" >&2; exit 2 ;;
@@ -1048,6 +1076,9 @@ for s in "${runs[@]}"; do
     for r in $(seq 1 "$n_rounds"); do
         echo "== $s, round $r/$n_rounds"
         for c in "${contestants[@]}"; do
+            if [ "$c" = lb-routes ] && [ "$s" != ka64 ]; then
+                continue
+            fi
             if [ "$s" = instr ]; then
                 instr_run "$c" "$r"
                 continue
