@@ -1,7 +1,9 @@
 //! The backend list: round-robin exactness, failover choices, probes, runtime changes.
 use super::*;
 use std::net::SocketAddr;
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+use crate::config::PoolConfig;
 
 fn backends(n: usize) -> Backends {
     let configs: Vec<BackendConfig> = (0..n)
@@ -129,4 +131,128 @@ fn runtime_changes_keep_indexes_stable() {
     }
     assert_eq!(b.set_draining("backend-2", false), Ok(1));
     assert_eq!(b.get(1).unwrap().state(), BackendState::Up);
+}
+
+fn config(name: &str, port: u16) -> BackendConfig {
+    BackendConfig {
+        name: name.into(),
+        address: SocketAddr::from(([127, 0, 0, 1], port)),
+        weight: 1,
+        tls: None,
+        backup: false,
+    }
+}
+
+fn two_pools() -> (Vec<PoolConfig>, Backends) {
+    let base = Config::default().pools_in_effect().remove(0);
+    let mut backup = config("a3", 9003);
+    backup.backup = true;
+    let pools = vec![
+        PoolConfig {
+            name: "api".into(),
+            backends: vec![config("a1", 9001), config("a2", 9002), backup],
+            ..base.clone()
+        },
+        PoolConfig {
+            name: "www".into(),
+            backends: vec![config("w1", 9011)],
+            ..base
+        },
+    ];
+    let b = Backends::from_pools(&pools, Arc::new(EventBus::default()));
+    (pools, b)
+}
+
+#[test]
+fn each_pool_picks_among_its_own_primaries_then_its_backups() {
+    let (_, b) = two_pools();
+    let now = Instant::now();
+    let pick = |pool, exclude: &[usize]| b.choose(pool, Affinity::default(), exclude, now);
+    let mut seen = [0; 4];
+    for _ in 0..100 {
+        seen[pick(0, &[]).unwrap()] += 1;
+    }
+    assert_eq!(
+        seen,
+        [50, 50, 0, 0],
+        "the backup waits; www's backend is not api's"
+    );
+    assert_eq!(pick(1, &[]), Some(3));
+    b.mark_down(0, "refused");
+    assert_eq!(pick(0, &[]), Some(1));
+    assert_eq!(pick(0, &[1]), Some(2), "every primary out: the backup");
+    b.mark_down(1, "refused");
+    assert_eq!(pick(0, &[]), Some(2));
+    b.mark_down(2, "refused");
+    assert!(pick(0, &[]).is_some(), "all down: fails open");
+    assert_eq!(pick(1, &[]), Some(3), "the other pool is untouched");
+    assert_eq!(b.live_count_in(0), 3);
+    assert_eq!(
+        b.choose(7, Affinity::default(), &[], now),
+        None,
+        "no such pool"
+    );
+}
+
+#[test]
+fn a_sticky_cookie_wins_while_its_backend_may_take_requests() {
+    let (mut pools, b) = two_pools();
+    pools[0].sticky = Some(crate::config::StickyConfig {
+        cookie: "lb_srv".into(),
+        ttl: None,
+    });
+    b.reconcile(&pools);
+    let now = Instant::now();
+    let a2 = b.get(1).unwrap().cookie_id;
+    let sticky = Affinity {
+        key: None,
+        sticky: Some(a2),
+    };
+    for _ in 0..10 {
+        assert_eq!(b.choose(0, sticky, &[], now), Some(1));
+    }
+    // A backend of another pool is not reached by its id.
+    let w1 = Affinity {
+        key: None,
+        sticky: Some(b.get(3).unwrap().cookie_id),
+    };
+    assert_ne!(b.choose(0, w1, &[], now), Some(3));
+    b.set_draining("a2", true).unwrap();
+    assert_eq!(b.choose(0, sticky, &[], now), Some(0));
+    b.set_draining("a2", false).unwrap();
+    assert_eq!(
+        b.choose(0, sticky, &[1], now),
+        Some(0),
+        "a retry goes elsewhere"
+    );
+}
+
+#[test]
+fn reconcile_adds_moves_and_removes_pools_and_their_backends() {
+    let (mut pools, b) = two_pools();
+    // a2 moves to www, www gains w2, api loses its backup; then a new pool replaces api.
+    let a2 = pools[0].backends.remove(1);
+    pools[0].backends.pop();
+    pools[1].backends.push(a2);
+    pools[1].backends.push(config("w2", 9012));
+    let removed = b.reconcile(&pools);
+    assert_eq!(removed, vec![1, 2]);
+    let www = b.pool_index("www").unwrap();
+    assert_eq!(b.find("a2").unwrap().1.pool, www);
+    assert_eq!(b.live_count_in(www), 3);
+    pools.remove(0);
+    pools.push(PoolConfig {
+        name: "new".into(),
+        backends: vec![config("n1", 9021)],
+        ..pools[0].clone()
+    });
+    let removed = b.reconcile(&pools);
+    assert_eq!(removed, vec![0], "a1 went with its pool");
+    assert_eq!(b.pool_index("api"), None);
+    let new = b.pool_index("new").unwrap();
+    assert_eq!(new, 2, "pool indexes are never reused");
+    assert_eq!(
+        b.choose(new, Affinity::default(), &[], Instant::now()),
+        b.find("n1").map(|(i, _)| i)
+    );
 }
