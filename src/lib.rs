@@ -20,9 +20,10 @@
 //!   session's protocol.
 //! - [`http`]: request and response heads ([`http::h1`]), body framing, the answers the balancer
 //!   makes itself.
-//! - [`upstream`]: backends (state, counters, runtime changes) and the idle connection pool;
-//!   [`balance`]: the selection algorithms; [`route`]: routing rules by host, path, method and
-//!   header (issue #12; not wired into sessions yet).
+//! - [`upstream`]: backends and their pools (state, counters, policies, runtime changes) and
+//!   the idle connection pool; [`balance`]: the selection algorithms, sticky ids, slow start;
+//!   [`route`]: the routing table, by host, path, method and header, that each request head is
+//!   matched against.
 //! - [`health`]: the health thread and the rise/fall rule; [`discovery`]: backends from DNS.
 //! - [`admin`]: the admin API, Server-Sent Events, Prometheus metrics and the dashboard;
 //!   [`events`] and [`stats`] feed it.
@@ -33,7 +34,10 @@
 //! - **exchange**: one request and its response.
 //! - **backend**: a server the balancer forwards to; **up**, **down** (health), **draining** or
 //!   **removed** (an operator's doing).
-//! - **pool**: idle keep-alive connections to backends, reused across sessions.
+//! - **pool**: a named group of backends (`[[pool]]`; the top-level list is the pool `default`)
+//!   with its own policy; **route**: a rule sending requests to a pool (`[[route]]`).
+//! - **idle pool** ([`upstream::Pool`]): idle keep-alive connections to backends, reused across
+//!   sessions.
 //! - **retry**: sending a request again to the same backend (a stale pooled connection);
 //!   **redispatch**: sending it to another backend.
 //! - **answer**: a response the balancer makes itself (`X-LB-Error` says why).
