@@ -47,25 +47,31 @@ use std::time::Duration;
 use log::LevelFilter;
 use serde::Deserialize;
 
+mod backends;
 mod checks;
 mod cli;
 mod display;
 mod duration;
 mod error;
+mod pool_tables;
 mod pools;
 mod raw;
+mod route_tables;
 mod tls;
 mod validate;
 
 #[cfg(test)]
 mod tests;
 
+pub use backends::MAX_BACKEND_WEIGHT;
 pub use cli::{Cli, Overrides};
 pub use duration::{format_duration, parse_duration};
 pub use error::ConfigError;
+pub use pool_tables::DEFAULT_STICKY_COOKIE;
 pub use pools::{
     HashKey, PoolConfig, RouteAction, RouteConfig, StickyConfig, DEFAULT_POOL, DEFAULT_STICKY_TTL,
 };
+pub use route_tables::DEFAULT_REDIRECT_STATUS;
 
 /// `listen`: where client connections are accepted.
 pub const DEFAULT_LISTEN: SocketAddr =

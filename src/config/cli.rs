@@ -10,7 +10,7 @@ use super::checks::{
 };
 use super::error::ConfigError;
 use super::validate::{conflicting, SAME_ADDRESS};
-use super::{BackendConfig, Config, DEFAULT_BACKEND_WEIGHT};
+use super::{BackendConfig, Config, DEFAULT_BACKEND_WEIGHT, DEFAULT_POOL};
 
 /// An HTTP/1.1 load balancer.
 ///
@@ -79,8 +79,37 @@ impl Config {
                 parse_log_level(text).map_err(|m| ConfigError::flag("--log-level", text, m))?;
         }
         if !overrides.backend.is_empty() {
-            next.backends = parse_backend_flags(&overrides.backend)?;
-            next.discover.clear();
+            let flagged = parse_backend_flags(&overrides.backend)?;
+            let taken = next
+                .pools
+                .iter()
+                .filter(|p| p.name != DEFAULT_POOL)
+                .flat_map(|p| {
+                    p.backends
+                        .iter()
+                        .map(|b| b.name.as_str())
+                        .chain(p.discover.iter().map(|d| d.name.as_str()))
+                })
+                .find(|name| flagged.iter().any(|f| f.name == *name));
+            if let Some(name) = taken {
+                return Err(ConfigError::flag(
+                    "--backend",
+                    name,
+                    "this backend name is already used in a [[pool]]; give the flag's backend \
+                     another name (--backend NAME=ADDR)",
+                ));
+            }
+            // `--backend` replaces the pool `default`, wherever the file wrote it.
+            match next.pools.iter_mut().find(|p| p.name == DEFAULT_POOL) {
+                Some(pool) => {
+                    pool.backends = flagged;
+                    pool.discover.clear();
+                }
+                None => {
+                    next.backends = flagged;
+                    next.discover.clear();
+                }
+            }
         }
 
         if conflicting(next.listen, next.admin) {
@@ -90,7 +119,12 @@ impl Config {
                 (None, None) => ConfigError::at_key("admin", None, SAME_ADDRESS),
             });
         }
-        if next.backends.is_empty() && next.discover.is_empty() {
+        let members = next
+            .pools_in_effect()
+            .iter()
+            .map(|p| p.backends.len() + p.discover.len())
+            .sum::<usize>();
+        if members == 0 {
             return Err(ConfigError::at_key(
                 "backend",
                 None,

@@ -3,7 +3,11 @@
 use std::fmt;
 use std::time::Duration;
 
-use super::{format_duration, Config, DiscoverTarget};
+use super::{
+    format_duration, BackendConfig, Config, DiscoverConfig, DiscoverTarget, HashKey, RouteAction,
+    StickyConfig,
+};
+use crate::route::{HostMatch, PathMatch};
 
 /// The `--check` summary: every effective value, in config-file notation.
 impl fmt::Display for Config {
@@ -77,29 +81,163 @@ impl fmt::Display for Config {
                 )?;
             }
         }
+        write_policy(
+            f,
+            "",
+            self.hash_key.as_ref(),
+            self.sticky.as_ref(),
+            self.slow_start,
+        )?;
         write!(f, "backends    {}", self.backends.len())?;
-        for b in &self.backends {
-            write!(f, "\n  {}  {}  weight {}", b.name, b.address, b.weight)?;
-            if let Some(tls) = &b.tls {
-                write!(f, "  tls {}", tls.server_name)?;
-                if let Some(ca) = &tls.ca {
-                    write!(f, " (ca {})", ca.display())?;
+        write_backends(f, "  ", &self.backends, &self.discover, self)?;
+        for p in &self.pools {
+            let h = &p.health;
+            write!(
+                f,
+                "\npool        {}  algorithm {}, retries {}, health GET {} every {}, timeout {}, \
+                 rise {}, fall {}, expect {}, timeouts connect {}, backend_response {}",
+                p.name,
+                p.algorithm,
+                p.retries,
+                h.path,
+                d(h.interval),
+                d(h.timeout),
+                h.rise,
+                h.fall,
+                h.expect,
+                d(p.connect_timeout),
+                d(p.backend_response_timeout)
+            )?;
+            writeln!(f)?;
+            write_policy(
+                f,
+                "  ",
+                p.hash_key.as_ref(),
+                p.sticky.as_ref(),
+                p.slow_start,
+            )?;
+            write!(f, "  backends  {}", p.backends.len() + p.discover.len())?;
+            write_backends(f, "    ", &p.backends, &p.discover, self)?;
+        }
+        if !self.routes.is_empty() {
+            write!(f, "\nroutes      {} (first match wins)", self.routes.len())?;
+        }
+        for r in &self.routes {
+            write!(f, "\n  {}  ", r.name)?;
+            let c = &r.conditions;
+            let mut parts = Vec::new();
+            match &c.host {
+                Some(HostMatch::Exact(h)) => parts.push(format!("host {h}")),
+                Some(HostMatch::Wildcard(s)) => parts.push(format!("host *{s}")),
+                None => {}
+            }
+            match &c.path {
+                Some(PathMatch::Prefix(p)) => parts.push(format!("path_prefix {p}")),
+                Some(PathMatch::Exact(p)) => parts.push(format!("path {p}")),
+                None => {}
+            }
+            if let Some(m) = &c.methods {
+                parts.push(format!("methods {}", m.join(",")));
+            }
+            if let Some((name, value)) = &c.header {
+                parts.push(format!("header {name}: {value}"));
+            }
+            if parts.is_empty() {
+                parts.push("every request".to_string());
+            }
+            write!(f, "{}", parts.join(", "))?;
+            match &r.action {
+                RouteAction::Forward { pool, strip_prefix } => {
+                    write!(f, "  -> pool {pool}")?;
+                    if *strip_prefix {
+                        write!(f, " (prefix stripped)")?;
+                    }
+                }
+                RouteAction::Redirect {
+                    location,
+                    status,
+                    strip_prefix,
+                } => {
+                    write!(f, "  -> redirect {status} {location}")?;
+                    if *strip_prefix {
+                        write!(f, " (prefix stripped)")?;
+                    }
                 }
             }
         }
-        for entry in &self.discover {
-            let target = match &entry.target {
-                DiscoverTarget::Host { host, port } => format!("{host}:{port}"),
-                DiscoverTarget::Srv(name) => format!("SRV {name}"),
-            };
-            write!(
-                f,
-                "\n  {}  discover {target} every {}  weight {}",
-                entry.name,
-                d(self.discovery.resolve_interval),
-                entry.weight
-            )?;
-        }
         Ok(())
     }
+}
+
+fn write_policy(
+    f: &mut fmt::Formatter<'_>,
+    indent: &str,
+    hash_key: Option<&HashKey>,
+    sticky: Option<&StickyConfig>,
+    slow_start: Duration,
+) -> fmt::Result {
+    if let Some(k) = hash_key {
+        writeln!(f, "{indent}hash_key    {k}")?;
+    }
+    if let Some(s) = sticky {
+        match s.ttl {
+            Some(ttl) => writeln!(
+                f,
+                "{indent}sticky      cookie {}, ttl {}",
+                s.cookie,
+                format_duration(ttl)
+            )?,
+            None => writeln!(
+                f,
+                "{indent}sticky      cookie {} (session cookie)",
+                s.cookie
+            )?,
+        }
+    }
+    if !slow_start.is_zero() {
+        writeln!(f, "{indent}slow_start  {}", format_duration(slow_start))?;
+    }
+    Ok(())
+}
+
+fn write_backends(
+    f: &mut fmt::Formatter<'_>,
+    indent: &str,
+    backends: &[BackendConfig],
+    discover: &[DiscoverConfig],
+    config: &Config,
+) -> fmt::Result {
+    for b in backends {
+        write!(
+            f,
+            "\n{indent}{}  {}  weight {}",
+            b.name, b.address, b.weight
+        )?;
+        if let Some(tls) = &b.tls {
+            write!(f, "  tls {}", tls.server_name)?;
+            if let Some(ca) = &tls.ca {
+                write!(f, " (ca {})", ca.display())?;
+            }
+        }
+        if b.backup {
+            write!(f, "  backup")?;
+        }
+    }
+    for entry in discover {
+        let target = match &entry.target {
+            DiscoverTarget::Host { host, port } => format!("{host}:{port}"),
+            DiscoverTarget::Srv(name) => format!("SRV {name}"),
+        };
+        write!(
+            f,
+            "\n{indent}{}  discover {target} every {}  weight {}",
+            entry.name,
+            format_duration(config.discovery.resolve_interval),
+            entry.weight
+        )?;
+        if entry.backup {
+            write!(f, "  backup")?;
+        }
+    }
+    Ok(())
 }

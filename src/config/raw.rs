@@ -37,6 +37,21 @@ pub(super) struct RawConfig {
     #[serde(default)]
     pub backend: Vec<Spanned<RawBackend>>,
     pub tls: Option<Spanned<super::tls::RawTls>>,
+    pub hash_key: Option<Spanned<String>>,
+    pub sticky: Option<Spanned<RawSticky>>,
+    pub slow_start: Option<Spanned<String>>,
+    #[serde(default)]
+    pub pool: Vec<Spanned<super::pool_tables::RawPool>>,
+    #[serde(default)]
+    pub route: Vec<Spanned<super::route_tables::RawRoute>>,
+}
+
+/// `sticky = { cookie = "lb_srv", ttl = "1h" }`, at the top level or in a `[[pool]]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawSticky {
+    pub cookie: Option<Spanned<String>>,
+    pub ttl: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -82,6 +97,7 @@ pub(super) struct RawBackend {
     pub tls: Option<Spanned<bool>>,
     pub tls_server_name: Option<Spanned<String>>,
     pub tls_ca: Option<Spanned<String>>,
+    pub backup: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -221,10 +237,20 @@ fn render_path(segments: &[Segment]) -> String {
 }
 
 fn section_name(segments: &[Segment]) -> String {
-    match segments {
-        [] => "the top level".to_string(),
-        [Segment::Key(k), Segment::Index(_)] if k == "backend" => "[[backend]]".to_string(),
-        _ => format!("[{}]", render_path(segments)),
+    if segments.is_empty() {
+        return "the top level".to_string();
+    }
+    // Tables of an array are written `[[pool.backend]]` in the file, whatever their indexes.
+    let keys: Vec<&str> = segments
+        .iter()
+        .filter_map(|s| match s {
+            Segment::Key(k) => Some(k.as_str()),
+            Segment::Index(_) => None,
+        })
+        .collect();
+    match segments.last() {
+        Some(Segment::Index(_)) => format!("[[{}]]", keys.join(".")),
+        _ => format!("[{}]", keys.join(".")),
     }
 }
 
@@ -236,16 +262,28 @@ fn section_phrase(segments: &[Segment]) -> String {
 }
 
 fn is_table_key(key: &str) -> bool {
-    matches!(key, "health" | "timeouts" | "limits" | "backend")
-        || (key.starts_with("backend[") && !key.contains('.'))
+    key.ends_with(']')
+        || matches!(
+            generic_key(key).as_str(),
+            "health"
+                | "timeouts"
+                | "limits"
+                | "discovery"
+                | "backend"
+                | "tls"
+                | "sticky"
+                | "pool"
+                | "pool.health"
+                | "pool.timeouts"
+                | "pool.sticky"
+                | "pool.backend"
+                | "route"
+                | "route.header"
+        )
 }
 
-/// What each key holds, in TOML terms, for type errors. Keyed by the dotted
-/// path with any `[N]` index removed.
-fn expectation(key: &str) -> Option<&'static str> {
-    const DURATION: &str = "a duration string like \"250ms\" or \"5s\"";
-    const ADDRESS: &str = "an address string like \"127.0.0.1:8000\"";
-    const INTEGER: &str = "an integer";
+/// `pool[1].backend[0].address` -> `pool.backend.address`.
+fn generic_key(key: &str) -> String {
     let mut generic = String::with_capacity(key.len());
     let mut in_index = false;
     for c in key.chars() {
@@ -256,10 +294,29 @@ fn expectation(key: &str) -> Option<&'static str> {
             _ => {}
         }
     }
-    // `backend[0]` itself is one table of the array, not the array.
+    generic
+}
+
+/// What each key holds, in TOML terms, for type errors. Keyed by the dotted
+/// path with any `[N]` index removed.
+fn expectation(key: &str) -> Option<&'static str> {
+    const DURATION: &str = "a duration string like \"250ms\" or \"5s\"";
+    const ADDRESS: &str = "an address string like \"127.0.0.1:8000\"";
+    const INTEGER: &str = "an integer";
+    let generic = generic_key(key);
+    // One table of an array, not the array.
     if key.ends_with(']') {
-        return Some("a table with name, address (or discover) and weight");
+        return Some(match generic.as_str() {
+            "pool" => "a table: [[pool]] with name and [[pool.backend]] tables",
+            "route" => "a table: [[route]] with conditions and pool (or redirect)",
+            _ => "a table with name, address (or discover) and weight",
+        });
     }
+    // A pool's keys mean what the top-level keys of the same name mean.
+    let generic = match generic.strip_prefix("pool.") {
+        Some(rest) if rest != "name" => rest.to_string(),
+        _ => generic,
+    };
     Some(match generic.as_str() {
         "listen" | "admin" | "backend.address" => ADDRESS,
         "algorithm" => "a string naming the algorithm, like \"round_robin\"",
@@ -284,6 +341,22 @@ fn expectation(key: &str) -> Option<&'static str> {
         "timeouts" => "a table: [timeouts]",
         "limits" => "a table: [limits]",
         "backend" => "an array of tables, written [[backend]] with double brackets",
+        "backend.backup" => "true or false",
+        "hash_key" => "a string: \"client_ip\", \"uri\", \"header:NAME\" or \"cookie:NAME\"",
+        "sticky" => "a table like { cookie = \"lb_srv\", ttl = \"1h\" }",
+        "sticky.cookie" => "a cookie name like \"lb_srv\"",
+        "sticky.ttl" | "slow_start" => DURATION,
+        "pool" => "an array of tables, written [[pool]] with double brackets",
+        "pool.name" | "route.name" => "a name string like \"api\"",
+        "route" => "an array of tables, written [[route]] with double brackets",
+        "route.host" => "a host name like \"api.example.com\" or \"*.example.com\"",
+        "route.path_prefix" | "route.path" => "a path string like \"/api/\"",
+        "route.methods" => "a list of methods like [\"GET\", \"POST\"]",
+        "route.header" => "a table like { name = \"X-Canary\", value = \"1\" }",
+        "route.header.name" | "route.header.value" | "route.pool" => "a string",
+        "route.redirect" => "a URL string like \"https://www.example.com\"",
+        "route.strip_prefix" => "true or false",
+        "route.status" => "an integer: 301, 302, 303, 307 or 308",
         _ => return None,
     })
 }

@@ -561,4 +561,5 @@ fn discover_entries_and_discovery_settings() {
 
 mod cli;
 mod errors;
+mod pools;
 mod tls;

@@ -115,15 +115,16 @@ pub(super) fn build(v: &Values, raw: &Spanned<RawTls>) -> Result<TlsConfig, Conf
     })
 }
 
-/// `tls`, `tls_server_name` and `tls_ca` of a `[[backend]]`; `written` is its address or
-/// discover name as written, whose host is the default server name.
+/// `tls`, `tls_server_name` and `tls_ca` of the backend table keyed `table` (`backend[0]`,
+/// `pool[1].backend[0]`); `written` is its address or discover name as written, whose host is
+/// the default server name.
 pub(super) fn backend(
     v: &Values,
-    index: usize,
+    table: &str,
     raw: &RawBackend,
     written: Option<&str>,
 ) -> Result<Option<BackendTls>, ConfigError> {
-    let key = |field: &str| format!("backend[{index}].{field}");
+    let key = |field: &str| format!("{table}.{field}");
     let on = raw.tls.as_ref().is_some_and(|t| *t.get_ref());
     if !on {
         if let Some(extra) = raw.tls_server_name.as_ref().or(raw.tls_ca.as_ref()) {

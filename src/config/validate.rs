@@ -1,7 +1,6 @@
 //! Raw file values -> the validated [`Config`]: defaults filled in, ranges
 //! checked, addresses resolved. Every check names its key and line.
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::ops::Range;
 use std::path::Path;
@@ -9,10 +8,12 @@ use std::time::Duration;
 
 use toml::Spanned;
 
+use super::backends::SeenNames;
 use super::checks::*;
 use super::duration::parse_duration;
 use super::error::{line_of, ConfigError};
-use super::raw::{RawBackend, RawConfig};
+use super::pool_tables::{PoolDefaults, RawPolicy};
+use super::raw::{RawConfig, RawHealth};
 use super::*;
 
 pub(super) fn build(raw: RawConfig, text: &str, dir: &Path) -> Result<Config, ConfigError> {
@@ -52,7 +53,6 @@ pub(super) fn build(raw: RawConfig, text: &str, dir: &Path) -> Result<Config, Co
             None => ConfigError::at_key("admin", None, message),
         });
     }
-    let algorithm = raw.algorithm.map_or(DEFAULT_ALGORITHM, Spanned::into_inner);
     let workers = v.int("workers", raw.workers.as_ref(), DEFAULT_WORKERS, 1)?;
     let log_level = match &raw.log_level {
         Some(s) => parse_log_level(s.get_ref()).map_err(|m| v.fail("log_level", s.span(), m))?,
@@ -90,30 +90,7 @@ pub(super) fn build(raw: RawConfig, text: &str, dir: &Path) -> Result<Config, Co
         proxy_protocol_from.clear();
     }
 
-    let h = &raw.health;
-    let health = HealthConfig {
-        path: match &h.path {
-            Some(p) => {
-                check_health_path(p.get_ref()).map_err(|m| v.fail("health.path", p.span(), m))?;
-                p.get_ref().clone()
-            }
-            None => DEFAULT_HEALTH_PATH.to_string(),
-        },
-        interval: v.duration(
-            "health.interval",
-            h.interval.as_ref(),
-            DEFAULT_HEALTH_INTERVAL,
-        )?,
-        timeout: v.duration("health.timeout", h.timeout.as_ref(), DEFAULT_HEALTH_TIMEOUT)?,
-        rise: v.int("health.rise", h.rise.as_ref(), DEFAULT_HEALTH_RISE, 1)?,
-        fall: v.int("health.fall", h.fall.as_ref(), DEFAULT_HEALTH_FALL, 1)?,
-        expect: match &h.expect {
-            Some(e) => {
-                StatusSet::parse(e.get_ref()).map_err(|m| v.fail("health.expect", e.span(), m))?
-            }
-            None => StatusSet::successful(),
-        },
-    };
+    let health = v.health("", &raw.health, &HealthConfig::default())?;
 
     let t = &raw.timeouts;
     let timeouts = Timeouts {
@@ -243,54 +220,35 @@ pub(super) fn build(raw: RawConfig, text: &str, dir: &Path) -> Result<Config, Co
             None => Vec::new(),
         },
     };
-    let mut backends = Vec::with_capacity(raw.backend.len());
-    let mut discover = Vec::new();
-    // name -> (index, line) of the first backend using it, to point at both.
-    let mut seen: HashMap<String, (usize, usize)> = HashMap::new();
-    for (index, entry) in raw.backend.iter().enumerate() {
-        let table_line = line_of(text, entry.span().start);
-        let (backend, found_in_dns) = match v.backend(index, entry.get_ref(), table_line)? {
-            Entry::Static(b) => (b, None),
-            Entry::Discover(d) => (
-                BackendConfig {
-                    name: d.name.clone(),
-                    address: SocketAddr::from(([0, 0, 0, 0], 0)),
-                    weight: d.weight,
-                    tls: None,
-                    backup: false,
-                },
-                Some(d),
-            ),
-        };
-        if let Some(&(first, first_line)) = seen.get(&backend.name) {
-            let used = format!("already used by backend[{first}] on line {first_line}");
-            return Err(match &entry.get_ref().name {
-                Some(n) => v.fail(
-                    &format!("backend[{index}].name"),
-                    n.span(),
-                    format!("duplicate backend name, {used}"),
-                ),
-                None => ConfigError::at_key(
-                    &format!("backend[{index}].name"),
-                    Some(table_line),
-                    format!(
-                        "the default name {:?} is {used}; give one of them another name",
-                        backend.name
-                    ),
-                ),
-            });
-        }
-        let name_line = entry
-            .get_ref()
-            .name
-            .as_ref()
-            .map_or(table_line, |n| line_of(text, n.span().start));
-        seen.insert(backend.name.clone(), (index, name_line));
-        match found_in_dns {
-            Some(d) => discover.push(d),
-            None => backends.push(backend),
-        }
-    }
+    let mut seen = SeenNames::new();
+    let (backends, discover) = v.backend_list(
+        "backend",
+        DEFAULT_POOL,
+        &raw.backend,
+        &mut seen,
+        default_backend_name,
+    )?;
+    let policy = v.policy(
+        "",
+        None,
+        RawPolicy {
+            algorithm: raw.algorithm.as_ref(),
+            hash_key: raw.hash_key.as_ref(),
+            sticky: raw.sticky.as_ref(),
+            slow_start: raw.slow_start.as_ref(),
+        },
+        None,
+    )?;
+    let globals = PoolDefaults {
+        policy: &policy,
+        health: &health,
+        retries,
+        connect_timeout: timeouts.connect,
+        backend_response_timeout: timeouts.backend_response,
+    };
+    let top_level_backends = !backends.is_empty() || !discover.is_empty();
+    let pools = v.pools(&raw.pool, &globals, top_level_backends, &mut seen)?;
+    let routes = v.routes(&raw.route, &pools, top_level_backends)?;
 
     let tls = match &raw.tls {
         Some(t) => Some(super::tls::build(&v, t)?),
@@ -311,7 +269,7 @@ pub(super) fn build(raw: RawConfig, text: &str, dir: &Path) -> Result<Config, Co
         listen,
         admin,
         admin_token,
-        algorithm,
+        algorithm: policy.algorithm,
         workers,
         log_level,
         access_log,
@@ -325,18 +283,12 @@ pub(super) fn build(raw: RawConfig, text: &str, dir: &Path) -> Result<Config, Co
         discover,
         discovery,
         tls,
-        hash_key: None,
-        sticky: None,
-        slow_start: Duration::ZERO,
-        pools: Vec::new(),
-        routes: Vec::new(),
+        hash_key: policy.hash_key,
+        sticky: policy.sticky,
+        slow_start: policy.slow_start,
+        pools,
+        routes,
     })
-}
-
-/// A `[[backend]]` table: a fixed address, or a name to look up.
-enum Entry {
-    Static(BackendConfig),
-    Discover(DiscoverConfig),
 }
 
 /// Message for `listen` and `admin` sharing a socket, which would make the
@@ -411,61 +363,34 @@ impl Values<'_> {
             .map_err(|_| self.fail(key, n.span(), format!("must be at most {}", T::MAX)))
     }
 
-    fn backend(&self, index: usize, raw: &RawBackend, line: usize) -> Result<Entry, ConfigError> {
-        let name = match &raw.name {
-            Some(n) => {
-                check_backend_name(n.get_ref())
-                    .map_err(|m| self.fail(&format!("backend[{index}].name"), n.span(), m))?;
-                n.get_ref().clone()
-            }
-            None => default_backend_name(index),
-        };
-        let weight = self.int(
-            &format!("backend[{index}].weight"),
-            raw.weight.as_ref(),
-            DEFAULT_BACKEND_WEIGHT,
-            1,
-        )?;
-        let written = raw.address.as_ref().or(raw.discover.as_ref());
-        let tls = super::tls::backend(self, index, raw, written.map(|w| w.get_ref().as_str()))?;
-        match (&raw.address, &raw.discover) {
-            (Some(address), None) => {
-                let address_key = format!("backend[{index}].address");
-                let address = resolve_address(address.get_ref())
-                    .and_then(check_backend_port)
-                    .map_err(|m| self.fail(&address_key, address.span(), m))?;
-                Ok(Entry::Static(BackendConfig {
-                    name,
-                    address,
-                    weight,
-                    tls,
-                    backup: false,
-                }))
-            }
-            (None, Some(discover)) => {
-                let target = parse_discover(discover.get_ref()).map_err(|m| {
-                    self.fail(&format!("backend[{index}].discover"), discover.span(), m)
-                })?;
-                Ok(Entry::Discover(DiscoverConfig {
-                    name,
-                    pool: DEFAULT_POOL.to_string(),
-                    backup: false,
-                    target,
-                    weight,
-                    tls,
-                }))
-            }
-            (Some(_), Some(discover)) => Err(self.fail(
-                &format!("backend[{index}].discover"),
-                discover.span(),
-                "a backend has either address or discover, not both",
-            )),
-            (None, None) => Err(ConfigError::at_key(
-                &format!("backend[{index}].address"),
-                Some(line),
-                "missing: give address = \"host:port\" or discover = \"name:port\"",
-            )),
-        }
+    /// `[health]`, or a pool's `[pool.health]` (keys prefixed `prefix`), each key left out
+    /// taking its value from `defaults`.
+    pub(super) fn health(
+        &self,
+        prefix: &str,
+        h: &RawHealth,
+        defaults: &HealthConfig,
+    ) -> Result<HealthConfig, ConfigError> {
+        let key = |field: &str| format!("{prefix}health.{field}");
+        Ok(HealthConfig {
+            path: match &h.path {
+                Some(p) => {
+                    check_health_path(p.get_ref())
+                        .map_err(|m| self.fail(&key("path"), p.span(), m))?;
+                    p.get_ref().clone()
+                }
+                None => defaults.path.clone(),
+            },
+            interval: self.duration(&key("interval"), h.interval.as_ref(), defaults.interval)?,
+            timeout: self.duration(&key("timeout"), h.timeout.as_ref(), defaults.timeout)?,
+            rise: self.int(&key("rise"), h.rise.as_ref(), defaults.rise, 1)?,
+            fall: self.int(&key("fall"), h.fall.as_ref(), defaults.fall, 1)?,
+            expect: match &h.expect {
+                Some(e) => StatusSet::parse(e.get_ref())
+                    .map_err(|m| self.fail(&key("expect"), e.span(), m))?,
+                None => defaults.expect.clone(),
+            },
+        })
     }
 }
 
