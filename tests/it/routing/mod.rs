@@ -14,6 +14,7 @@ use lb::route::{Conditions, HostMatch, PathMatch};
 use crate::support::*;
 
 mod affinity;
+mod file;
 mod reload;
 mod rules;
 
