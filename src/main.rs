@@ -89,7 +89,8 @@ fn run(cli: &Cli, config: &Config) -> Result<(), String> {
         Arc::clone(&shared.totals),
         handles[0].clone(),
     )
-    .with_tls(shared.tls.clone());
+    .with_tls(shared.tls.clone())
+    .with_routes(Arc::clone(&shared.routes));
     admin::spawn(admin_listener, admin).map_err(|e| format!("cannot start the admin API: {e}"))?;
     watch_signals(handles.clone(), shared.tls.clone(), cli.clone())
         .map_err(|e| format!("cannot watch signals: {e}"))?;

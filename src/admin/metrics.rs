@@ -24,28 +24,29 @@ fn family(out: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(out, "# TYPE {name} {kind}");
 }
 
-fn histogram(out: &mut String, backend: &str, traffic: &Traffic) {
+/// `labels` is the series' `backend="…",pool="…"`.
+fn histogram(out: &mut String, labels: &str, traffic: &Traffic) {
     let mut cumulative = 0;
     for (i, bound) in HISTOGRAM_BOUNDS.iter().enumerate() {
         cumulative += traffic.histogram[i];
         let _ = writeln!(
             out,
-            "lb_request_duration_seconds_bucket{{backend=\"{backend}\",le=\"{bound}\"}} {cumulative}"
+            "lb_request_duration_seconds_bucket{{{labels},le=\"{bound}\"}} {cumulative}"
         );
     }
     cumulative += traffic.histogram[HISTOGRAM_BOUNDS.len()];
     let _ = writeln!(
         out,
-        "lb_request_duration_seconds_bucket{{backend=\"{backend}\",le=\"+Inf\"}} {cumulative}"
+        "lb_request_duration_seconds_bucket{{{labels},le=\"+Inf\"}} {cumulative}"
     );
     let _ = writeln!(
         out,
-        "lb_request_duration_seconds_sum{{backend=\"{backend}\"}} {}",
+        "lb_request_duration_seconds_sum{{{labels}}} {}",
         traffic.duration_sum_seconds
     );
     let _ = writeln!(
         out,
-        "lb_request_duration_seconds_count{{backend=\"{backend}\"}} {}",
+        "lb_request_duration_seconds_count{{{labels}}} {}",
         traffic.count
     );
 }
@@ -56,7 +57,37 @@ pub fn render(admin: &Admin) -> String {
         .iter()
         .filter(|b| b.state() != BackendState::Removed)
         .collect();
+    let pools = admin.backends.pools();
+    // Every per-backend series carries its pool, so one pool's share can be summed.
+    let labels: Vec<String> = live
+        .iter()
+        .map(|b| {
+            let pool = pools
+                .iter()
+                .find(|p| p.index == b.pool)
+                .map_or("", |p| p.name.as_str());
+            format!("backend=\"{}\",pool=\"{}\"", label(&b.name), label(pool))
+        })
+        .collect();
     let mut out = String::with_capacity(4096);
+
+    family(
+        &mut out,
+        "lb_pool_backends",
+        "gauge",
+        "Backends of the pool, and how many of them pass their health checks.",
+    );
+    for p in &pools {
+        let members: Vec<_> = live.iter().filter(|b| b.pool == p.index).collect();
+        let up = members.iter().filter(|b| b.is_up()).count();
+        let name = label(&p.name);
+        let _ = writeln!(
+            out,
+            "lb_pool_backends{{pool=\"{name}\",state=\"all\"}} {}",
+            members.len()
+        );
+        let _ = writeln!(out, "lb_pool_backends{{pool=\"{name}\",state=\"up\"}} {up}");
+    }
 
     family(
         &mut out,
@@ -64,9 +95,9 @@ pub fn render(admin: &Admin) -> String {
         "gauge",
         "Whether the backend passes its health checks (1) or not (0).",
     );
-    for b in &live {
+    for (b, labels) in live.iter().zip(&labels) {
         let up = u8::from(b.state() == BackendState::Up || b.is_up());
-        let _ = writeln!(out, "lb_backend_up{{backend=\"{}\"}} {up}", label(&b.name));
+        let _ = writeln!(out, "lb_backend_up{{{labels}}} {up}");
     }
     family(
         &mut out,
@@ -74,21 +105,23 @@ pub fn render(admin: &Admin) -> String {
         "gauge",
         "The backend's state: 1 for the state it is in.",
     );
-    for b in &live {
-        let name = label(&b.name);
+    for (b, labels) in live.iter().zip(&labels) {
         let current = b.state();
         for state in [BackendState::Up, BackendState::Down, BackendState::Draining] {
             let _ = writeln!(
                 out,
-                "lb_backend_state{{backend=\"{name}\",state=\"{}\"}} {}",
+                "lb_backend_state{{{labels},state=\"{}\"}} {}",
                 state.as_str(),
                 u8::from(current == state)
             );
         }
     }
 
-    let traffic: Vec<(String, Traffic)> =
-        live.iter().map(|b| (label(&b.name), b.traffic())).collect();
+    let traffic: Vec<(String, Traffic)> = live
+        .iter()
+        .zip(&labels)
+        .map(|(b, labels)| (labels.clone(), b.traffic()))
+        .collect();
     let unattributed = admin
         .totals
         .unattributed
@@ -96,16 +129,13 @@ pub fn render(admin: &Admin) -> String {
         .map(|t| t.clone())
         .unwrap_or_default();
 
-    family(&mut out, "lb_requests_total", "counter", "Responses sent to clients, by backend and status code (backend \"\" for answers no backend is involved in).");
-    for (name, t) in traffic
-        .iter()
-        .chain(std::iter::once(&(String::new(), unattributed.clone())))
-    {
+    family(&mut out, "lb_requests_total", "counter", "Responses sent to clients, by backend, pool and status code (backend \"\" for answers no backend is involved in).");
+    for (name, t) in traffic.iter().chain(std::iter::once(&(
+        "backend=\"\",pool=\"\"".to_string(),
+        unattributed.clone(),
+    ))) {
         for (code, n) in &t.by_code {
-            let _ = writeln!(
-                out,
-                "lb_requests_total{{backend=\"{name}\",code=\"{code}\"}} {n}"
-            );
+            let _ = writeln!(out, "lb_requests_total{{{name},code=\"{code}\"}} {n}");
         }
     }
     family(
@@ -164,8 +194,8 @@ pub fn render(admin: &Admin) -> String {
     ];
     for (name, kind, help, value) in per_backend {
         family(&mut out, name, kind, help);
-        for b in &live {
-            let _ = writeln!(out, "{name}{{backend=\"{}\"}} {}", label(&b.name), value(b));
+        for (b, labels) in live.iter().zip(&labels) {
+            let _ = writeln!(out, "{name}{{{labels}}} {}", value(b));
         }
     }
 

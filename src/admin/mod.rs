@@ -8,6 +8,7 @@
 
 mod http;
 mod metrics;
+mod pools;
 mod sse;
 mod state;
 
@@ -25,6 +26,7 @@ use crate::balance::consistent_hash::MAX_HASH_WEIGHT;
 use crate::config::{BackendConfig, Config, HealthConfig, DEFAULT_POOL};
 use crate::events::EventBus;
 use crate::reactor::{Change, Command, Handle};
+use crate::route::Published;
 use crate::stats::Totals;
 use crate::transport::tls::TlsAcceptor;
 use crate::upstream::Backends;
@@ -57,6 +59,8 @@ pub struct Admin {
     pub token: Option<String>,
     /// The HTTPS listener's TLS side, when `[tls]` is configured.
     pub tls: Option<Arc<TlsAcceptor>>,
+    /// The routes in effect (the reactors replace them on reload).
+    pub routes: Arc<Published>,
 }
 
 impl Admin {
@@ -81,7 +85,14 @@ impl Admin {
             },
             token: config.admin_token.clone(),
             tls: None,
+            routes: Arc::new(Published::new(&config.routes)),
         }
+    }
+
+    /// Shows the routes a reload puts in effect, rather than those of `config` at startup.
+    pub fn with_routes(mut self, routes: Arc<Published>) -> Admin {
+        self.routes = routes;
+        self
     }
 
     /// Shows the TLS listener's settings, certificates and handshake counters.
@@ -350,7 +361,10 @@ fn change(admin: &Admin, change: Change) -> (u16, &'static str, Vec<u8>) {
     admin.reactor.send(Command::Change(change, reply));
     match answer.recv_timeout(CHANGE_TIMEOUT) {
         Ok(Ok(index)) => match admin.backends.get(index) {
-            Some(backend) => json_answer(200, &state::backend_json(admin, index, &backend)),
+            Some(backend) => json_answer(
+                200,
+                &state::backend_json(admin, &admin.backends.pools(), &backend),
+            ),
             None => json_answer(500, &json!({ "error": "backend vanished" })),
         },
         Ok(Err(crate::upstream::ChangeError::NotFound(name))) => json_answer(

@@ -7,7 +7,7 @@ use serde_json::{json, Value};
 
 use super::Admin;
 use crate::transport::tls::TlsAcceptor;
-use crate::upstream::Backend;
+use crate::upstream::{Backend, PoolView};
 
 pub fn epoch_ms(t: SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH)
@@ -18,7 +18,7 @@ fn millis(d: std::time::Duration) -> f64 {
     (d.as_secs_f64() * 1e6).round() / 1e3
 }
 
-pub fn backend_json(admin: &Admin, _index: usize, b: &Backend) -> Value {
+pub fn backend_json(admin: &Admin, pools: &[PoolView], b: &Backend) -> Value {
     let health = b.health();
     let second = admin.totals.second(Instant::now());
     let p = b.latency_percentiles(second, &[0.5, 0.99]);
@@ -31,7 +31,7 @@ pub fn backend_json(admin: &Admin, _index: usize, b: &Backend) -> Value {
         }),
         _ => Value::Null,
     };
-    json!({
+    let mut out = json!({
         "name": b.name,
         "address": b.address.to_string(),
         "weight": b.weight(),
@@ -50,11 +50,19 @@ pub fn backend_json(admin: &Admin, _index: usize, b: &Backend) -> Value {
         "connections": b.connections.load(Ordering::Relaxed),
         "latency_p50_ms": p.first().copied().flatten(),
         "latency_p99_ms": p.get(1).copied().flatten(),
-    })
+    });
+    if let (Some(out), Value::Object(member)) = (
+        out.as_object_mut(),
+        super::pools::membership(pools, b, Instant::now()),
+    ) {
+        out.extend(member);
+    }
+    out
 }
 
 pub fn document(admin: &Admin) -> Value {
     let backends = admin.backends.snapshot();
+    let pools = admin.backends.pools();
     let in_flight: u64 = backends
         .iter()
         .map(|b| b.in_flight.load(Ordering::Relaxed))
@@ -87,8 +95,17 @@ pub fn document(admin: &Admin) -> Value {
         },
         "backends": backends
             .iter()
-            .enumerate()
-            .map(|(i, b)| backend_json(admin, i, b))
+            .map(|b| backend_json(admin, &pools, b))
+            .collect::<Vec<_>>(),
+        "pools": pools
+            .iter()
+            .map(|p| super::pools::pool_json(p, &backends))
+            .collect::<Vec<_>>(),
+        "routes": admin
+            .routes
+            .get()
+            .iter()
+            .map(super::pools::route_json)
             .collect::<Vec<_>>(),
         "tls": tls,
     })

@@ -105,6 +105,7 @@ impl Reactor {
             self.pool.forget(index);
         }
         self.router = routing_table(config, &self.backends);
+        self.routes.replace(&config.routes);
         if config.listen != self.local_addr && config.listen.port() != 0 {
             warn!(
                 "reload: a new listen address needs a restart; still on {}",

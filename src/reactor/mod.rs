@@ -29,7 +29,7 @@ use crate::config::{BackendConfig, Config};
 use crate::events::EventBus;
 use crate::health::{self, HealthHandle, ProbeResult};
 use crate::http::HeadLimits;
-use crate::route::Table;
+use crate::route::{Published, Table};
 use crate::session::{Ctx, Outcome, Session, Settings};
 use crate::stats::Totals;
 use crate::token::{self, Target};
@@ -108,6 +108,8 @@ pub struct Reactor {
     drain_deadline: Option<Instant>,
     /// Which pool each request goes to; rebuilt on reload.
     router: Table,
+    /// The routes as the admin API shows them, replaced on reload.
+    routes: Arc<Published>,
     max_header_bytes: usize,
     sessions: Slab<Session>,
     backends: Arc<Backends>,
@@ -142,6 +144,8 @@ pub struct Shared {
     pub totals: Arc<Totals>,
     /// The HTTPS listener's TLS side (certificates, session cache, ticket keys, counters).
     pub tls: Option<Arc<TlsAcceptor>>,
+    /// The routes in effect, for the admin API.
+    pub routes: Arc<Published>,
 }
 
 impl Shared {
@@ -161,6 +165,7 @@ impl Shared {
             )),
             events,
             totals: Arc::new(Totals::default()),
+            routes: Arc::new(Published::new(&config.routes)),
         })
     }
 }
@@ -207,6 +212,7 @@ impl Reactor {
             events,
             totals,
             tls,
+            routes,
         } = shared;
         let limits = &config.limits;
         Ok(Reactor {
@@ -217,6 +223,7 @@ impl Reactor {
             tls,
             drain_deadline: None,
             router: routing_table(config, &backends),
+            routes,
             max_header_bytes: limits.max_header_bytes,
             sessions: Slab::new(),
             pool: Pool::new(
@@ -283,6 +290,11 @@ impl Reactor {
 
     pub fn totals(&self) -> Arc<Totals> {
         Arc::clone(&self.totals)
+    }
+
+    /// The routes in effect as the admin API shows them.
+    pub fn routes(&self) -> Arc<Published> {
+        Arc::clone(&self.routes)
     }
 
     /// Starts the health thread for this reactor's backends; it stops when the handle drops.

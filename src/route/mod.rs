@@ -10,6 +10,37 @@ mod table;
 
 pub use table::{Action, AffinitySpec, Decision, Table};
 
+use std::sync::{Arc, RwLock};
+
+use crate::config::RouteConfig;
+
+/// The `[[route]]` tables in effect, as the admin API shows them: replaced by every reload,
+/// read by the management thread. The reactors route with their own [`Table`]s, never this.
+#[derive(Debug, Default)]
+pub struct Published {
+    routes: RwLock<Arc<Vec<RouteConfig>>>,
+}
+
+impl Published {
+    pub fn new(routes: &[RouteConfig]) -> Published {
+        Published {
+            routes: RwLock::new(Arc::new(routes.to_vec())),
+        }
+    }
+
+    pub fn replace(&self, routes: &[RouteConfig]) {
+        // A panicked writer left a whole list behind: still a valid one to show.
+        let mut slot = self.routes.write().unwrap_or_else(|e| e.into_inner());
+        if slot.as_slice() != routes {
+            *slot = Arc::new(routes.to_vec());
+        }
+    }
+
+    pub fn get(&self) -> Arc<Vec<RouteConfig>> {
+        Arc::clone(&self.routes.read().unwrap_or_else(|e| e.into_inner()))
+    }
+}
+
 /// How a rule matches the request's host (case-insensitive, port ignored).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum HostMatch {

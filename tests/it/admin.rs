@@ -816,7 +816,11 @@ fn metrics_parse_with_the_prometheus_client_parser() {
     let up = family(&families, "lb_backend_up", "gauge");
     for name in names {
         assert_eq!(
-            sample_value(up, "lb_backend_up", &json!({ "backend": name })),
+            sample_value(
+                up,
+                "lb_backend_up",
+                &json!({ "backend": name, "pool": "default" })
+            ),
             1.0
         );
     }
@@ -825,8 +829,8 @@ fn metrics_parse_with_the_prometheus_client_parser() {
     let requests = family(&families, "lb_requests", "counter");
     let mut total = 0.0;
     for name in names {
-        let ok = json!({ "backend": name, "code": "200" });
-        let missing = json!({ "backend": name, "code": "404" });
+        let ok = json!({ "backend": name, "pool": "default", "code": "200" });
+        let missing = json!({ "backend": name, "pool": "default", "code": "404" });
         assert_eq!(sample_value(requests, "lb_requests_total", &ok), 3.0);
         assert_eq!(sample_value(requests, "lb_requests_total", &missing), 1.0);
     }
@@ -869,12 +873,12 @@ fn metrics_parse_with_the_prometheus_client_parser() {
         let count = sample_value(
             histogram,
             "lb_request_duration_seconds_count",
-            &json!({ "backend": name }),
+            &json!({ "backend": name, "pool": "default" }),
         );
         let sum = sample_value(
             histogram,
             "lb_request_duration_seconds_sum",
-            &json!({ "backend": name }),
+            &json!({ "backend": name, "pool": "default" }),
         );
         let inf = buckets.pop().expect("+Inf bucket");
         assert_eq!(inf, (f64::INFINITY, count), "{name}");
@@ -892,7 +896,11 @@ fn metrics_parse_with_the_prometheus_client_parser() {
     let retries = family(&families, "lb_retries", "counter");
     for name in names {
         assert_eq!(
-            sample_value(retries, "lb_retries_total", &json!({ "backend": name })),
+            sample_value(
+                retries,
+                "lb_retries_total",
+                &json!({ "backend": name, "pool": "default" })
+            ),
             0.0
         );
     }
@@ -909,7 +917,7 @@ fn metrics_parse_with_the_prometheus_client_parser() {
     assert_eq!(admin_delete(admin, "/api/backends/b1").status, 200);
     let families = prometheus_parse(&admin_get(admin, "/metrics").text());
     let states = family(&families, "lb_backend_state", "gauge");
-    let draining = json!({ "backend": "b2", "state": "draining" });
+    let draining = json!({ "backend": "b2", "pool": "default", "state": "draining" });
     assert_eq!(sample_value(states, "lb_backend_state", &draining), 1.0);
     for f in &families {
         for s in f["samples"].as_array().expect("samples") {

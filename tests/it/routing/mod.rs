@@ -13,6 +13,7 @@ use lb::route::{Conditions, HostMatch, PathMatch};
 
 use crate::support::*;
 
+mod admin;
 mod affinity;
 mod file;
 mod reload;

@@ -206,7 +206,8 @@ impl Proxy {
                 reactor.events(),
                 reactor.totals(),
                 reactor.handle(),
-            );
+            )
+            .with_routes(reactor.routes());
             // The management thread has no stop: it (and its event hub) outlive the proxy,
             // idle, until the test process exits.
             lb::admin::spawn(listener, admin).expect("spawn admin");
