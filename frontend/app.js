@@ -51,129 +51,18 @@
   const SUP = trimSlash(params.get('supervisor') || 'http://127.0.0.1:8005');
   const TOKEN = params.get('token');
 
-  const WINDOW_MS = 5 * 60 * 1000;   // charts: last 5 minutes
   const LOG_CAP = 500;               // rows in the request log
   const RING_CAP = 5000;             // request events kept in memory (for re-filtering)
   const LOG_MIN_FLUSH_MS = 100;      // at most 10 log DOM updates per second
   const TIMELINE_CAP = 200;
   const STALE_MS = 5000;             // no event for this long on a "live" stream: reconnect
   const SUP_POLL_MS = 2000;
-  const PALETTE = ['#3b82f6', '#a855f7', '#06b6d4', '#ec4899', '#f97316', '#84cc16', '#6366f1', '#14b8a6', '#eab308', '#64748b'];
 
-  // ------------------------------------------------------------------ small helpers
-  const $ = (sel) => document.querySelector(sel);
-
-  /** Creates an element. Strings among children become text nodes; attrs never take HTML. */
-  function h(tag, attrs, ...children) {
-    const e = document.createElement(tag);
-    if (attrs) {
-      for (const [k, v] of Object.entries(attrs)) {
-        if (v == null || v === false) continue;
-        if (k === 'class') e.className = v;
-        else if (k === 'text') e.textContent = v;
-        else if (k.startsWith('on')) e.addEventListener(k.slice(2), v);
-        else e.setAttribute(k, v === true ? '' : String(v));
-      }
-    }
-    for (const c of children) if (c != null) e.append(c);
-    return e;
-  }
-  const setText = (e, s) => { s = s == null ? '' : String(s); if (e.textContent !== s) e.textContent = s; };
-
-  const nf0 = new Intl.NumberFormat('en-US', { maximumFractionDigits: 0 });
-  const fmtInt = (n) => (n == null || !isFinite(n) ? '—' : nf0.format(n));
-  function fmtRate(r) {
-    if (r == null || !isFinite(r)) return '—';
-    if (r === 0) return '0';
-    if (r < 10) return r.toFixed(1);
-    if (r < 10000) return nf0.format(Math.round(r));
-    return (r / 1000).toFixed(1) + 'k';
-  }
-  function fmtMs(ms) {
-    if (ms == null || !isFinite(ms)) return '—';
-    if (ms < 1) return ms.toFixed(2) + ' ms';
-    if (ms < 10) return ms.toFixed(1) + ' ms';
-    if (ms < 1000) return Math.round(ms) + ' ms';
-    return (ms / 1000).toFixed(ms < 10000 ? 2 : 1) + ' s';
-  }
-  function fmtBytes(b) {
-    if (b == null || !isFinite(b)) return '—';
-    if (b < 1000) return b + ' B';
-    if (b < 1e6) return (b / 1e3).toFixed(1) + ' kB';
-    if (b < 1e9) return (b / 1e6).toFixed(1) + ' MB';
-    return (b / 1e9).toFixed(1) + ' GB';
-  }
-  function fmtDuration(ms) {
-    if (ms == null || !isFinite(ms) || ms < 0) return '—';
-    const s = Math.floor(ms / 1000), m = Math.floor(s / 60), hh = Math.floor(m / 60), d = Math.floor(hh / 24);
-    if (d > 0) return `${d}d ${hh % 24}h`;
-    if (hh > 0) return `${hh}h ${String(m % 60).padStart(2, '0')}m`;
-    if (m > 0) return `${m}m ${String(s % 60).padStart(2, '0')}s`;
-    return `${s}s`;
-  }
-  function fmtAgo(ms) {
-    if (ms == null) return '';
-    const d = Date.now() - ms;
-    if (d < 1000) return 'just now';
-    return fmtDuration(d) + ' ago';
-  }
-  const pad2 = (n) => String(n).padStart(2, '0');
-  function fmtClock(ms, withMs) {
-    const d = new Date(ms);
-    const s = `${pad2(d.getHours())}:${pad2(d.getMinutes())}:${pad2(d.getSeconds())}`;
-    return withMs ? `${s}.${String(d.getMilliseconds()).padStart(3, '0')}` : s;
-  }
-  const num = (v) => (typeof v === 'number' && isFinite(v) ? v : null);
-  const statusClass = (s) => (s >= 200 && s < 600 ? `${Math.floor(s / 100)}xx` : 'other');
-
-  function toast(msg, kind) {
-    const t = h('div', { class: `toast ${kind || ''}`, role: kind === 'error' ? 'alert' : 'status' }, msg);
-    $('#toasts').append(t);
-    setTimeout(() => t.remove(), kind === 'error' ? 7000 : 3500);
-    while ($('#toasts').childElementCount > 4) $('#toasts').firstElementChild.remove();
-  }
-
-  async function request(url, opts = {}, timeoutMs = 4000) {
-    const ctl = new AbortController();
-    const timer = setTimeout(() => ctl.abort(), timeoutMs);
-    try {
-      const res = await fetch(url, { cache: 'no-store', ...opts, signal: ctl.signal });
-      const text = await res.text();
-      let body = null;
-      try { body = text ? JSON.parse(text) : null; } catch { body = null; }
-      if (!res.ok) {
-        const why = body && typeof body.error === 'string' ? body.error : text.slice(0, 200) || res.statusText;
-        const err = new Error(`${res.status}: ${why}`);
-        err.status = res.status;
-        throw err;
-      }
-      return body;
-    } catch (e) {
-      if (e.name === 'AbortError') throw new Error('timed out');
-      throw e;
-    } finally {
-      clearTimeout(timer);
-    }
-  }
-
-  // ------------------------------------------------------------------ theme (canvas colours)
-  let theme = {};
-  function readTheme() {
-    const cs = getComputedStyle(document.documentElement);
-    const v = (n) => cs.getPropertyValue(n).trim();
-    theme = {
-      text: v('--text'), muted: v('--muted'), faint: v('--faint'), grid: v('--grid'), border: v('--border'),
-      panel: v('--panel'), panel2: v('--panel-2'), up: v('--up'), down: v('--down'), draining: v('--draining'),
-      removed: v('--removed'), accent: v('--accent'), sans: v('--sans'), mono: v('--mono'),
-    };
-  }
-  readTheme();
-
-  const colors = new Map();
-  function colorOf(name) {
-    if (!colors.has(name)) colors.set(name, PALETTE[colors.size % PALETTE.length]);
-    return colors.get(name);
-  }
+  // ------------------------------------------------------------------ shared helpers (util.js, charts.js)
+  const { $, h, setText, fmtInt, fmtRate, fmtMs, fmtBytes, fmtDuration, fmtAgo, pad2, fmtClock, num, statusClass,
+    toast, request, theme, readTheme, colorOf } = window.LB;
+  const { TimeChart, StateStrip } = window.LB.charts;
+  const { WINDOW_MS } = window.LB;
 
   // ------------------------------------------------------------------ store
   let doc = null;         // last /api/state document
@@ -544,182 +433,6 @@
     for (const [name, chip] of procChips) if (!keep.has(name)) { chip.el.remove(); procChips.delete(name); }
   }
 
-  // ------------------------------------------------------------------ charts
-  function niceStep(range, target) {
-    const raw = range / Math.max(1, target);
-    const mag = Math.pow(10, Math.floor(Math.log10(raw)));
-    const n = raw / mag;
-    return (n <= 1 ? 1 : n <= 2 ? 2 : n <= 2.5 ? 2.5 : n <= 5 ? 5 : 10) * mag;
-  }
-
-  /** A time-series line chart over the last WINDOW_MS, drawn on a canvas. */
-  class TimeChart {
-    constructor(canvas, opts) {
-      this.canvas = canvas;
-      this.ctx = canvas.getContext('2d');
-      this.opts = opts;       // {series(): [...], unit, fmtY, tooltip(sample)}
-      this.hidden = new Set();
-      this.hoverX = null;
-      this.w = 0; this.h = 0; this.dpr = 1;
-      new ResizeObserver(() => this.resize()).observe(canvas.parentElement);
-      canvas.addEventListener('pointermove', (e) => { this.hoverX = e.offsetX; this.draw(); });
-      canvas.addEventListener('pointerleave', () => { this.hoverX = null; this.draw(); });
-      this.resize();
-    }
-    resize() {
-      const dpr = window.devicePixelRatio || 1;
-      const rect = this.canvas.getBoundingClientRect();
-      const W = Math.max(1, Math.round(rect.width * dpr)), H = Math.max(1, Math.round(rect.height * dpr));
-      if (this.canvas.width !== W || this.canvas.height !== H) { this.canvas.width = W; this.canvas.height = H; }
-      this.w = rect.width; this.h = rect.height; this.dpr = dpr;
-      this.draw();
-    }
-    frame() {
-      const { ctx } = this;
-      ctx.setTransform(this.dpr, 0, 0, this.dpr, 0, 0);
-      ctx.clearRect(0, 0, this.w, this.h);
-      ctx.font = `11px ${theme.sans}`;
-      ctx.textBaseline = 'middle';
-    }
-    /** Draws the time axis (and vertical grid) for the plot box; returns x(t). */
-    timeAxis(L, R, T, B) {
-      const { ctx } = this;
-      const now = Date.now(), t0 = now - WINDOW_MS;
-      const x = (t) => L + ((t - t0) / WINDOW_MS) * (R - L);
-      const pxPerMin = (R - L) / 5;
-      const step = pxPerMin > 150 ? 30000 : pxPerMin > 60 ? 60000 : 120000;
-      ctx.fillStyle = theme.muted;
-      ctx.textAlign = 'center';
-      ctx.strokeStyle = theme.grid;
-      ctx.lineWidth = 1;
-      for (let t = Math.ceil(t0 / step) * step; t <= now; t += step) {
-        const xx = Math.round(x(t)) + 0.5;
-        ctx.beginPath(); ctx.moveTo(xx, T); ctx.lineTo(xx, B); ctx.stroke();
-        const d = new Date(t);
-        const label = step < 60000 || d.getSeconds() ? fmtClock(t) : `${pad2(d.getHours())}:${pad2(d.getMinutes())}`;
-        if (xx > L + 18 && xx < R - 18) ctx.fillText(label, xx, B + 11);
-      }
-      return { x, t0, now };
-    }
-    draw() {
-      if (!this.w || !this.h) return;
-      this.frame();
-      const { ctx } = this;
-      const series = this.opts.series().filter((s) => !this.hidden.has(s.key));
-      const L = 46, R = this.w - 10, T = 22, B = this.h - 20;
-      if (R - L < 40 || B - T < 30) return;
-      const visible = samples.filter((s) => s.t >= Date.now() - WINDOW_MS - 2000);
-
-      let max = 0, min = Infinity;
-      for (const s of visible) {
-        if (s.gap) continue;
-        for (const se of series) {
-          const v = se.value(s);
-          if (v == null) continue;
-          if (v > max) max = v;
-          if (v > 0 && v < min) min = v;
-        }
-      }
-      let y, ticks;
-      if (this.opts.log) {
-        // log scale: p50 and p99 both readable however far apart they are
-        const lo = Math.pow(10, Math.floor(Math.log10(isFinite(min) ? min : 0.1)));
-        const hi = Math.max(lo * 10, Math.pow(10, Math.ceil(Math.log10(max > 0 ? max * 1.05 : 1))));
-        const l0 = Math.log10(lo), l1 = Math.log10(hi);
-        y = (v) => B - ((Math.log10(Math.max(v, lo)) - l0) / (l1 - l0)) * (B - T);
-        const decades = l1 - l0;
-        const mult = decades <= 2 ? [1, 2, 5] : decades <= 4 ? [1, 3] : [1];
-        ticks = [];
-        for (let d = lo; d <= hi * 1.0001; d *= 10) for (const m of mult) if (d * m <= hi * 1.0001) ticks.push(d * m);
-      } else {
-        const step = niceStep(max > 0 ? max * 1.1 : (this.opts.minMax || 1), 4);
-        const top = Math.max(step, Math.ceil((max * 1.05) / step) * step);
-        y = (v) => B - (v / top) * (B - T);
-        ticks = [];
-        for (let v = 0; v <= top + step / 1000; v += step) ticks.push(v);
-      }
-
-      // horizontal grid + y labels
-      ctx.strokeStyle = theme.grid; ctx.lineWidth = 1; ctx.fillStyle = theme.muted; ctx.textAlign = 'right';
-      for (const v of ticks) {
-        const yy = Math.round(y(v)) + 0.5;
-        ctx.beginPath(); ctx.moveTo(L, yy); ctx.lineTo(R, yy); ctx.stroke();
-        ctx.fillText(this.opts.fmtY(v), L - 6, yy);
-      }
-      const { x } = this.timeAxis(L, R, T, B);
-      ctx.textAlign = 'left'; ctx.fillStyle = theme.muted;
-      ctx.fillText(this.opts.unit, 4, 8);
-      ctx.strokeStyle = theme.border;
-      ctx.beginPath(); ctx.moveTo(L, B + 0.5); ctx.lineTo(R, B + 0.5); ctx.stroke();
-
-      if (!visible.some((s) => !s.gap)) {
-        ctx.textAlign = 'center'; ctx.fillStyle = theme.faint; ctx.font = `12px ${theme.sans}`;
-        ctx.fillText(doc ? 'collecting data…' : 'waiting for the balancer…', (L + R) / 2, (T + B) / 2);
-        return;
-      }
-
-      ctx.save();
-      ctx.beginPath(); ctx.rect(L, T - 2, R - L, B - T + 2); ctx.clip();
-      ctx.lineJoin = 'round'; ctx.lineCap = 'round';
-      for (const se of series) {
-        const runs = [];
-        let run = [];
-        for (const s of visible) {
-          const v = s.gap ? null : se.value(s);
-          if (v == null) { if (run.length) runs.push(run); run = []; continue; }
-          run.push([x(s.t), y(v)]);
-        }
-        if (run.length) runs.push(run);
-        if (se.fill) {
-          ctx.fillStyle = se.fill;
-          for (const r of runs) {
-            if (r.length < 2) continue;
-            ctx.beginPath(); ctx.moveTo(r[0][0], B);
-            for (const [px, py] of r) ctx.lineTo(px, py);
-            ctx.lineTo(r[r.length - 1][0], B); ctx.closePath(); ctx.fill();
-          }
-        }
-        ctx.strokeStyle = se.color; ctx.lineWidth = se.width || 1.5; ctx.setLineDash(se.dash || []);
-        for (const r of runs) {
-          if (r.length === 1) { ctx.fillStyle = se.color; ctx.fillRect(r[0][0] - 1, r[0][1] - 1, 2, 2); continue; }
-          ctx.beginPath(); ctx.moveTo(r[0][0], r[0][1]);
-          for (let i = 1; i < r.length; i++) ctx.lineTo(r[i][0], r[i][1]);
-          ctx.stroke();
-        }
-      }
-      ctx.setLineDash([]);
-      ctx.restore();
-
-      if (this.hoverX != null && this.hoverX >= L && this.hoverX <= R) this.drawHover(visible, x, L, R, T, B);
-    }
-    drawHover(visible, x, L, R, T, B) {
-      const { ctx } = this;
-      let best = null, bd = Infinity;
-      for (const s of visible) { if (s.gap) continue; const d = Math.abs(x(s.t) - this.hoverX); if (d < bd) { bd = d; best = s; } }
-      if (!best || bd > 30) return;
-      const xx = Math.round(x(best.t)) + 0.5;
-      ctx.strokeStyle = theme.faint; ctx.lineWidth = 1;
-      ctx.beginPath(); ctx.moveTo(xx, T); ctx.lineTo(xx, B); ctx.stroke();
-      const rows = this.opts.tooltip(best).filter((r) => !this.hidden.has(r.key));
-      ctx.font = `11.5px ${theme.sans}`;
-      const head = fmtClock(best.t);
-      let w = ctx.measureText(head).width;
-      for (const r of rows) w = Math.max(w, ctx.measureText(`${r.label}  ${r.value}`).width + 16);
-      const bw = w + 16, bh = 20 + rows.length * 16;
-      let bx = xx + 10; if (bx + bw > R) bx = xx - 10 - bw;
-      const by = T + 4;
-      ctx.fillStyle = theme.panel; ctx.strokeStyle = theme.border;
-      ctx.beginPath(); ctx.rect(bx, by, bw, bh); ctx.fill(); ctx.stroke();
-      ctx.textAlign = 'left'; ctx.fillStyle = theme.muted;
-      ctx.fillText(head, bx + 8, by + 11);
-      rows.forEach((r, i) => {
-        const yy = by + 27 + i * 16;
-        ctx.fillStyle = r.color; ctx.fillRect(bx + 8, yy - 4, 8, 8);
-        ctx.fillStyle = theme.text; ctx.fillText(r.label, bx + 22, yy);
-        ctx.textAlign = 'right'; ctx.fillText(r.value, bx + bw - 8, yy); ctx.textAlign = 'left';
-      });
-    }
-  }
 
   const fmtRateAxis = (v) => (v >= 10000 ? `${+(v / 1000).toFixed(1)}k` : `${+v.toFixed(2)}`);
   const fmtMsAxis = (v) => (v >= 1000 ? `${+(v / 1000).toFixed(2)} s` : `${+v.toPrecision(3)}`);
@@ -727,6 +440,7 @@
   const hexAlpha = (hex, a) => { const n = parseInt(hex.slice(1), 16); return `rgba(${n >> 16},${(n >> 8) & 255},${n & 255},${a})`; };
 
   const rpsChart = new TimeChart($('#chart-rps'), {
+    samples: () => samples, ready: () => doc != null,
     unit: 'req/s', fmtY: fmtRateAxis, minMax: 10,
     series: () => [
       { key: '__total', color: theme.text, width: 2, fill: theme.text.startsWith('#') ? hexAlpha(theme.text, 0.06) : null, value: (s) => s.total },
@@ -738,6 +452,7 @@
     ],
   });
   const latChart = new TimeChart($('#chart-latency'), {
+    samples: () => samples, ready: () => doc != null,
     unit: 'ms (log)', fmtY: fmtMsAxis, log: true,
     series: () => order.flatMap((n) => [
       { key: n, color: colorOf(n), width: 1.75, value: (s) => (s.per[n] ? s.per[n].p50 : null) },
@@ -748,44 +463,9 @@
     })),
   });
 
-  /** Backend state over the last WINDOW_MS: one coloured band per backend. */
-  class StateStrip extends TimeChart {
-    draw() {
-      const box = this.canvas.parentElement;
-      if (box.hidden !== (order.length === 0)) box.hidden = order.length === 0;
-      if (box.hidden || !this.w || !this.h) return;
-      const names = order;
-      const want = Math.max(1, names.length) * 18 + 26;
-      if (Math.abs(this.canvas.parentElement.clientHeight - want) > 1) { this.canvas.parentElement.style.height = `${want}px`; return; }
-      this.frame();
-      const { ctx } = this;
-      const L = 84, R = this.w - 10, T = 4, B = this.h - 20;
-      const { x, t0 } = this.timeAxis(L, R, T, B);
-      const visible = samples.filter((s) => s.t >= t0 - 2000);
-      const stateColor = { up: theme.up, down: theme.down, draining: theme.draining, removed: theme.removed };
-      names.forEach((n, i) => {
-        const y0 = T + i * 18 + 3, hh = 12;
-        ctx.fillStyle = theme.text; ctx.textAlign = 'right';
-        ctx.fillText(n.length > 12 ? `${n.slice(0, 11)}…` : n, L - 8, y0 + hh / 2);
-        ctx.fillStyle = theme.grid; ctx.fillRect(L, y0, R - L, hh);
-        for (let k = 1; k < visible.length; k++) {
-          const a = visible[k - 1], b = visible[k];
-          if (a.gap || b.gap || !b.per[n]) continue;
-          const xa = Math.max(L, x(a.t)), xb = Math.min(R, x(b.t));
-          if (xb <= xa) continue;
-          ctx.fillStyle = stateColor[b.per[n].state] || theme.removed;
-          ctx.fillRect(xa, y0, xb - xa + 0.6, hh);
-        }
-      });
-      if (this.hoverX != null && this.hoverX >= L && this.hoverX <= R) {
-        const t = t0 + ((this.hoverX - L) / (R - L)) * WINDOW_MS;
-        ctx.strokeStyle = theme.faint; ctx.beginPath(); ctx.moveTo(this.hoverX + 0.5, T); ctx.lineTo(this.hoverX + 0.5, B); ctx.stroke();
-        ctx.fillStyle = theme.muted; ctx.textAlign = this.hoverX > R - 60 ? 'right' : 'left';
-        ctx.fillText(fmtClock(t), this.hoverX + (this.hoverX > R - 60 ? -4 : 4), B + 11);
-      }
-    }
-  }
-  const stateStrip = new StateStrip($('#chart-states'), { series: () => [], tooltip: () => [] });
+  const stateStrip = new StateStrip($('#chart-states'), {
+    series: () => [], tooltip: () => [], samples: () => samples, ready: () => doc != null, names: () => order,
+  });
   const charts = [rpsChart, latChart, stateStrip];
   window.addEventListener('resize', () => charts.forEach((c) => c.resize()));
   matchMedia('(prefers-color-scheme: dark)').addEventListener('change', () => { readTheme(); charts.forEach((c) => c.draw()); });

@@ -230,10 +230,16 @@ fn route(request: &AdminRequest, admin: &Admin) -> (u16, &'static str, Vec<u8>) 
             "text/html; charset=utf-8",
             DASHBOARD_HTML.as_bytes().to_vec(),
         ),
-        ("GET", ["app.js"]) => (
+        ("GET", [script @ ("util.js" | "charts.js" | "app.js")]) => (
             200,
             "text/javascript; charset=utf-8",
-            DASHBOARD_JS.as_bytes().to_vec(),
+            match *script {
+                "util.js" => DASHBOARD_UTIL_JS,
+                "charts.js" => DASHBOARD_CHARTS_JS,
+                _ => DASHBOARD_JS,
+            }
+            .as_bytes()
+            .to_vec(),
         ),
         ("GET", ["style.css"]) => (
             200,
@@ -455,6 +461,8 @@ fn respond_json(stream: &mut impl Write, status: u16, value: &Value) -> io::Resu
 /// The dashboard is compiled in, so a deployed `lb` serves it without the source tree.
 const DASHBOARD_HTML: &str = include_str!("../../frontend/index.html");
 const DASHBOARD_JS: &str = include_str!("../../frontend/app.js");
+const DASHBOARD_UTIL_JS: &str = include_str!("../../frontend/util.js");
+const DASHBOARD_CHARTS_JS: &str = include_str!("../../frontend/charts.js");
 const DASHBOARD_CSS: &str = include_str!("../../frontend/style.css");
 
 #[cfg(test)]

@@ -1434,9 +1434,21 @@ fn dashboard_files_and_cors() {
     let proxy = Proxy::start_with_admin(vec![b1.config()], |_| {});
     let admin = proxy.admin_addr();
     let frontend = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("frontend");
+    // Every script the page loads is served (the page also works from file://).
+    let page = std::fs::read_to_string(frontend.join("index.html")).expect("index.html");
+    for script in page.split("<script src=\"").skip(1) {
+        let name = script.split('"').next().unwrap_or_default();
+        let r = admin_get(admin, &format!("/{name}"));
+        assert_eq!(
+            r.status, 200,
+            "/{name} is loaded by index.html but not served"
+        );
+    }
     for (path, file, kind) in [
         ("/", "index.html", "text/html"),
         ("/index.html", "index.html", "text/html"),
+        ("/util.js", "util.js", "text/javascript"),
+        ("/charts.js", "charts.js", "text/javascript"),
         ("/app.js", "app.js", "text/javascript"),
         ("/style.css", "style.css", "text/css"),
     ] {
