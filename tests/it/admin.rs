@@ -1449,6 +1449,7 @@ fn dashboard_files_and_cors() {
         ("/index.html", "index.html", "text/html"),
         ("/util.js", "util.js", "text/javascript"),
         ("/charts.js", "charts.js", "text/javascript"),
+        ("/log.js", "log.js", "text/javascript"),
         ("/app.js", "app.js", "text/javascript"),
         ("/style.css", "style.css", "text/css"),
     ] {
