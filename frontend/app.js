@@ -51,7 +51,6 @@
   const SUP = trimSlash(params.get('supervisor') || 'http://127.0.0.1:8005');
   const TOKEN = params.get('token');
 
-  const TIMELINE_CAP = 200;
   const STALE_MS = 5000;             // no event for this long on a "live" stream: reconnect
   const SUP_POLL_MS = 2000;
 
@@ -498,38 +497,15 @@
   // ------------------------------------------------------------------ request log (log.js)
   const log = window.LB.createLog({ dropped: () => (doc && doc.totals ? num(doc.totals.events_dropped) : null) });
 
-  // ------------------------------------------------------------------ health / config timeline
-  const timeline = $('#timeline');
-  const lastEvent = new Map();   // backend -> {state, action, seen}
-  const recentEvent = (name, state) => {
-    const e = lastEvent.get(name);
-    return e && Date.now() - e.seen < 5000 && (e.state === state || e.action === 'enable');
-  };
-
-  /** entry: {kind, time_ms, backend?, state?, action?, text?, why?, initial?} */
-  function addTimeline(entry) {
-    const t = num(entry.time_ms) || Date.now();
-    const tag = entry.kind === 'config' || entry.kind === 'process' ? entry.action : entry.state;
-    const li = h('li', {
-      'data-kind': entry.kind, 'data-backend': entry.backend, 'data-state': entry.state, 'data-action': entry.action,
-      'data-time': t, class: entry.initial ? 'initial' : null,
-    },
-    h('time', { datetime: new Date(t).toISOString(), title: new Date(t).toLocaleString() }, fmtClock(t)),
-    h('span', { class: 'what' }, tag ? h('span', { class: 'tag' }, String(tag)) : null, entry.text || entry.backend || ''),
-    h('span', { class: 'why' }, entry.why || ''));
-    if (entry.backend) li.querySelector('.what').style.setProperty('--c', colorOf(entry.backend));
-    // newest first, by time
-    let at = timeline.firstElementChild;
-    while (at && Number(at.dataset.time) > t) at = at.nextElementSibling;
-    timeline.insertBefore(li, at);
-    $('#timeline-empty').hidden = true;
-    while (timeline.childElementCount > TIMELINE_CAP) timeline.lastElementChild.remove();
-  }
+  // ------------------------------------------------------------------ health / config timeline (timeline.js)
+  const timeline = window.LB.createTimeline();
+  const { recentEvent, derivedChange } = timeline;
+  const addTimeline = timeline.add;
 
   function onHealth(ev) {
     if (!ev || typeof ev.backend !== 'string') return;
-    lastEvent.set(ev.backend, { state: ev.state, seen: Date.now() });
-    addTimeline({ kind: 'health', backend: ev.backend, state: ev.state, time_ms: ev.time_ms, why: ev.reason || '' });
+    timeline.note(ev.backend, { state: ev.state });
+    timeline.add({ kind: 'health', backend: ev.backend, state: ev.state, time_ms: ev.time_ms, why: ev.reason || '' });
     const c = cards.get(ev.backend);
     if (c && ev.state) {
       setCardState(c, ev.state);
@@ -538,30 +514,6 @@
       renderCardTimes(c);
       renderCardButtons(c);
     }
-  }
-
-  const CONFIG_WHY = {
-    drain: 'drained: no new requests, in-flight ones finish',
-    enable: 'enabled: back in rotation',
-    add: 'added to the balancer',
-    remove: 'removed from the balancer',
-  };
-  function onConfig(ev) {
-    if (!ev || typeof ev.action !== 'string') return;
-    if (typeof ev.backend === 'string') {
-      const st = { drain: 'draining', remove: 'removed' }[ev.action];
-      lastEvent.set(ev.backend, { state: st, action: ev.action, seen: Date.now() });
-    }
-    addTimeline({ kind: 'config', backend: ev.backend, action: ev.action, time_ms: ev.time_ms, why: CONFIG_WHY[ev.action] || 'operator change' });
-  }
-
-  /** A state change seen in a stats document that no health/config event announced. */
-  function derivedChange(c, before, b, fromAction) {
-    if (recentEvent(c.name, b.state)) return;
-    lastEvent.set(c.name, { state: b.state, seen: Date.now() });
-    if (fromAction) return; // our own drain/enable: the config event (or toast) tells it
-    addTimeline({ kind: 'health', backend: c.name, state: b.state, time_ms: num(b.last_change_ms) || Date.now(),
-      why: `${b.last_change_reason || `was ${before}`}` });
   }
 
   // ------------------------------------------------------------------ connection (SSE)
@@ -635,7 +587,7 @@
     es.addEventListener('stats', parse(ingest));
     es.addEventListener('request', parse(log.onRequest));
     es.addEventListener('health', parse(onHealth));
-    es.addEventListener('config', parse(onConfig));
+    es.addEventListener('config', parse(timeline.onConfig));
     es.addEventListener('error', () => {
       if (conn.es !== es) return;
       setConn('disconnected');

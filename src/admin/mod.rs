@@ -230,13 +230,14 @@ fn route(request: &AdminRequest, admin: &Admin) -> (u16, &'static str, Vec<u8>) 
             "text/html; charset=utf-8",
             DASHBOARD_HTML.as_bytes().to_vec(),
         ),
-        ("GET", [script @ ("util.js" | "charts.js" | "log.js" | "app.js")]) => (
+        ("GET", [script @ ("util.js" | "charts.js" | "log.js" | "timeline.js" | "app.js")]) => (
             200,
             "text/javascript; charset=utf-8",
             match *script {
                 "util.js" => DASHBOARD_UTIL_JS,
                 "charts.js" => DASHBOARD_CHARTS_JS,
                 "log.js" => DASHBOARD_LOG_JS,
+                "timeline.js" => DASHBOARD_TIMELINE_JS,
                 _ => DASHBOARD_JS,
             }
             .as_bytes()
@@ -465,6 +466,7 @@ const DASHBOARD_JS: &str = include_str!("../../frontend/app.js");
 const DASHBOARD_UTIL_JS: &str = include_str!("../../frontend/util.js");
 const DASHBOARD_CHARTS_JS: &str = include_str!("../../frontend/charts.js");
 const DASHBOARD_LOG_JS: &str = include_str!("../../frontend/log.js");
+const DASHBOARD_TIMELINE_JS: &str = include_str!("../../frontend/timeline.js");
 const DASHBOARD_CSS: &str = include_str!("../../frontend/style.css");
 
 #[cfg(test)]

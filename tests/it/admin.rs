@@ -1450,6 +1450,7 @@ fn dashboard_files_and_cors() {
         ("/util.js", "util.js", "text/javascript"),
         ("/charts.js", "charts.js", "text/javascript"),
         ("/log.js", "log.js", "text/javascript"),
+        ("/timeline.js", "timeline.js", "text/javascript"),
         ("/app.js", "app.js", "text/javascript"),
         ("/style.css", "style.css", "text/css"),
     ] {
