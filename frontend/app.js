@@ -11,8 +11,10 @@
  *   #conn[data-status]                         connection to the admin API: connecting | live | disconnected
  *   #status-line  [data-testid=status-line]    visible only while disconnected ("Disconnected … retrying…")
  *   #t-requests #t-rps #t-active #t-inflight #t-errors #t-uptime #t-algorithm     header totals
- *   #backends [data-backend="NAME"]            one card per backend; attribute data-state = up|down|draining|removed
+ *   #backends [data-pool="POOL"] .cards        one section per pool (pools.js documents its head)
+ *   #backends [data-backend="NAME"]            one card per backend, in its pool's section; attribute data-state = up|down|draining|removed
  *     [data-role="state"]                      textContent is exactly the state word
+ *     [data-role="backup"]                     visible for a backup backend; [data-role="warmup"] visible during slow start
  *     [data-role="name"] [data-role="address"] [data-role="check"] (data-ok=true|false) [data-role="since"]
  *     [data-role="requests"] [data-role="share"] [data-role="rps"] [data-role="active"]
  *     [data-role="p50"] [data-role="p99"] [data-role="errors"] [data-role="retries"]
@@ -29,9 +31,12 @@
  *                                              into view (plus a few) are in the DOM. Each row has
  *                                              data-index (0 = newest), data-backend (name or "-"),
  *                                              data-status (code), data-class (2xx|3xx|4xx|5xx|other);
- *                                              cells [data-col=time|method|target|status|backend|duration|bytes|client]
+ *                                              cells [data-col=time|method|target|status|backend|pool|route|duration|bytes|client];
+ *                                              data-pool (name or "-")
  *   #log-pause [data-action="pause-log"]       aria-pressed="true" while paused
  *   #log-backend                               <select>: "" all, "-" balancer's own answers, or a name
+ *   #log-pool                                  <select>: "" all, "-" no pool, or a pool (shown with several pools)
+ *   #log[data-pools="single"|"many"]           pool and route columns only with several pools or routes
  *   #log-status [data-class="2xx"|…]           toggle buttons, aria-pressed
  *   #timeline li                               health/config/connection events, newest first;
  *                                              data-kind = health|config|conn|process,
@@ -126,6 +131,7 @@
         base = cur;
       }
     }
+    pools.render(d);
     updateBackends(d, prev);
     renderHeader();
     renderLegends();
@@ -136,6 +142,8 @@
     for (let i = samples.length - 1; i >= 0; i--) if (!samples[i].gap) return samples[i];
     return null;
   };
+
+  const pools = window.LB.createPools($('#backends'));
 
   // ------------------------------------------------------------------ header
   function renderHeader() {
@@ -175,6 +183,8 @@
     };
     r.name = role('name', 'span', 'card-name');
     r.state = role('state', 'span', 'badge');
+    r.backup = h('span', { 'data-role': 'backup', class: 'badge backup', title: 'takes requests only while every primary of its pool is down', hidden: true }, 'backup');
+    r.warmup = h('span', { 'data-role': 'warmup', class: 'warmup', hidden: true });
     r.address = role('address', 'span', 'addr');
     r.weight = h('span');
     r.conns = h('span');
@@ -195,12 +205,12 @@
     r.kill = act('kill', 'Kill', 'danger', 'SIGKILL the backend process (like a crash)');
     r.start = act('start', 'Start', 'go', 'Start the backend process again');
     const el = h('article', { class: 'card', 'data-backend': name, 'data-state': 'up' },
-      h('div', { class: 'card-head' }, h('span', { class: 'swatch' }), r.name, r.state),
-      h('div', { class: 'card-sub' }, r.address, r.weight, r.conns),
+      h('div', { class: 'card-head' }, h('span', { class: 'swatch' }), r.name, r.backup, r.state),
+      h('div', { class: 'card-sub' }, r.address, r.weight, r.conns, r.warmup),
       r.check,
       r.since,
       h('dl', { class: 'stats' },
-        stat('Requests', 'requests'), stat('Share', 'share', 'share of all requests sent to backends'),
+        stat('Requests', 'requests'), stat('Share', 'share', 'share of the requests its pool received'),
         stat('Req/s', 'rps'), stat('Active', 'active', 'requests in flight on this backend now'),
         stat('p50', 'p50', 'median latency over the last minute'), stat('p99', 'p99', '99th percentile latency over the last minute'),
         stat('Errors', 'errors'), stat('Retries', 'retries')),
@@ -217,7 +227,6 @@
       c = makeCard(name);
       cards.set(name, c);
       order.push(name);
-      $('#backends').append(c.el);
       $('#backends-empty').hidden = true;
       const opt = h('option', { value: name }, name);
       $('#log-backend').append(opt);
@@ -230,6 +239,7 @@
     for (const b of d.backends) {
       seen.add(b.name);
       const c = ensureCard(b.name);
+      pools.place(c.el, b.pool);
       const before = c.state;
       c.data = b;
       c.removed = b.state === 'removed';
@@ -261,8 +271,13 @@
     const b = c.data;
     if (!b) return;
     const r = c.r;
+    // The share is within the backend's pool: pools serve different requests.
     let sum = 0;
-    if (doc) for (const x of doc.backends) sum += num(x.requests) || 0;
+    if (doc) for (const x of doc.backends) if (x.pool === b.pool) sum += num(x.requests) || 0;
+    r.backup.hidden = !b.backup;
+    const warm = num(b.slow_start_factor);
+    r.warmup.hidden = warm == null || warm >= 1;
+    setText(r.warmup, warm != null && warm < 1 ? `slow start: ${Math.round(warm * 100)}% of its weight` : '');
     const s = lastSample();
     setText(r.address, b.address || '');
     setText(r.weight, b.weight != null ? `weight ${b.weight}` : '');

@@ -21,9 +21,10 @@
     let paused = false, pausedNew = 0;
     let flushScheduled = false, lastFlush = 0;
     let evCount = 0, evRate = 0, evCountAt = performance.now();
-    const filter = { backend: '', classes: new Set(['2xx', '3xx', '4xx', '5xx']) };
+    const filter = { backend: '', pool: '', classes: new Set(['2xx', '3xx', '4xx', '5xx']) };
 
     const matches = (ev) => {
+      if (filter.pool && (ev.pool == null ? '-' : ev.pool) !== filter.pool) return false;
       if (filter.backend) {
         const b = ev.backend == null ? '-' : ev.backend;
         if (b !== filter.backend) return false;
@@ -38,7 +39,7 @@
     let logRows = [];
     const rowPool = [];
     let rowH = 25;
-    const COLS = ['time', 'method', 'target', 'status', 'backend', 'duration', 'bytes', 'client'];
+    const COLS = ['time', 'method', 'target', 'status', 'backend', 'pool', 'route', 'duration', 'bytes', 'client'];
 
     const rowTemplate = (() => {
       const row = h('div', { class: 'log-row', role: 'row' });
@@ -75,9 +76,14 @@
         be.textContent = String(ev.backend);
         be.style.setProperty('--c', colorOf(String(ev.backend)));
       }
-      td[5].textContent = fmtMs(num(ev.duration_ms));
-      td[6].textContent = fmtBytes(num(ev.bytes));
-      td[7].textContent = ev.client == null ? '' : String(ev.client);
+      const pool = ev.pool == null ? '' : String(ev.pool);
+      row.dataset.pool = pool || '-';
+      td[5].textContent = pool || '—';
+      td[6].textContent = ev.route == null ? '—' : String(ev.route);
+      td[6].title = ev.route == null ? 'no route matched' : `route ${ev.route}`;
+      td[7].textContent = fmtMs(num(ev.duration_ms));
+      td[8].textContent = fmtBytes(num(ev.bytes));
+      td[9].textContent = ev.client == null ? '' : String(ev.client);
     }
 
     /** Puts the rows in view into the DOM (reusing row elements). */
@@ -186,6 +192,7 @@
       if (!paused) { pausedNew = 0; rebuildLog(); } else renderLogInfo();
     });
     $('#log-backend').addEventListener('change', (e) => { filter.backend = e.target.value; rebuildLog(); });
+    $('#log-pool').addEventListener('change', (e) => { filter.pool = e.target.value; rebuildLog(); });
     for (const chip of document.querySelectorAll('#log-status .chip')) {
       chip.addEventListener('click', () => {
         const cls = chip.dataset.class;

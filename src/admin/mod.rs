@@ -230,7 +230,10 @@ fn route(request: &AdminRequest, admin: &Admin) -> (u16, &'static str, Vec<u8>) 
             "text/html; charset=utf-8",
             DASHBOARD_HTML.as_bytes().to_vec(),
         ),
-        ("GET", [script @ ("util.js" | "charts.js" | "log.js" | "timeline.js" | "app.js")]) => (
+        (
+            "GET",
+            [script @ ("util.js" | "charts.js" | "log.js" | "timeline.js" | "pools.js" | "app.js")],
+        ) => (
             200,
             "text/javascript; charset=utf-8",
             match *script {
@@ -238,6 +241,7 @@ fn route(request: &AdminRequest, admin: &Admin) -> (u16, &'static str, Vec<u8>) 
                 "charts.js" => DASHBOARD_CHARTS_JS,
                 "log.js" => DASHBOARD_LOG_JS,
                 "timeline.js" => DASHBOARD_TIMELINE_JS,
+                "pools.js" => DASHBOARD_POOLS_JS,
                 _ => DASHBOARD_JS,
             }
             .as_bytes()
@@ -467,6 +471,7 @@ const DASHBOARD_UTIL_JS: &str = include_str!("../../frontend/util.js");
 const DASHBOARD_CHARTS_JS: &str = include_str!("../../frontend/charts.js");
 const DASHBOARD_LOG_JS: &str = include_str!("../../frontend/log.js");
 const DASHBOARD_TIMELINE_JS: &str = include_str!("../../frontend/timeline.js");
+const DASHBOARD_POOLS_JS: &str = include_str!("../../frontend/pools.js");
 const DASHBOARD_CSS: &str = include_str!("../../frontend/style.css");
 
 #[cfg(test)]

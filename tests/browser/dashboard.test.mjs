@@ -9,7 +9,9 @@
 //
 // It starts `supervisor` (three backends and lb) on ports 18000-18005 (DASHBOARD_TEST_PORT_BASE
 // moves them), opens the dashboard the balancer serves on its admin port, checks the three
-// backends are up, sends requests and finds them in the request log, kills backend-2 from its
+// backends are up (two in the pool "default", one in "api", which a route leads to) and grouped
+// by pool, sends requests and finds them in the request log with their pool and route, kills
+// backend-2 from its
 // card and sees it go down, starts it again and sees it come back, and saves a screenshot to
 // target/dashboard.png. Whatever it started is stopped at the end, failed or not.
 //
@@ -120,8 +122,22 @@ function supervisorLog() {
   }
 }
 
+// backend-1 and backend-2 are the pool "default"; backend-3 is the pool "api", which the
+// route "api" sends /api/ to.
 function writeConfig() {
-  const backends = NAMES.map((name, i) => `[[backend]]\nname = "${name}"\naddress = "${HOST}:${BACKEND_BASE_PORT + i}"\n`).join('\n');
+  const table = (name, i, kind) => `[[${kind}]]\nname = "${name}"\naddress = "${HOST}:${BACKEND_BASE_PORT + i}"\n`;
+  const backends = `${table(NAMES[0], 0, 'backend')}\n${table(NAMES[1], 1, 'backend')}
+[[pool]]
+name = "api"
+algorithm = "least_connections"
+[pool.health]
+path = "/health"
+${table(NAMES[2], 2, 'pool.backend')}
+[[route]]
+name = "api"
+path_prefix = "/api/"
+pool = "api"
+`;
   const file = path.join(tmp, 'lb.toml');
   fs.writeFileSync(file, `# written by tests/browser/dashboard.test.mjs
 listen = "${LISTEN}"
@@ -272,6 +288,38 @@ test('dashboard: live backends, request log, kill and start from the page', { ti
     }, 5000);
   });
 
+  await step('backends are grouped by pool, and the log shows pool and route', async () => {
+    await page.waitForSelector('#backends[data-layout="pools"]', { timeout: 5000 });
+    const inPool = (pool) => page.$$eval(`#backends [data-pool="${pool}"] [data-backend]`, (cs) => cs.map((c) => c.dataset.backend));
+    assert.deepEqual(await inPool('default'), ['backend-1', 'backend-2']);
+    assert.deepEqual(await inPool('api'), ['backend-3']);
+    assert.equal((await page.textContent('[data-pool="api"] [data-role="pool-up"]')).trim(), '1/1 up');
+    assert.match(await page.textContent('[data-pool="api"] [data-role="pool-policy"]'), /least_connections/);
+    assert.match(await page.textContent('[data-pool="api"] [data-role="pool-routes"]'), /api/);
+    assert.match(await page.textContent('[data-pool="default"] [data-role="pool-routes"]'), /unmatched/);
+    assert.match(await page.textContent('#routes [data-route="api"]'), /\/api\/.*pool api/);
+
+    const marker = `p${Date.now().toString(36)}`;
+    for (let i = 0; i < 3; i++) {
+      const res = await fetch(`http://${LISTEN}/api/x?dashboard-test=${marker}-${i}`, { signal: AbortSignal.timeout(5000) });
+      await res.arrayBuffer();
+      assert.equal(res.headers.get('x-backend'), 'backend-3', 'routed to the pool api');
+    }
+    const cells = (sel) => page.$$eval(`#log-body [role="row"]`, (rows, m) => rows
+      .filter((r) => r.querySelector('[data-col="target"]').textContent.includes(m))
+      .map((r) => ({ pool: r.querySelector('[data-col="pool"]').textContent, route: r.querySelector('[data-col="route"]').textContent })), sel);
+    const rows = await eventually('the /api/ requests in the log', async () => {
+      const r = await cells(marker);
+      return r.length === 3 && r;
+    }, 10000);
+    for (const r of rows) assert.deepEqual(r, { pool: 'api', route: 'api' });
+    assert.equal(await page.isVisible('#log [data-col="pool"]'), true, 'pool column shown with several pools');
+    await page.selectOption('#log-pool', 'api');
+    const only = await page.$$eval('#log-body [role="row"]', (rs) => rs.map((r) => r.dataset.pool));
+    assert.ok(only.length >= 3 && only.every((p) => p === 'api'), `pool filter: ${only}`);
+    await page.selectOption('#log-pool', '');
+  });
+
   await step('Kill on backend-2 takes it down', async () => {
     const t0 = Date.now();
     await page.click('[data-backend="backend-2"] [data-action="kill"]');
@@ -308,7 +356,7 @@ test('dashboard: live backends, request log, kill and start from the page', { ti
     const until = Date.now() + 4000;
     const traffic = (async () => {
       for (let i = 0; Date.now() < until; i++) {
-        const res = await fetch(`http://${LISTEN}/?screenshot=${i}`, { signal: AbortSignal.timeout(5000) });
+        const res = await fetch(`http://${LISTEN}${i % 3 ? '/' : '/api/'}?screenshot=${i}`, { signal: AbortSignal.timeout(5000) });
         await res.arrayBuffer();
         await sleep(25);
       }

@@ -1451,6 +1451,7 @@ fn dashboard_files_and_cors() {
         ("/charts.js", "charts.js", "text/javascript"),
         ("/log.js", "log.js", "text/javascript"),
         ("/timeline.js", "timeline.js", "text/javascript"),
+        ("/pools.js", "pools.js", "text/javascript"),
         ("/app.js", "app.js", "text/javascript"),
         ("/style.css", "style.css", "text/css"),
     ] {
