@@ -14,7 +14,10 @@
 #   lb-2 nginx-2 haproxy-2    the same at 2 workers / 2 threads
 #   lb-routes  lb with 20 [[route]] rules (by host, path prefix and header) to a second pool,
 #              none matching the benchmark's requests: every rule is tried before the default
-#              pool takes them, routing's worst case (issue #12); ka64 only
+#              pool takes them, routing's worst case (issue #12); ka64 and instr only
+#   lb-before  the lb binary BENCH_BEFORE_BIN (an earlier build, e.g. from a worktree of an older
+#              commit) on lb's configuration, to compare a change against the same machine in
+#              the same minute; ka64 and instr only, and only when BENCH_BEFORE_BIN is set
 # Scenarios (each run on a freshly started contestant, after a warm-up):
 #   ka64 ka256   keep-alive GETs from 64 / 256 connections (wrk, closed loop)
 #   close        a new connection per request, 64 at a time (wrk -H 'Connection: close')
@@ -274,6 +277,16 @@ targets() {
         a = median("lb-routes" SUBSEP "ka64.rpc"); b = median("lb" SUBSEP "ka64.rpc")
         if (a != "" && b != "")
             verdict(a >= 0.95 * b, sprintf("requests per proxy CPU-second at 64 keep-alive with 20 routes configured within 5%% of lb without: lb-routes %.0f, lb %.0f (%.3fx)", a, b, a / b))
+        a = median("lb-routes" SUBSEP "ka64.rpc"); b = median("lb-before" SUBSEP "ka64.rpc")
+        if (a != "" && b != "")
+            verdict(a >= 0.95 * b, sprintf("requests per proxy CPU-second at 64 keep-alive with 20 routes configured within 5%% of the earlier build (BENCH_BEFORE_BIN): lb-routes %.0f, lb-before %.0f (%.3fx)", a, b, a / b))
+        a = median("lb-routes" SUBSEP "instr.ir"); b = median("lb-before" SUBSEP "instr.ir")
+        if (a != "" && b != "")
+            printf "  (user-space instructions per request, lb-routes against the earlier build: %.0f against %.0f, %.3fx)\n", a, b, a / b
+        # The same question without the noise of a shared machine: instructions per request.
+        a = median("lb-routes" SUBSEP "instr.ir"); b = median("lb" SUBSEP "instr.ir")
+        if (a != "" && b != "")
+            verdict(a <= 1.05 * b, sprintf("user-space instructions per request with 20 routes configured within 5%% of lb without: lb-routes %.0f, lb %.0f (%.3fx)", a, b, a / b))
         split("ka64 ka256 close", ss, " ")
         split("64 keep-alive,256 keep-alive,new connection per request", sl, ",")
         for (i = 1; i <= 3; i++) {
@@ -750,6 +763,7 @@ start_contestant() { # name [command prefix; default: taskset to the proxy's CPU
             --backend "127.0.0.1:$b2" --backend "127.0.0.1:$b3" 2>>"$work/relay.log" & ;;
         lb) "${prefix[@]}" "$bin/lb" --config "$work/lb-$conf.toml" 2>>"$work/lb.log" & ;;
         lb-routes) "${prefix[@]}" "$bin/lb" --config "$work/lb-routes.toml" 2>>"$work/lb.log" & ;;
+        lb-before) "${prefix[@]}" "$BENCH_BEFORE_BIN" --config "$work/lb-1.toml" 2>>"$work/lb.log" & ;;
         nginx) "${prefix[@]}" nginx -p "$work" -e "$work/nginx.err" -c "$nginx_conf" & ;;
         haproxy) "${prefix[@]}" haproxy -db -f "$work/haproxy-$conf.cfg" 2>>"$work/haproxy.log" & ;;
         *) echo "unknown contestant $name" >&2; exit 2 ;;
@@ -941,7 +955,7 @@ sys_run() { # scenario contestant round [wrk args]
 instr_run() { # contestant round
     local c=$1 r=$2 s=instr
     case $c in
-        relay | lb | nginx | haproxy) ;;
+        relay | lb | lb-routes | lb-before | nginx | haproxy) ;;
         *) return 0 ;; # direct has no proxy; one worker is enough to count instructions
     esac
     if ! command -v valgrind >/dev/null 2>&1; then
@@ -1076,7 +1090,10 @@ for s in "${runs[@]}"; do
     for r in $(seq 1 "$n_rounds"); do
         echo "== $s, round $r/$n_rounds"
         for c in "${contestants[@]}"; do
-            if [ "$c" = lb-routes ] && [ "$s" != ka64 ]; then
+            if { [ "$c" = lb-routes ] || [ "$c" = lb-before ]; } && [ "$s" != ka64 ] && [ "$s" != instr ]; then
+                continue
+            fi
+            if [ "$c" = lb-before ] && [ -z "${BENCH_BEFORE_BIN:-}" ]; then
                 continue
             fi
             if [ "$s" = instr ]; then

@@ -86,12 +86,43 @@ impl Balancer {
         exclude: &[usize],
         key: Option<u64>,
     ) -> Option<usize> {
-        let allowed = |i: usize| view(i).eligible && !exclude.contains(&i);
+        self.select_by(n, |i| view(i).eligible && !exclude.contains(&i), &view, key)
+    }
+
+    /// As [`Balancer::select`], with eligibility asked apart from the load: round-robin and
+    /// hashing never need a backend's weight or requests in flight, so they are not read.
+    pub fn select_by(
+        &self,
+        n: usize,
+        allowed_now: impl Fn(usize) -> bool,
+        view: impl Fn(usize) -> Candidate,
+        key: Option<u64>,
+    ) -> Option<usize> {
+        // Each backend is looked at once: up to 64 of them, the answers are kept in a mask that
+        // the algorithm reads instead of asking again.
+        let small = n <= 64;
+        let mut mask = 0u64;
+        let count = if small {
+            for i in 0..n {
+                if allowed_now(i) {
+                    mask |= 1 << i;
+                }
+            }
+            mask.count_ones() as usize
+        } else {
+            (0..n).filter(|&i| allowed_now(i)).count()
+        };
         // Counted once here so that no algorithm has to handle an empty choice.
-        let count = (0..n).filter(|&i| allowed(i)).count();
         if count == 0 {
             return None;
         }
+        let allowed = |i: usize| {
+            if small {
+                i < 64 && (mask >> i) & 1 == 1
+            } else {
+                allowed_now(i)
+            }
+        };
         match self {
             Balancer::RoundRobin(b) => b.select(n, count, allowed),
             Balancer::WeightedRoundRobin(b) => b.select(n, |i| allowed(i).then(|| view(i).weight)),

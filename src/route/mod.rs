@@ -6,6 +6,7 @@
 //! rules cost about what parsing one header does. [`Table`] is what a reactor holds: the rules
 //! of `[[route]]` resolved to pools, consulted by the request head's parser.
 
+mod index;
 mod table;
 
 pub use table::{Action, AffinitySpec, Decision, Table};
@@ -116,6 +117,7 @@ impl HostMatch {
         }
     }
 
+    #[inline]
     fn matches(&self, name: &[u8]) -> bool {
         match self {
             HostMatch::Exact(want) => name.eq_ignore_ascii_case(want.as_bytes()),
@@ -138,6 +140,7 @@ impl HostMatch {
 }
 
 impl PathMatch {
+    #[inline]
     fn matches(&self, path: &[u8]) -> bool {
         match self {
             PathMatch::Prefix(p) => path.starts_with(p.as_bytes()),
@@ -174,8 +177,10 @@ fn host_name(host: &[u8]) -> &[u8] {
 /// The path of a target: origin-form up to `?`; absolute-form from its first `/` after the
 /// authority (`/` when it has none).
 pub fn path_of(target: &[u8]) -> &[u8] {
-    let target = match target.windows(3).position(|w| w == b"://") {
-        Some(scheme_end) if target.first() != Some(&b'/') => {
+    // Origin-form (nearly every request) needs no search for a scheme.
+    let absolute = target.first() != Some(&b'/');
+    let target = match absolute.then(|| target.windows(3).position(|w| w == b"://")) {
+        Some(Some(scheme_end)) => {
             let rest = &target[scheme_end + 3..];
             match rest.iter().position(|&b| b == b'/' || b == b'?') {
                 Some(i) if rest[i] == b'/' => &rest[i..],

@@ -189,3 +189,96 @@ fn twenty_rules_per_request() {
     assert_eq!(found, 19 * rounds as usize);
     eprintln!("20 rules, the last one matching: {ns:.1} ns per request");
 }
+
+/// The bitmask index decides as the rules do one by one, over every combination of conditions
+/// on a small alphabet of hosts, paths, methods and headers.
+#[test]
+fn the_index_agrees_with_trying_each_rule() {
+    let hosts = [
+        None,
+        Some("a.example"),
+        Some("*.example"),
+        Some("b.example"),
+    ];
+    let paths = [
+        None,
+        Some(PathMatch::Prefix("/api/".into())),
+        Some(PathMatch::Exact("/api/x".into())),
+        Some(PathMatch::Prefix("/".into())),
+    ];
+    let methods = [
+        None,
+        Some(vec!["GET".to_string()]),
+        Some(vec!["POST".into(), "PUT".into()]),
+    ];
+    let headers = [
+        None,
+        Some(("x-c".to_string(), "1".to_string())),
+        Some(("x-d".into(), "2".into())),
+    ];
+    let mut all = Vec::new();
+    for h in &hosts {
+        for p in &paths {
+            for m in &methods {
+                for x in &headers {
+                    all.push(Conditions {
+                        host: h.map(|h| HostMatch::parse(h).unwrap()),
+                        path: p.clone(),
+                        methods: m.clone(),
+                        header: x.clone(),
+                    });
+                }
+            }
+        }
+    }
+    fn with_c(name: &str) -> Option<&'static [u8]> {
+        (name == "x-c").then_some(&b"1"[..])
+    }
+    fn with_d(name: &str) -> Option<&'static [u8]> {
+        (name == "x-d").then_some(&b"2"[..])
+    }
+    type Lookup = fn(&str) -> Option<&'static [u8]>;
+    let lookups: [Lookup; 3] = [no_headers, with_c, with_d];
+    // Rule sets: sliding windows of 20 over every combination, in two orders.
+    let mut reversed = all.clone();
+    reversed.reverse();
+    let mut checked = 0;
+    for set in [&all, &reversed] {
+        for start in (0..set.len().saturating_sub(20)).step_by(3) {
+            let rules = &set[start..start + 20];
+            let index = index::Index::build(rules).expect("20 rules are indexed");
+            for host in [
+                None,
+                Some("a.example"),
+                Some("B.EXAMPLE:80"),
+                Some("c.example"),
+                Some("x"),
+            ] {
+                for target in [
+                    "/",
+                    "/api/x",
+                    "/api/y?q",
+                    "/other",
+                    "http://a.example/api/x",
+                ] {
+                    for method in ["GET", "POST", "DELETE"] {
+                        for lookup in lookups {
+                            let r = req(host, target, method, &lookup);
+                            assert_eq!(
+                                index.first_match(&r),
+                                first_match(rules, &r),
+                                "{host:?} {target} {method} over rules {start}.."
+                            );
+                            checked += 1;
+                        }
+                    }
+                }
+            }
+        }
+    }
+    assert!(checked > 10_000, "{checked}");
+    assert!(
+        index::Index::build(&all[..65]).is_none(),
+        "more than 64 rules: not indexed"
+    );
+}

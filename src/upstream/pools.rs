@@ -144,37 +144,47 @@ impl PoolState {
             }
         }
         let ramp = self.policy.slow_start;
-        let view = |tier: Tier| {
+        let eligible = |tier: Tier| {
             move |i: usize| {
                 let Some((g, b)) = member(i) else {
-                    return Candidate {
-                        eligible: false,
-                        weight: 0,
-                        in_flight: 0,
-                    };
+                    return false;
                 };
                 let admitted = match tier {
                     Tier::Primary => !b.backup && b.selectable(false),
                     Tier::Backup => b.backup && b.selectable(false),
                     Tier::FailOpen => b.selectable(true),
                 };
-                let weight = if ramp.is_zero() {
-                    b.weight()
-                } else {
-                    let factor = b.up_for(now).map_or(1.0, |up| slow_start::factor(up, ramp));
-                    slow_start::effective_weight(b.weight(), factor)
+                admitted && !exclude.contains(&g)
+            }
+        };
+        // Read only by the algorithms that weigh load (eligibility is asked apart).
+        let load = |i: usize| {
+            let Some((_, b)) = member(i) else {
+                return Candidate {
+                    eligible: false,
+                    weight: 0,
+                    in_flight: 0,
                 };
-                Candidate {
-                    eligible: admitted && !exclude.contains(&g),
-                    weight,
-                    in_flight: b.in_flight.load(std::sync::atomic::Ordering::Relaxed),
-                }
+            };
+            let weight = if ramp.is_zero() {
+                b.weight()
+            } else {
+                let factor = b.up_for(now).map_or(1.0, |up| slow_start::factor(up, ramp));
+                slow_start::effective_weight(b.weight(), factor)
+            };
+            Candidate {
+                eligible: true,
+                weight,
+                in_flight: b.in_flight.load(std::sync::atomic::Ordering::Relaxed),
             }
         };
         let n = self.members.len();
         [Tier::Primary, Tier::Backup, Tier::FailOpen]
             .into_iter()
-            .find_map(|tier| self.balancer.select(n, view(tier), &[], affinity.key))
+            .find_map(|tier| {
+                self.balancer
+                    .select_by(n, eligible(tier), load, affinity.key)
+            })
             .map(|i| self.members[i])
     }
 }

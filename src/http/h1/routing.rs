@@ -81,8 +81,16 @@ pub(super) fn route(
     client: IpAddr,
 ) -> (Routed, usize) {
     let lookup = |name: &str| headers.first(name);
-    let req = route::Request::new(host, target, method, &lookup);
-    match table.decide(&req) {
+    // Without rules there is nothing to take the request apart for.
+    let decision = match table.default_pool() {
+        Some(pool) if table.is_empty() => Decision::Forward {
+            route: None,
+            pool,
+            strip: 0,
+        },
+        _ => table.decide(&route::Request::new(host, target, method, &lookup)),
+    };
+    match decision {
         Decision::Forward { route, pool, strip } => {
             let mut routed = Routed {
                 route,
