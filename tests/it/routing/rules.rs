@@ -301,3 +301,75 @@ fn a_pool_with_every_backend_gone_fails_alone() {
         assert_eq!((r.status, r.backend()), (200, "w1"));
     }
 }
+
+#[test]
+fn dns_discovery_fills_its_own_pool() {
+    use lb::config::{DiscoverConfig, DiscoverTarget, DiscoverySettings};
+    use std::net::Ipv4Addr;
+
+    let www = DemoBackend::start("www-1");
+    let (d1, d2) = (DemoBackend::start("d1"), DemoBackend::start("d2"));
+    let srv = "_http._tcp.api.test";
+    let zone = |backends: &[&DemoBackend]| {
+        let mut zone = Zone::default();
+        let mut targets = Vec::new();
+        for b in backends {
+            let host = format!("{}.api.test", b.name);
+            zone.a.insert(host.clone(), vec![Ipv4Addr::LOCALHOST]);
+            targets.push((host, b.addr.port()));
+        }
+        zone.srv.insert(srv.to_string(), targets);
+        zone
+    };
+    let dns = DnsServer::start(zone(&[&d1, &d2]));
+    let (resolver, wc) = (dns.addr, www.config());
+    let proxy = Proxy::start_with_health(Vec::new(), move |c| {
+        c.backends = vec![wc];
+        let mut api = pool("api", Vec::new());
+        api.discover = vec![DiscoverConfig {
+            name: "api".into(),
+            pool: "api".into(),
+            backup: false,
+            target: DiscoverTarget::Srv(srv.into()),
+            weight: 1,
+            tls: None,
+        }];
+        api.health.interval = Duration::from_millis(50);
+        api.health.rise = 1;
+        c.pools = vec![api];
+        c.routes = vec![to_pool("api", host("api.example.com"))];
+        c.discovery = DiscoverySettings {
+            resolve_interval: Duration::from_millis(100),
+            timeout: Duration::from_millis(500),
+            resolvers: vec![resolver],
+        };
+        c.health.interval = Duration::from_millis(50);
+    });
+    let api_index = proxy.backends.pool_index("api").expect("pool api");
+    let in_api = |proxy: &Proxy| {
+        proxy
+            .backends
+            .snapshot()
+            .iter()
+            .filter(|b| b.pool == api_index && b.state() == lb::upstream::BackendState::Up)
+            .count()
+    };
+    wait_until("both published backends up in the pool api", || {
+        in_api(&proxy) == 2
+    });
+    let served = spread(proxy.addr, "api.example.com", "/", 10);
+    let names: Vec<&str> = served.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(names, ["d1", "d2"], "{served:?}");
+    // The default pool is not touched by the discovered backends.
+    assert_eq!(
+        spread(proxy.addr, "www.example.com", "/", 4),
+        [("www-1".to_string(), 4)]
+    );
+    // d2 leaves DNS: it leaves the pool api, and api keeps serving from d1.
+    dns.set(zone(&[&d1]));
+    wait_until("d2 gone from the pool api", || in_api(&proxy) == 1);
+    assert_eq!(
+        spread(proxy.addr, "api.example.com", "/", 4),
+        [("d1".to_string(), 4)]
+    );
+}

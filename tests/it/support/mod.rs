@@ -214,13 +214,14 @@ impl Proxy {
             admin_addr
         });
         let health = health_checks.then(|| reactor.start_health_checks().expect("health checks"));
-        let discovery = (!config.discover.is_empty()).then(|| {
-            lb::discovery::spawn(
-                config.discover.clone(),
-                config.discovery.clone(),
-                reactor.handle(),
-            )
-            .expect("discovery")
+        let discover: Vec<_> = config
+            .pools_in_effect()
+            .into_iter()
+            .flat_map(|p| p.discover)
+            .collect();
+        let discovery = (!discover.is_empty()).then(|| {
+            lb::discovery::spawn(discover, config.discovery.clone(), reactor.handle())
+                .expect("discovery")
         });
         let backends = reactor.backends();
         let thread = thread::Builder::new()
