@@ -69,6 +69,15 @@ fn run(cli: &Cli, config: &Config) -> Result<(), String> {
     for backend in shared.backends.snapshot() {
         info!("backend {} at {}", backend.name, backend.address);
     }
+    // Accepted (the admin API can fill it), but worth saying: until then its requests get 503.
+    for pool in config.pools_in_effect() {
+        if pool.backends.is_empty() && pool.discover.is_empty() {
+            warn!(
+                "pool {} has no backends: requests routed to it get 503 until one is added",
+                pool.name
+            );
+        }
+    }
     let admin_listener = std::net::TcpListener::bind(config.admin)
         .map_err(|e| format!("cannot listen on {} (admin): {e}", config.admin))?;
     // The admin API reports the addresses it serves on: with port 0 in the configuration
