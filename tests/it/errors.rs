@@ -440,8 +440,13 @@ fn idle_keep_alive_connection_is_closed_after_client_idle() {
     assert!(answered_again.duration_since(answered) < idle);
     // ...then closed, silently, once idle for client_idle.
     expect_closed_silently(&mut s);
+    // The balancer's idle clock starts when it wrote the answer, a little before this client
+    // read it: the close may come that much short of `idle` as seen from here.
     let took = answered_again.elapsed();
-    assert!(took >= idle, "closed after {took:?}");
+    assert!(
+        took + Duration::from_millis(20) >= idle,
+        "closed after {took:?}"
+    );
 }
 
 #[test]
