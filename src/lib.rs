@@ -49,6 +49,7 @@ pub mod buffer;
 pub mod config;
 pub mod discovery;
 pub mod events;
+pub mod h2;
 pub mod health;
 pub mod http;
 pub mod reactor;

@@ -1,0 +1,18 @@
+//! HTTP/2 to clients (issue #13), driven by the reactor like the HTTP/1 path: no async runtime.
+//!
+//! Built bottom up. So far: the frame layer ([`frame`]: every frame type as received, checked
+//! against RFC 9113 §6, and the frames a server sends) and the error codes and scopes
+//! ([`error`]). The connection's stream states, flow control, HPACK and the mapping of each
+//! stream onto a backend exchange come next.
+
+pub mod error;
+pub mod frame;
+
+#[cfg(test)]
+mod tests;
+
+pub use error::{ErrorCode, H2Error};
+pub use frame::{next_frame, Frame, FrameHeader, Setting};
+
+/// What a client sends first on an HTTP/2 connection (RFC 9113 §3.4).
+pub const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
