@@ -19,7 +19,7 @@
 //! - [`transport`]: how a connection's bytes travel (plain TCP, or TLS over it), under the
 //!   session's protocol.
 //! - [`http`]: request and response heads ([`http::h1`]), body framing, the answers the balancer
-//!   makes itself.
+//!   makes itself; [`h2`]: HTTP/2 to clients, being built (so far its frame layer).
 //! - [`upstream`]: backends and their pools (state, counters, policies, runtime changes) and
 //!   the idle connection pool; [`balance`]: the selection algorithms, sticky ids, slow start;
 //!   [`route`]: the routing table, by host, path, method and header, that each request head is
