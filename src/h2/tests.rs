@@ -11,6 +11,17 @@ fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
     out
 }
 
+/// Every frame in `bytes`, which must hold whole frames only.
+fn all(bytes: &[u8]) -> Vec<Frame<'_>> {
+    let (mut frames, mut at) = (Vec::new(), 0);
+    while let Some((f, used)) = next_frame(&bytes[at..], MIN_MAX_FRAME_SIZE).unwrap() {
+        frames.push(f);
+        at += used;
+    }
+    assert_eq!(at, bytes.len(), "a partial frame left over");
+    frames
+}
+
 fn one(bytes: &[u8]) -> Result<Frame<'_>, H2Error> {
     next_frame(bytes, MIN_MAX_FRAME_SIZE).map(|f| f.expect("a whole frame").0)
 }
@@ -312,13 +323,7 @@ fn what_the_server_writes_reads_back() {
     write_rst_stream(&mut out, 3, ErrorCode::Cancel);
     write_window_update(&mut out, 0, 65_535);
     write_goaway(&mut out, 5, ErrorCode::NoError, b"");
-    let mut frames = Vec::new();
-    let mut at = 0;
-    while let Some((f, used)) = next_frame(&out[at..], MIN_MAX_FRAME_SIZE).unwrap() {
-        frames.push(f);
-        at += used;
-    }
-    assert_eq!(at, out.len());
+    let frames = all(&out);
     assert_eq!(frames.len(), 6);
     assert_eq!(
         frames[2],
@@ -356,10 +361,9 @@ fn long_header_blocks_and_bodies_are_split_at_the_peers_frame_size() {
     let block: Vec<u8> = (0..40_000u32).map(|i| i as u8).collect();
     let mut out = Vec::new();
     write_headers(&mut out, 1, &block, true, MIN_MAX_FRAME_SIZE);
-    let mut at = 0;
     let mut joined = Vec::new();
     let mut kinds = Vec::new();
-    while let Some((f, used)) = next_frame(&out[at..], MIN_MAX_FRAME_SIZE).unwrap() {
+    for f in all(&out) {
         match f {
             Frame::Headers {
                 fragment,
@@ -381,15 +385,14 @@ fn long_header_blocks_and_bodies_are_split_at_the_peers_frame_size() {
             }
             f => panic!("{f:?}"),
         }
-        at += used;
     }
     assert_eq!(kinds, ["H", "C", "C!"]);
     assert_eq!(joined, block);
 
     let mut out = Vec::new();
     write_data(&mut out, 3, &block, true, MIN_MAX_FRAME_SIZE);
-    let (mut at, mut total, mut ends) = (0, 0, 0);
-    while let Some((f, used)) = next_frame(&out[at..], MIN_MAX_FRAME_SIZE).unwrap() {
+    let (mut total, mut ends) = (0, 0);
+    for f in all(&out) {
         let Frame::Data {
             data, end_stream, ..
         } = f
@@ -398,7 +401,6 @@ fn long_header_blocks_and_bodies_are_split_at_the_peers_frame_size() {
         };
         total += data.len();
         ends += usize::from(end_stream);
-        at += used;
     }
     assert_eq!((total, ends), (block.len(), 1));
     let mut empty = Vec::new();

@@ -5,7 +5,7 @@
 use crate::config::{HashKey, RouteAction, RouteConfig};
 
 use super::index::Index;
-use super::{Conditions, HostMatch, PathMatch, Request};
+use super::{Conditions, PathMatch, Request};
 
 /// What a rule does with the requests it matches.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -49,84 +49,10 @@ pub struct AffinitySpec {
     pub sticky_cookie: Option<String>,
 }
 
-/// Distinct header names the rules test whose values are looked up once per request; the
-/// rules beyond this many names look theirs up each time.
-const HEADER_SLOTS: usize = 8;
-
-/// A rule as the table tests it: the header condition refers to a slot of values looked up
-/// once per request, so twenty rules on one header scan the request's headers once.
-#[derive(Debug, Clone)]
-struct Rule {
-    host: Option<HostMatch>,
-    path: Option<PathMatch>,
-    methods: Option<Box<[Box<[u8]>]>>,
-    /// Lower-case name, its slot (when it has one), the value wanted.
-    header: Option<(String, Option<usize>, Box<[u8]>)>,
-}
-
-impl Rule {
-    fn compile(c: &Conditions, slots: &mut Vec<String>) -> Rule {
-        let header = c.header.as_ref().map(|(name, value)| {
-            let slot = match slots.iter().position(|n| n == name) {
-                Some(i) => Some(i),
-                None if slots.len() < HEADER_SLOTS => {
-                    slots.push(name.clone());
-                    Some(slots.len() - 1)
-                }
-                None => None,
-            };
-            (name.clone(), slot, value.as_bytes().into())
-        });
-        Rule {
-            host: c.host.clone(),
-            path: c.path.clone(),
-            methods: c
-                .methods
-                .as_ref()
-                .map(|m| m.iter().map(|m| m.as_bytes().into()).collect()),
-            header,
-        }
-    }
-
-    #[inline(always)]
-    fn matches<'r>(&self, req: &Request<'r>, seen: &mut HeaderSlots<'r>) -> bool {
-        if let Some(host) = &self.host {
-            match req.host {
-                Some(name) if host.matches(name) => {}
-                _ => return false,
-            }
-        }
-        if let Some(path) = &self.path {
-            if !path.matches(req.path) {
-                return false;
-            }
-        }
-        if let Some(methods) = &self.methods {
-            if !methods.iter().any(|m| **m == *req.method) {
-                return false;
-            }
-        }
-        if let Some((name, slot, value)) = &self.header {
-            let found = match slot {
-                Some(i) => *seen[*i].get_or_insert_with(|| (req.header)(name)),
-                None => (req.header)(name),
-            };
-            if found != Some(&**value) {
-                return false;
-            }
-        }
-        true
-    }
-}
-
-/// Per request: each slot's header value, once looked up (`Some(None)`: the request has none).
-type HeaderSlots<'r> = [Option<Option<&'r [u8]>>; HEADER_SLOTS];
-
 #[derive(Debug, Clone, Default)]
 pub struct Table {
-    rules: Vec<Rule>,
-    header_slots: Vec<String>,
-    /// The rules as bitmasks, when there are few enough of them.
+    conditions: Vec<Conditions>,
+    /// The rules as bitmasks, when there are few enough of them (else they are tried in turn).
     index: Option<Index>,
     actions: Vec<Action>,
     names: Vec<String>,
@@ -158,7 +84,6 @@ impl Table {
             affinity,
             ..Table::default()
         };
-        let mut conditions = Vec::with_capacity(routes.len());
         for route in routes {
             let strip_len = |strip: bool| match (&route.conditions.path, strip) {
                 (Some(PathMatch::Prefix(p)), true) => p.len(),
@@ -182,14 +107,11 @@ impl Table {
                     strip: strip_len(*strip_prefix),
                 },
             };
-            table
-                .rules
-                .push(Rule::compile(&route.conditions, &mut table.header_slots));
-            conditions.push(route.conditions.clone());
+            table.conditions.push(route.conditions.clone());
             table.actions.push(action);
             table.names.push(route.name.clone());
         }
-        table.index = Index::build(&conditions);
+        table.index = Index::build(&table.conditions);
         table
     }
 
@@ -197,10 +119,7 @@ impl Table {
     pub fn decide(&self, req: &Request<'_>) -> Decision<'_> {
         let first = match &self.index {
             Some(index) => index.first_match(req),
-            None => {
-                let mut seen: HeaderSlots<'_> = [None; HEADER_SLOTS];
-                self.rules.iter().position(|r| r.matches(req, &mut seen))
-            }
+            None => super::first_match(&self.conditions, req),
         };
         match first {
             Some(route) => match &self.actions[route] {
@@ -233,7 +152,7 @@ impl Table {
 
     /// No rules: every request goes to the default pool.
     pub fn is_empty(&self) -> bool {
-        self.rules.is_empty()
+        self.conditions.is_empty()
     }
 
     /// Where requests go when no rule matches; what every request gets with no rules.

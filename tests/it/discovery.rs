@@ -17,15 +17,7 @@ use crate::support::*;
 const SRV_NAME: &str = "_http._tcp.app.test";
 
 fn srv_zone(backends: &[&DemoBackend]) -> Zone {
-    let mut zone = Zone::default();
-    let mut targets = Vec::new();
-    for b in backends {
-        let host = format!("{}.app.test", b.name);
-        zone.a.insert(host.clone(), vec![Ipv4Addr::LOCALHOST]);
-        targets.push((host, b.addr.port()));
-    }
-    zone.srv.insert(SRV_NAME.to_string(), targets);
-    zone
+    Zone::srv_of(SRV_NAME, "app.test", backends)
 }
 
 fn discovering(dns: &DnsServer, target: DiscoverTarget) -> impl FnOnce(&mut lb::config::Config) {

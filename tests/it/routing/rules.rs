@@ -305,22 +305,11 @@ fn a_pool_with_every_backend_gone_fails_alone() {
 #[test]
 fn dns_discovery_fills_its_own_pool() {
     use lb::config::{DiscoverConfig, DiscoverTarget, DiscoverySettings};
-    use std::net::Ipv4Addr;
 
     let www = DemoBackend::start("www-1");
     let (d1, d2) = (DemoBackend::start("d1"), DemoBackend::start("d2"));
     let srv = "_http._tcp.api.test";
-    let zone = |backends: &[&DemoBackend]| {
-        let mut zone = Zone::default();
-        let mut targets = Vec::new();
-        for b in backends {
-            let host = format!("{}.api.test", b.name);
-            zone.a.insert(host.clone(), vec![Ipv4Addr::LOCALHOST]);
-            targets.push((host, b.addr.port()));
-        }
-        zone.srv.insert(srv.to_string(), targets);
-        zone
-    };
+    let zone = |backends: &[&DemoBackend]| Zone::srv_of(srv, "api.test", backends);
     let dns = DnsServer::start(zone(&[&d1, &d2]));
     let (resolver, wc) = (dns.addr, www.config());
     let proxy = Proxy::start_with_health(Vec::new(), move |c| {

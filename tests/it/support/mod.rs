@@ -1033,6 +1033,23 @@ pub struct Zone {
     pub srv: std::collections::HashMap<String, Vec<(String, u16)>>,
 }
 
+impl Zone {
+    /// An SRV record `srv` naming each backend as `NAME.domain` (an A record to loopback) at
+    /// its port.
+    pub fn srv_of(srv: &str, domain: &str, backends: &[&DemoBackend]) -> Zone {
+        let mut zone = Zone::default();
+        let mut targets = Vec::new();
+        for b in backends {
+            let host = format!("{}.{domain}", b.name);
+            zone.a
+                .insert(host.clone(), vec![std::net::Ipv4Addr::LOCALHOST]);
+            targets.push((host, b.addr.port()));
+        }
+        zone.srv.insert(srv.to_string(), targets);
+        zone
+    }
+}
+
 /// A DNS server on UDP 127.0.0.1, port 0, answering from a [`Zone`] the test can change.
 pub struct DnsServer {
     pub addr: SocketAddr,
