@@ -7,6 +7,9 @@
 
 pub mod error;
 pub mod frame;
+pub mod hpack;
+pub mod request;
+pub mod response;
 
 #[cfg(test)]
 mod tests;

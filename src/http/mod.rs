@@ -9,7 +9,7 @@ pub mod proxy_protocol;
 pub use h1::{framing, request, response};
 
 pub use answer::Answer;
-pub use framing::{BodyKind, BodyScanner, FramingError};
+pub use framing::{BodyKind, BodyScanner, FramingError, Piece};
 pub use request::{HeadLimits, Request, RequestError};
 pub use response::{Response, ResponseError};
 

@@ -158,6 +158,34 @@ impl BodyScanner {
         matches!(self.state, State::Close)
     }
 
+    /// As [`BodyScanner::scan`], handing the body's content to `on_piece`: at most `max_data`
+    /// bytes of it (the rest waits for the next call), with chunked framing taken off.
+    pub fn decode(
+        &mut self,
+        input: &[u8],
+        max_data: u64,
+        on_piece: &mut impl FnMut(Piece),
+    ) -> Result<Scanned, FramingError> {
+        if let State::Chunked(chunk) = &mut self.state {
+            let (used, next) = scan_chunked_parts(*chunk, input, max_data, on_piece)?;
+            let done = next == Chunk::Done;
+            self.state = if done {
+                State::Done
+            } else {
+                State::Chunked(next)
+            };
+            return Ok(Scanned { used, done });
+        }
+        let limit = input
+            .len()
+            .min(usize::try_from(max_data).unwrap_or(usize::MAX));
+        let scanned = self.scan(&input[..limit])?;
+        if scanned.used > 0 {
+            on_piece(Piece::Data(&input[..scanned.used]));
+        }
+        Ok(scanned)
+    }
+
     /// Consumes as much of `input` as belongs to this body.
     pub fn scan(&mut self, input: &[u8]) -> Result<Scanned, FramingError> {
         match &mut self.state {
@@ -214,12 +242,35 @@ fn is_tchar(byte: u8) -> bool {
     byte.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&byte)
 }
 
-fn scan_chunked(mut state: Chunk, input: &[u8]) -> Result<(usize, Chunk), FramingError> {
+fn scan_chunked(state: Chunk, input: &[u8]) -> Result<(usize, Chunk), FramingError> {
+    scan_chunked_parts(state, input, u64::MAX, &mut |_| {})
+}
+
+/// A piece of a chunked body that [`BodyScanner::decode`] hands out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Piece<'a> {
+    /// Chunk data.
+    Data(&'a [u8]),
+    /// One byte of the trailer section (`name: value\r\n` lines, without the final CRLF).
+    Trailer(u8),
+}
+
+fn scan_chunked_parts(
+    mut state: Chunk,
+    input: &[u8],
+    mut max_data: u64,
+    on_piece: &mut impl FnMut(Piece),
+) -> Result<(usize, Chunk), FramingError> {
     let mut i = 0;
     while i < input.len() {
         if let Chunk::Data { left } = state {
             // Chunk data is skipped in bulk: it is the bulk of the bytes.
-            let take = left.min((input.len() - i) as u64);
+            let take = left.min((input.len() - i) as u64).min(max_data);
+            if take == 0 {
+                break;
+            }
+            max_data -= take;
+            on_piece(Piece::Data(&input[i..i + take as usize]));
             i += take as usize;
             let left = left - take;
             state = if left == 0 {
@@ -231,6 +282,13 @@ fn scan_chunked(mut state: Chunk, input: &[u8]) -> Result<(usize, Chunk), Framin
         }
         let byte = input[i];
         i += 1;
+        let in_trailer = matches!(
+            state,
+            Chunk::TrailerName { .. } | Chunk::TrailerLine { .. } | Chunk::TrailerLf { .. }
+        ) || (matches!(state, Chunk::TrailerStart { .. }) && byte != b'\r');
+        if in_trailer {
+            on_piece(Piece::Trailer(byte));
+        }
         state = match state {
             Chunk::Size {
                 value,
