@@ -81,11 +81,8 @@ pub fn translate(
             b"te" if value != b"trailers" => {
                 return Err(Malformed("te other than trailers"));
             }
-            b"host" => {
-                if host.replace(value).is_some() {
-                    return Err(Malformed("host repeated"));
-                }
-            }
+            b"host" if host.is_some() => return Err(Malformed("host repeated")),
+            b"host" => host = Some(value),
             b"content-length" => {
                 let n = parse_content_length(value).ok_or(Malformed("bad content-length"))?;
                 if length.replace(n).is_some_and(|m| m != n) {
