@@ -53,6 +53,7 @@ mod cli;
 mod display;
 mod duration;
 mod error;
+mod http2;
 mod pool_tables;
 mod pools;
 mod raw;
@@ -67,6 +68,7 @@ pub use backends::MAX_BACKEND_WEIGHT;
 pub use cli::{Cli, Overrides};
 pub use duration::{format_duration, parse_duration};
 pub use error::ConfigError;
+pub use http2::{Http2Config, DEFAULT_MAX_CONCURRENT_STREAMS};
 pub use pool_tables::DEFAULT_STICKY_COOKIE;
 pub use pools::{
     HashKey, PoolConfig, RouteAction, RouteConfig, StickyConfig, DEFAULT_POOL, DEFAULT_STICKY_TTL,
@@ -224,6 +226,8 @@ pub struct Config {
     pub discovery: DiscoverySettings,
     /// `[tls]`: the HTTPS listener, when configured.
     pub tls: Option<TlsConfig>,
+    /// `[http2]`.
+    pub http2: Http2Config,
     /// `hash_key`: what `consistent_hash` hashes (the pool `default`'s, and every pool's
     /// unless it sets its own).
     pub hash_key: Option<HashKey>,
@@ -247,6 +251,8 @@ pub struct TlsConfig {
     pub redirect_http: bool,
     pub session_cache: usize,
     pub session_tickets: bool,
+    /// `h2` is offered by ALPN besides `http/1.1` (`http2.enabled`).
+    pub alpn_h2: bool,
     /// At least one; the first is the default for clients without SNI or with an unknown name.
     pub certificates: Vec<CertificateConfig>,
 }
@@ -466,6 +472,7 @@ impl Default for Config {
             discover: Vec::new(),
             discovery: DiscoverySettings::default(),
             tls: None,
+            http2: Http2Config::default(),
             hash_key: None,
             sticky: None,
             slow_start: Duration::ZERO,

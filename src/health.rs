@@ -315,11 +315,11 @@ impl Prober {
             return;
         };
         if !probe.connected {
-            match probe.stream.tcp().take_error() {
+            match probe.stream.socket().and_then(|s| s.take_error()) {
                 Ok(Some(e)) | Err(e) => return self.finish(key, false, describe(&e)),
                 Ok(None) => {}
             }
-            match probe.stream.tcp().peer_addr() {
+            match probe.stream.socket().and_then(|s| s.peer_addr()) {
                 Ok(_) => probe.connected = true,
                 Err(e) if e.kind() == io::ErrorKind::NotConnected => return,
                 Err(e) => return self.finish(key, false, describe(&e)),
@@ -370,7 +370,9 @@ impl Prober {
         let Some(mut probe) = self.probes.try_remove(key) else {
             return;
         };
-        let _ = self.poll.registry().deregister(probe.stream.tcp_mut());
+        if let Ok(socket) = probe.stream.socket_mut() {
+            let _ = self.poll.registry().deregister(socket);
+        }
         debug!("probe of backend {}: {detail}", probe.backend);
         (self.report)(ProbeResult {
             backend: probe.backend,

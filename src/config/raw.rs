@@ -37,6 +37,8 @@ pub(super) struct RawConfig {
     #[serde(default)]
     pub backend: Vec<Spanned<RawBackend>>,
     pub tls: Option<Spanned<super::tls::RawTls>>,
+    #[serde(default)]
+    pub http2: super::http2::RawHttp2,
     pub hash_key: Option<Spanned<String>>,
     pub sticky: Option<Spanned<RawSticky>>,
     pub slow_start: Option<Spanned<String>>,

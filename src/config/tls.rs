@@ -40,7 +40,11 @@ pub(super) struct RawCertificate {
     pub key: Option<Spanned<String>>,
 }
 
-pub(super) fn build(v: &Values, raw: &Spanned<RawTls>) -> Result<TlsConfig, ConfigError> {
+pub(super) fn build(
+    v: &Values,
+    raw: &Spanned<RawTls>,
+    alpn_h2: bool,
+) -> Result<TlsConfig, ConfigError> {
     let dir = v.dir;
     let table_line = line_of(v.text, raw.span().start);
     let raw = raw.get_ref();
@@ -111,6 +115,7 @@ pub(super) fn build(v: &Values, raw: &Spanned<RawTls>) -> Result<TlsConfig, Conf
         redirect_http: raw.redirect_http.unwrap_or(DEFAULT_TLS_REDIRECT_HTTP),
         session_cache,
         session_tickets: raw.session_tickets.unwrap_or(DEFAULT_TLS_SESSION_TICKETS),
+        alpn_h2,
         certificates,
     })
 }

@@ -250,8 +250,9 @@ pub(super) fn build(raw: RawConfig, text: &str, dir: &Path) -> Result<Config, Co
     let pools = v.pools(&raw.pool, &globals, top_level_backends, &mut seen)?;
     let routes = v.routes(&raw.route, &pools, top_level_backends)?;
 
+    let http2 = super::http2::build(&v, &raw.http2, limits.max_header_bytes)?;
     let tls = match &raw.tls {
-        Some(t) => Some(super::tls::build(&v, t)?),
+        Some(t) => Some(super::tls::build(&v, t, http2.enabled)?),
         None => None,
     };
     if let Some(t) = &tls {
@@ -283,6 +284,7 @@ pub(super) fn build(raw: RawConfig, text: &str, dir: &Path) -> Result<Config, Co
         discover,
         discovery,
         tls,
+        http2,
         hash_key: policy.hash_key,
         sticky: policy.sticky,
         slow_start: policy.slow_start,

@@ -158,17 +158,17 @@ impl Session {
         if !b.ready.writable && !b.ready.readable {
             return Ok(false);
         }
-        match b.stream.tcp().take_error() {
+        match b.stream.socket().and_then(|s| s.take_error()) {
             Ok(None) => {}
             Ok(Some(e)) | Err(e) => {
                 debug!("connect to backend {} failed: {e}", b.index);
                 return self.backend_failed(ctx, BackendFailure::Connect);
             }
         }
-        match b.stream.tcp().peer_addr() {
+        match b.stream.socket().and_then(|s| s.peer_addr()) {
             Ok(_) => {
                 b.connected = true;
-                let _ = b.stream.tcp().set_nodelay(true);
+                let _ = b.stream.socket().and_then(|s| s.set_nodelay(true));
                 Ok(true)
             }
             Err(e) if e.kind() == io::ErrorKind::NotConnected => {

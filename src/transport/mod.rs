@@ -6,6 +6,7 @@
 //! new edge is missed), and a write that takes fewer bytes than offered means the socket is full
 //! (so an edge will come when it has room).
 
+pub mod pipe;
 pub mod tls;
 
 use std::io::{self, IoSlice, Read, Write};
@@ -14,6 +15,7 @@ use std::net::Shutdown;
 use mio::net::TcpStream;
 
 use crate::buffer::Source;
+use pipe::Pipe;
 use tls::TlsStream;
 
 /// Readiness of one socket, remembered between edge-triggered events.
@@ -47,33 +49,60 @@ pub enum Transport {
     Plain(TcpStream),
     /// Boxed: rustls's state is large, and most connections of a plain listener never pay for it.
     Tls(Box<TlsStream>),
+    /// An HTTP/2 stream's exchange: bytes in memory, to and from the connection's frames.
+    Stream(Box<Pipe>),
+}
+
+fn not_a_socket() -> io::Error {
+    io::Error::other("an HTTP/2 stream has no socket of its own")
 }
 
 impl Transport {
-    /// The socket underneath, for what only the socket knows (errors, addresses, options) and
-    /// for registering it with the poll.
-    pub fn tcp(&self) -> &TcpStream {
+    /// The socket underneath, for what only the socket knows (errors, addresses, options).
+    pub fn socket(&self) -> io::Result<&TcpStream> {
         match self {
-            Transport::Plain(s) => s,
-            Transport::Tls(t) => t.tcp(),
+            Transport::Plain(s) => Ok(s),
+            Transport::Tls(t) => Ok(t.tcp()),
+            Transport::Stream(_) => Err(not_a_socket()),
         }
     }
 
-    pub fn tcp_mut(&mut self) -> &mut TcpStream {
+    pub fn socket_mut(&mut self) -> io::Result<&mut TcpStream> {
         match self {
-            Transport::Plain(s) => s,
-            Transport::Tls(t) => t.tcp_mut(),
+            Transport::Plain(s) => Ok(s),
+            Transport::Tls(t) => Ok(t.tcp_mut()),
+            Transport::Stream(_) => Err(not_a_socket()),
+        }
+    }
+
+    /// The HTTP/2 stream's queues, when this is one.
+    pub fn pipe_mut(&mut self) -> Option<&mut Pipe> {
+        match self {
+            Transport::Stream(p) => Some(p),
+            _ => None,
+        }
+    }
+
+    /// TLS only: the protocol the client chose by ALPN.
+    pub fn alpn(&self) -> Option<&[u8]> {
+        match self {
+            Transport::Tls(t) => t.alpn(),
+            _ => None,
         }
     }
 
     pub fn is_tls(&self) -> bool {
-        matches!(self, Transport::Tls(_))
+        match self {
+            Transport::Plain(_) => false,
+            Transport::Tls(_) => true,
+            Transport::Stream(p) => p.is_tls(),
+        }
     }
 
     /// TLS only: the handshake has not finished yet.
     pub fn is_handshaking(&self) -> bool {
         match self {
-            Transport::Plain(_) => false,
+            Transport::Plain(_) | Transport::Stream(_) => false,
             Transport::Tls(t) => t.is_handshaking(),
         }
     }
@@ -83,6 +112,7 @@ impl Transport {
         match self {
             Transport::Plain(_) => None,
             Transport::Tls(t) => t.describe(),
+            Transport::Stream(p) => p.tls_description(),
         }
     }
 
@@ -99,6 +129,7 @@ impl Transport {
         match self {
             Transport::Plain(s) => s.write(data),
             Transport::Tls(t) => t.write(data),
+            Transport::Stream(p) => p.write(data),
         }
     }
 
@@ -108,6 +139,7 @@ impl Transport {
         match self {
             Transport::Plain(s) => s.write_vectored(&[IoSlice::new(head), IoSlice::new(body)]),
             Transport::Tls(t) => t.write_pair(head, body),
+            Transport::Stream(p) => p.write_pair(head, body),
         }
     }
 
@@ -115,7 +147,7 @@ impl Transport {
     #[inline]
     pub fn has_pending_output(&self) -> bool {
         match self {
-            Transport::Plain(_) => false,
+            Transport::Plain(_) | Transport::Stream(_) => false,
             Transport::Tls(t) => t.has_pending_output(),
         }
     }
@@ -123,7 +155,7 @@ impl Transport {
     /// Sends bytes held below the session; `WouldBlock` if the socket cannot take them all.
     pub fn flush(&mut self) -> io::Result<()> {
         match self {
-            Transport::Plain(_) => Ok(()),
+            Transport::Plain(_) | Transport::Stream(_) => Ok(()),
             Transport::Tls(t) => t.flush(),
         }
     }
@@ -148,6 +180,7 @@ impl Transport {
                 let mut scratch = [0u8; 64];
                 matches!(t.read_some(&mut scratch), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
             }
+            Transport::Stream(_) => false,
         }
     }
 
@@ -158,6 +191,7 @@ impl Transport {
                 let _ = s.shutdown(Shutdown::Write);
             }
             Transport::Tls(t) => t.shutdown_write(),
+            Transport::Stream(p) => p.shutdown_write(),
         }
     }
 }
@@ -171,6 +205,7 @@ impl Source for Transport {
                 Ok((n, n < buf.len()))
             }
             Transport::Tls(t) => t.read_some(buf),
+            Transport::Stream(p) => p.read_some(buf),
         }
     }
 }

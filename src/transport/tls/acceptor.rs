@@ -286,7 +286,12 @@ fn build(
         .map_err(|e| format!("tls: {e}"))?
         .with_no_client_auth()
         .with_cert_resolver(Arc::new(SniResolver::new(loaded)));
-    server.alpn_protocols = vec![b"http/1.1".to_vec()];
+    // h2 first: a client offering both gets HTTP/2 (RFC 9113 §3.2).
+    server.alpn_protocols = if config.alpn_h2 {
+        vec![b"h2".to_vec(), b"http/1.1".to_vec()]
+    } else {
+        vec![b"http/1.1".to_vec()]
+    };
     // The server's order (AES-256-GCM, AES-128-GCM, ChaCha20-Poly1305; ECDHE suites only in
     // TLS 1.2), as HAProxy's default: a client's preference for a weaker suite does not win.
     server.ignore_client_order = true;

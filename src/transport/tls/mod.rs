@@ -129,6 +129,11 @@ impl TlsStream {
         self.conn.is_handshaking()
     }
 
+    /// The protocol chosen by ALPN, once the handshake is done.
+    pub fn alpn(&self) -> Option<&[u8]> {
+        self.conn.alpn_protocol()
+    }
+
     /// The negotiated version and cipher suite, once the handshake is done.
     pub fn describe(&self) -> Option<(&'static str, &'static str)> {
         let version = self.conn.protocol_version()?;
