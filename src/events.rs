@@ -27,6 +27,8 @@ pub struct RequestEvent {
     pub route: Option<String>,
     pub duration_ms: f64,
     pub bytes: u64,
+    /// `HTTP/1.0`, `HTTP/1.1` or `HTTP/2` (`-` when refused before it was understood).
+    pub protocol: &'static str,
 }
 
 #[derive(Debug, Clone, PartialEq)]

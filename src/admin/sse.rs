@@ -156,6 +156,7 @@ fn format(event: &Event) -> (String, bool) {
                 "pool": r.pool,
                 "route": r.route,
                 "duration_ms": (r.duration_ms * 1000.0).round() / 1000.0,
+                "protocol": r.protocol,
                 "bytes": r.bytes,
             });
             (format!("event: request\ndata: {data}\n\n"), false)

@@ -11,7 +11,7 @@ use mio::Interest;
 
 use super::listener::is_resource_exhaustion;
 use super::{Reactor, ACCEPT_BACKOFF};
-use crate::session::Session;
+use crate::session::{Connection, Session};
 use crate::token;
 use crate::transport::Transport;
 
@@ -122,7 +122,7 @@ impl Reactor {
         };
         self.next_session_id += 1;
         let id = self.next_session_id;
-        let session = entry.insert(Session::new(id, slot, transport, peer, now));
+        let session = entry.insert(Connection::H1(Session::new(id, slot, transport, peer, now)));
         if self
             .settings
             .proxy_from

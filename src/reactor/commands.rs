@@ -11,7 +11,7 @@ use super::{Change, Command, Reactor};
 use crate::config::{Config, DEFAULT_POOL};
 use crate::http::HeadLimits;
 use crate::route::{AffinitySpec, Table};
-use crate::session::Session;
+use crate::session::Connection;
 use crate::upstream::Backends;
 
 impl Reactor {
@@ -69,7 +69,7 @@ impl Reactor {
         }
         let slots: Vec<usize> = self.sessions.iter().map(|(slot, _)| slot).collect();
         for slot in slots {
-            self.with_session(slot, now, Session::begin_drain);
+            self.with_session(slot, now, Connection::begin_drain);
         }
     }
 
@@ -85,6 +85,7 @@ impl Reactor {
         t.busy_poll = config.busy_poll;
         t.handshake_timeout = tls_handshake_timeout(config);
         t.redirect_https = redirect_port(config, self.tls_addr);
+        t.http2 = config.http2.clone();
         let limits = &config.limits;
         if limits.max_header_bytes <= self.max_header_bytes {
             t.head_limits = HeadLimits {

@@ -30,7 +30,7 @@ use crate::events::EventBus;
 use crate::health::{self, HealthHandle, ProbeResult};
 use crate::http::HeadLimits;
 use crate::route::{Published, Table};
-use crate::session::{Ctx, Outcome, Session, Settings};
+use crate::session::{Connection, Ctx, Outcome, Settings};
 use crate::stats::Totals;
 use crate::token::{self, Target};
 use crate::transport::tls::TlsAcceptor;
@@ -111,7 +111,7 @@ pub struct Reactor {
     /// The routes as the admin API shows them, replaced on reload.
     routes: Arc<Published>,
     max_header_bytes: usize,
-    sessions: Slab<Session>,
+    sessions: Slab<Connection>,
     backends: Arc<Backends>,
     events: Arc<EventBus>,
     totals: Arc<Totals>,
@@ -248,6 +248,7 @@ impl Reactor {
                 proxy_from: config.proxy_protocol_from.clone(),
                 handshake_timeout: tls_handshake_timeout(config),
                 redirect_https: redirect_port(config, tls_addr),
+                http2: config.http2.clone(),
             },
             max_connections: limits.max_connections,
             timers: BinaryHeap::new(),
@@ -344,9 +345,9 @@ impl Reactor {
                             return Ok(());
                         }
                     }
-                    Target::Client(slot) => self.session_event(slot, event, true, now),
+                    Target::Client(slot) => self.session_event(slot, event, None, now),
                     Target::Backend(id) => match self.pool.session_of(id) {
-                        Some(slot) => self.session_event(slot, event, false, now),
+                        Some(slot) => self.session_event(slot, event, Some(id), now),
                         None => self.pool.on_idle_event(id),
                     },
                 }
@@ -394,23 +395,24 @@ impl Reactor {
         Some(next.saturating_duration_since(now) + Duration::from_millis(1))
     }
 
-    fn session_event(&mut self, slot: usize, event: &Event, client: bool, now: Instant) {
+    /// An event on a session's client socket, or (`backend`) on one of its backend
+    /// connections.
+    fn session_event(&mut self, slot: usize, event: &Event, backend: Option<usize>, now: Instant) {
         let Some(session) = self.sessions.get_mut(slot) else {
             return;
         };
         let read_closed = event.is_read_closed() || event.is_error();
         let readable = event.is_readable() || read_closed;
         let writable = event.is_writable() || event.is_write_closed() || event.is_error();
-        if client {
-            session.client_event(readable, writable, read_closed);
-        } else {
-            session.backend_event(readable, writable, read_closed);
+        match backend {
+            None => session.client_event(readable, writable, read_closed),
+            Some(id) => session.backend_event(id, readable, writable, read_closed),
         }
         self.drive(slot, now);
     }
 
     fn drive(&mut self, slot: usize, now: Instant) {
-        self.with_session(slot, now, Session::drive);
+        self.with_session(slot, now, Connection::drive);
     }
 
     /// Runs `step` on the session in `slot` with what it may use, then acts on the outcome.
@@ -418,7 +420,7 @@ impl Reactor {
         &mut self,
         slot: usize,
         now: Instant,
-        step: impl FnOnce(&mut Session, &mut Ctx) -> Outcome,
+        step: impl FnOnce(&mut Connection, &mut Ctx) -> Outcome,
     ) {
         let Some(session) = self.sessions.get_mut(slot) else {
             return;
@@ -452,7 +454,7 @@ impl Reactor {
             }
             Outcome::Yield => {
                 if let Some(session) = self.sessions.get(slot) {
-                    self.runnable.push_back((slot, session.id));
+                    self.runnable.push_back((slot, session.id()));
                 }
                 self.arm_timer(slot);
             }
@@ -469,11 +471,11 @@ impl Reactor {
         let Some(deadline) = session.deadline(&self.settings) else {
             return;
         };
-        if session.armed.is_some_and(|armed| armed <= deadline) {
+        if session.armed().is_some_and(|armed| armed <= deadline) {
             return;
         }
-        session.armed = Some(deadline);
-        self.timers.push(Reverse((deadline, slot, session.id)));
+        session.set_armed(Some(deadline));
+        self.timers.push(Reverse((deadline, slot, session.id())));
     }
 
     fn fire_timers(&mut self, now: Instant) {
@@ -485,11 +487,11 @@ impl Reactor {
             let Some(session) = self.sessions.get_mut(slot) else {
                 continue;
             };
-            if session.id != id || session.armed != Some(at) {
+            if session.id() != id || session.armed() != Some(at) {
                 continue;
             }
-            session.armed = None;
-            self.with_session(slot, now, Session::on_timer);
+            session.set_armed(None);
+            self.with_session(slot, now, Connection::on_timer);
         }
     }
 
@@ -498,7 +500,7 @@ impl Reactor {
             let Some((slot, id)) = self.runnable.pop_front() else {
                 break;
             };
-            if self.sessions.get(slot).is_some_and(|s| s.id == id) {
+            if self.sessions.get(slot).is_some_and(|s| s.id() == id) {
                 self.drive(slot, now);
             }
         }

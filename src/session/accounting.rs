@@ -42,6 +42,23 @@ impl Session {
             .and_then(|r| ctx.router.route_name(r));
         let millis = elapsed.as_secs_f64() * 1000.0;
         let line = ex.request.request_line.as_deref().unwrap_or("-");
+        // A stream's exchange was written as HTTP/1.1 by the HTTP/2 layer; the log says what
+        // the client spoke.
+        let h2_line;
+        let line = match line.strip_suffix("HTTP/1.1") {
+            Some(start) if self.h2_stream != 0 => {
+                h2_line = format!("{start}HTTP/2.0");
+                h2_line.as_str()
+            }
+            _ => line,
+        };
+        let protocol = if self.h2_stream != 0 {
+            "HTTP/2"
+        } else if ex.request.version_minor == 0 {
+            "HTTP/1.0"
+        } else {
+            "HTTP/1.1"
+        };
         if ctx.events.wants_requests() {
             let mut parts = line.split(' ');
             ctx.events.publish(Event::Request(RequestEvent {
@@ -55,6 +72,7 @@ impl Session {
                 route: route.map(str::to_string),
                 duration_ms: millis,
                 bytes: ex.bytes_to_client,
+                protocol,
             }));
         }
         if ctx.settings.access_log {
@@ -91,6 +109,7 @@ impl Session {
                 route: None,
                 duration_ms: 0.0,
                 bytes: 0,
+                protocol: if self.h2_stream != 0 { "HTTP/2" } else { "-" },
             }));
         }
         if ctx.settings.access_log {

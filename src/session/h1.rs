@@ -72,6 +72,9 @@ impl Session {
         if self.awaiting_proxy_header {
             return self.parse_proxy_header(ctx);
         }
+        if !self.served_any && self.h2_stream == 0 && self.is_http2(ctx) {
+            return Ok(false);
+        }
         // RFC 9112 §2.2: empty lines before a request line are ignored (some clients send a CRLF
         // after a body). They must go before the head is looked for: alone in the buffer they
         // look like a complete head to `find_head_end` and like nothing yet to httparse. Nor do
@@ -172,6 +175,23 @@ impl Session {
             return self.answer_error(ctx, Answer::ServiceUnavailable, cause);
         }
         Ok(true)
+    }
+
+    /// Whether the connection is HTTP/2: ALPN said `h2`, or (with `http2.h2c`) the client
+    /// opened with the preface on the plain listener. Then `wants_h2` is set and nothing is
+    /// parsed here. A prefix of the preface waits for the rest.
+    fn is_http2(&mut self, ctx: &Ctx) -> bool {
+        let data = self.req_in.data();
+        if self.client.alpn() == Some(b"h2") {
+            self.wants_h2 = true;
+        } else if ctx.settings.http2.h2c && !self.client.is_tls() {
+            if data.starts_with(crate::h2::PREFACE) {
+                self.wants_h2 = true;
+            } else if crate::h2::PREFACE.starts_with(data) && !self.client_eof {
+                return true;
+            }
+        }
+        self.wants_h2
     }
 
     pub(super) fn parse_proxy_header(&mut self, ctx: &mut Ctx) -> Step {

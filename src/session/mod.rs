@@ -23,7 +23,9 @@
 mod accounting;
 mod backend;
 mod client;
+mod conn;
 mod h1;
+mod h2;
 mod recovery;
 mod timers;
 
@@ -42,6 +44,9 @@ use crate::route::Table;
 use crate::stats::Totals;
 use crate::transport::{Readiness, Transport};
 use crate::upstream::{Backends, Pool, PoolPolicy};
+
+pub use conn::Connection;
+pub use h2::H2Session;
 
 /// How many read/write rounds one `drive` call may make before giving other sessions a turn.
 const MAX_ROUNDS: usize = 64;
@@ -78,6 +83,8 @@ pub struct Settings {
     pub handshake_timeout: Duration,
     /// `tls.redirect_http`: plain requests are answered 308 to `https://` on this port.
     pub redirect_https: Option<u16>,
+    /// `[http2]`.
+    pub http2: crate::config::Http2Config,
 }
 
 /// What the reactor should do with a session after driving it.
@@ -217,6 +224,23 @@ pub struct Session {
     awaiting_proxy_header: bool,
     /// The timer deadline the reactor has queued for this session, if any.
     pub armed: Option<Instant>,
+    /// The HTTP/2 stream this exchange carries (0: the session is a client connection).
+    h2_stream: u32,
+    /// The client chose HTTP/2 (ALPN `h2`, or the h2c preface): the connection must become an
+    /// HTTP/2 one before anything is parsed.
+    wants_h2: bool,
+}
+
+/// What an HTTP/1 session hands over when its connection turns out to be HTTP/2.
+pub struct Handover {
+    pub id: u64,
+    pub slot: usize,
+    pub client: Transport,
+    pub peer: SocketAddr,
+    pub ready: Readiness,
+    /// Bytes already read: the start of the client's preface.
+    pub input: Vec<u8>,
+    pub started: Instant,
 }
 
 fn would_block(e: &io::Error) -> bool {
@@ -286,6 +310,61 @@ impl Session {
             draining: false,
             awaiting_proxy_header: false,
             armed: None,
+            h2_stream: 0,
+            wants_h2: false,
+        }
+    }
+
+    /// The HTTP/1 exchange under HTTP/2 stream `stream`: its client side is `pipe`.
+    pub fn for_stream(
+        id: u64,
+        slot: usize,
+        stream: u32,
+        pipe: crate::transport::pipe::Pipe,
+        peer: SocketAddr,
+        now: Instant,
+    ) -> Session {
+        let mut s = Session::new(id, slot, Transport::Stream(Box::new(pipe)), peer, now);
+        s.h2_stream = stream;
+        s
+    }
+
+    /// The stream's queues, for a session made by [`Session::for_stream`].
+    pub fn pipe_mut(&mut self) -> Option<&mut crate::transport::pipe::Pipe> {
+        self.client.pipe_mut()
+    }
+
+    /// The backend connection's id in the pool's table, while there is one.
+    pub fn backend_id(&self) -> Option<usize> {
+        self.backend.as_ref().map(|b| b.id)
+    }
+
+    /// No exchange is under way (none began, or the last one was accounted for).
+    pub fn is_between_exchanges(&self) -> bool {
+        self.exchange.is_none()
+    }
+
+    /// See [`Session::hand_over`].
+    pub fn wants_h2(&self) -> bool {
+        self.wants_h2
+    }
+
+    /// Gives up the client connection to an HTTP/2 session, with the bytes read so far.
+    pub fn hand_over(mut self, ctx: &mut Ctx) -> Handover {
+        let input = self.req_in.data().to_vec();
+        self.req_in.clear();
+        self.req_in.release_if_empty(ctx.bufs);
+        self.resp_in.release_if_empty(ctx.bufs);
+        ctx.bufs.return_head(&mut self.to_backend);
+        ctx.bufs.return_head(&mut self.to_client);
+        Handover {
+            id: self.id,
+            slot: self.slot,
+            client: self.client,
+            peer: self.peer,
+            ready: self.client_ready,
+            input,
+            started: self.head_started,
         }
     }
 

@@ -62,6 +62,10 @@ impl Pipe {
         self.input_ended = true;
     }
 
+    pub fn input_ended(&self) -> bool {
+        self.input_ended
+    }
+
     /// Request bytes not yet read by the exchange.
     pub fn input_pending(&self) -> usize {
         self.input.len() - self.input_pos
@@ -138,7 +142,10 @@ mod tests {
     fn reads_and_writes_keep_the_socket_promises() {
         let mut p = Pipe::new(4, None);
         let mut buf = [0u8; 8];
-        assert_eq!(p.read_some(&mut buf).unwrap_err().kind(), io::ErrorKind::WouldBlock);
+        assert_eq!(
+            p.read_some(&mut buf).unwrap_err().kind(),
+            io::ErrorKind::WouldBlock
+        );
         p.input_mut().extend_from_slice(b"abc");
         assert_eq!(p.read_some(&mut buf[..2]).unwrap(), (2, false));
         assert_eq!(p.read_some(&mut buf).unwrap(), (1, true));
