@@ -236,7 +236,7 @@ impl H2Session {
                 "DATA on a closed stream",
             ));
         };
-        s.receive_data(data, end_stream, flow)
+        s.receive_data(ctx.now, data, end_stream, flow)
     }
 
     fn on_header_block(

@@ -18,6 +18,10 @@ use crate::transport::pipe::Pipe;
 
 /// Response bytes an exchange may leave waiting for the windows.
 const PIPE_OUTPUT: usize = 32 * 1024;
+/// How long the rest of a request body is read and thrown away after its response is out.
+/// Resetting the stream at once would be allowed (RFC 9113 §8.1), but some clients (curl
+/// before 8.x) then drop the response they were given; nginx lingers the same way.
+const DISCARD_FOR: std::time::Duration = std::time::Duration::from_secs(30);
 
 pub(super) struct Stream {
     pub id: u32,
@@ -40,6 +44,9 @@ pub(super) struct Stream {
     /// END_STREAM received.
     remote_closed: bool,
     pub response: ResponseWriter,
+    /// The response is out and the exchange over, but the client is still sending: since
+    /// when, and when it last sent.
+    discarding: Option<(Instant, Instant)>,
 }
 
 fn stream_error(id: u32, code: ErrorCode, reason: &'static str) -> H2Error {
@@ -48,6 +55,9 @@ fn stream_error(id: u32, code: ErrorCode, reason: &'static str) -> H2Error {
 
 impl Stream {
     pub fn deadline(&self, settings: &Settings) -> Option<Instant> {
+        if let Some((since, last)) = self.discarding {
+            return Some((since + DISCARD_FOR).min(last + settings.timeouts.client_idle));
+        }
         if self.open {
             self.exchange.deadline(settings)
         } else {
@@ -65,6 +75,7 @@ impl Stream {
 
     pub fn receive_data(
         &mut self,
+        now: Instant,
         data: &[u8],
         end_stream: bool,
         flow: i64,
@@ -85,6 +96,12 @@ impl Stream {
             ));
         }
         self.recv_window -= flow;
+        if let Some((_, last)) = &mut self.discarding {
+            *last = now;
+            self.padding += flow;
+            self.remote_closed = end_stream;
+            return Ok(());
+        }
         self.padding += flow - data.len() as i64;
         self.delivered += data.len() as i64;
         let body = self.body;
@@ -146,6 +163,10 @@ impl Stream {
                 ErrorCode::ProtocolError,
                 "trailers without END_STREAM",
             ));
+        }
+        if self.discarding.is_some() {
+            self.remote_closed = true;
+            return Ok(());
         }
         let body = self.body;
         let left = self.body_left;
@@ -235,6 +256,7 @@ impl H2Session {
             },
             remote_closed: end_stream,
             response: ResponseWriter::new(translated.is_head),
+            discarding: None,
         });
         Ok(())
     }
@@ -319,13 +341,22 @@ impl H2Session {
     }
 
     pub(super) fn streams_on_timer(&mut self, ctx: &mut Ctx) {
+        let mut done_discarding = Vec::new();
         for s in &mut self.streams {
-            if s.deadline(ctx.settings).is_some_and(|at| at <= ctx.now) {
-                if s.exchange.on_timer(ctx) == Outcome::Close {
-                    s.open = false;
-                }
-                s.dirty = true;
+            if s.deadline(ctx.settings).is_none_or(|at| at > ctx.now) {
+                continue;
             }
+            if s.discarding.is_some() {
+                done_discarding.push(s.id);
+                continue;
+            }
+            if s.exchange.on_timer(ctx) == Outcome::Close {
+                s.open = false;
+            }
+            s.dirty = true;
+        }
+        for id in done_discarding {
+            self.reset_stream(ctx, id, ErrorCode::NoError);
         }
     }
 
@@ -398,15 +429,19 @@ impl H2Session {
                 i += 1;
                 continue;
             }
-            let mut s = self.streams.swap_remove(i);
             if !s.remote_closed {
-                // The answer is complete before the request: the client may stop sending
-                // (RFC 9113 §8.1).
-                frame::write_rst_stream(&mut self.out, s.id, ErrorCode::NoError);
-                remember(&mut self.reset_streams, s.id);
-            } else {
-                remember(&mut self.closed_streams, s.id);
+                // The answer is complete before the request: the rest of the body is read
+                // and dropped for a while, then the stream is reset (RFC 9113 §8.1).
+                if s.discarding.is_none() {
+                    s.discarding = Some((ctx.now, ctx.now));
+                    s.abort(ctx);
+                    progress = true;
+                }
+                i += 1;
+                continue;
             }
+            let mut s = self.streams.swap_remove(i);
+            remember(&mut self.closed_streams, s.id);
             s.abort(ctx);
             self.reset_tokens =
                 (self.reset_tokens + 1).min(self.config.max_concurrent_streams.saturating_mul(2));

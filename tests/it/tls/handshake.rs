@@ -176,7 +176,7 @@ fn min_version_1_3_refuses_tls_1_2() {
 }
 
 #[test]
-fn alpn_negotiates_http_1_1_and_never_h2() {
+fn alpn_offers_h2_first_and_http_1_1_and_no_h2_when_disabled() {
     let b1 = DemoBackend::start("b1");
     let mut lb = Lb::site("", &[&b1]);
     let out = s_client_sni(&lb, "a.test", &["-alpn", "http/1.1"]);
@@ -187,19 +187,10 @@ fn alpn_negotiates_http_1_1_and_never_h2() {
         "{}",
         out.text
     );
-    // What browsers offer: h2 first. lb has no HTTP/2, so http/1.1 it is.
+    // What browsers offer: h2 first, and h2 it is.
     let out = s_client_sni(&lb, "a.test", &["-alpn", "h2,http/1.1"]);
-    assert_eq!(out.alpn().as_deref(), Some("http/1.1"), "{}", out.text);
-    assert_eq!(
-        out.http_status_line(),
-        Some("HTTP/1.1 200 OK"),
-        "{}",
-        out.text
-    );
-    // h2 alone: either no ALPN at all or a refused handshake (RFC 7301 allows both), never h2.
-    let out = s_client_sni(&lb, "a.test", &["-alpn", "h2"]);
-    assert_ne!(out.alpn().as_deref(), Some("h2"), "{}", out.text);
-    // A client offering no ALPN is served as well.
+    assert_eq!(out.alpn().as_deref(), Some("h2"), "{}", out.text);
+    // A client offering no ALPN is served HTTP/1.1.
     let out = s_client_sni(&lb, "a.test", &[]);
     assert_eq!(
         out.http_status_line(),
@@ -207,6 +198,17 @@ fn alpn_negotiates_http_1_1_and_never_h2() {
         "{}",
         out.text
     );
+    lb.assert_serves();
+
+    // `[http2] enabled = false`: h2 is never chosen.
+    let s = site();
+    let text = config_text("", &[&s.a], &[&b1]) + "[http2]\nenabled = false\n";
+    let mut lb = Lb::start(&text);
+    let out = s_client_sni(&lb, "a.test", &["-alpn", "h2,http/1.1"]);
+    assert_eq!(out.alpn().as_deref(), Some("http/1.1"), "{}", out.text);
+    // h2 alone: either no ALPN at all or a refused handshake (RFC 7301 allows both), never h2.
+    let out = s_client_sni(&lb, "a.test", &["-alpn", "h2"]);
+    assert_ne!(out.alpn().as_deref(), Some("h2"), "{}", out.text);
     lb.assert_serves();
 }
 

@@ -256,11 +256,18 @@ pub fn curl(lb: &Lb, host: &str, path: &str, extra: &[&str]) -> Curl {
     curl_at(lb.tls, host, path, extra)
 }
 
+/// HTTP/1.1 unless `extra` asks for HTTP/2: these tests are about TLS and the HTTP/1 exchange
+/// (curl would choose h2 by ALPN); HTTP/2 has tests of its own.
 pub fn curl_at(addr: SocketAddr, host: &str, path: &str, extra: &[&str]) -> Curl {
     let port = addr.port();
+    let version = if extra.iter().any(|a| a.starts_with("--http2")) {
+        "--http2"
+    } else {
+        "--http1.1"
+    };
     let out = run_with_deadline(
         Command::new("curl")
-            .args(["-sS", "-v", "--max-time", "10", "-D", "-"])
+            .args(["-sS", "-v", "--max-time", "10", "-D", "-", version])
             .args(["--cacert", site().pki.ca_path()])
             .args(["--resolve", &format!("{host}:{port}:{}", addr.ip())])
             .args(extra)
@@ -276,10 +283,19 @@ pub fn curl_at(addr: SocketAddr, host: &str, path: &str, extra: &[&str]) -> Curl
     }
 }
 
-/// A response as curl's `-D -` writes it: the head, then the body.
+/// A response as curl's `-D -` writes it: the head, then the body. An HTTP/2 one's status
+/// line (`HTTP/2 200`) is read as if it were HTTP/1.1's.
 pub fn parse_response(raw: &[u8]) -> Response {
     let mut slots = [httparse::EMPTY_HEADER; 64];
     let mut resp = httparse::Response::new(&mut slots);
+    let h1;
+    let raw = match raw.strip_prefix(b"HTTP/2 ") {
+        Some(rest) => {
+            h1 = [&b"HTTP/1.1 "[..], rest].concat();
+            &h1[..]
+        }
+        None => raw,
+    };
     let Ok(httparse::Status::Complete(n)) = resp.parse(raw) else {
         panic!("not a response: {:?}", String::from_utf8_lossy(raw));
     };

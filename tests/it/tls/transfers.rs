@@ -1,6 +1,6 @@
-//! Gigabyte transfers through TLS with curl, in constant memory: the proxy decrypts and
-//! encrypts as it streams and never holds more than its bounded buffers (as `streaming.rs`
-//! checks for plain HTTP).
+//! Gigabyte transfers through TLS with curl (which speaks HTTP/2 to lb here, by ALPN), in
+//! constant memory: the proxy decrypts and encrypts as it streams and never holds more than
+//! its bounded buffers and windows (as `streaming.rs` checks for plain HTTP/1.1).
 
 use std::io::{Read, Write};
 
