@@ -9,6 +9,7 @@ mod discovery;
 mod errors;
 mod failover;
 mod fleet;
+mod h2;
 mod lifecycle;
 mod limits;
 mod proxy_protocol;
