@@ -39,14 +39,16 @@
     let logRows = [];
     const rowPool = [];
     let rowH = 25;
-    const COLS = ['time', 'method', 'target', 'status', 'backend', 'pool', 'route', 'duration', 'bytes', 'client'];
+    /** How the protocol column names what the client spoke. */
+    const PROTO_SHORT = { 'HTTP/2': 'h2', 'HTTP/1.1': '1.1', 'HTTP/1.0': '1.0' };
+    const COLS = ['time', 'method', 'proto', 'target', 'status', 'backend', 'pool', 'route', 'duration', 'bytes', 'client'];
 
     const rowTemplate = (() => {
       const row = h('div', { class: 'log-row', role: 'row' });
       for (const col of COLS) row.append(h('span', { class: `c-${col === 'duration' ? 'dur' : col}`, role: 'cell', 'data-col': col }));
       row.children[0].append(h('span'), h('span', { class: 'ms' }));
-      row.children[3].append(h('span'));
       row.children[4].append(h('span'));
+      row.children[5].append(h('span'));
       return row;
     })();
 
@@ -60,13 +62,16 @@
       td[0].firstChild.textContent = t != null ? fmtClock(t) : '';
       td[0].lastChild.textContent = t != null ? `.${String(new Date(t).getMilliseconds()).padStart(3, '0')}` : '';
       td[1].textContent = ev.method == null ? '' : String(ev.method);
+      const proto = ev.protocol == null ? '' : String(ev.protocol);
+      td[2].textContent = PROTO_SHORT[proto] || (proto === '-' ? '' : proto);
+      td[2].title = proto;
       const target = ev.target == null ? '' : String(ev.target);
-      td[2].textContent = target;
-      td[2].title = target;
-      const st = td[3].firstChild;
+      td[3].textContent = target;
+      td[3].title = target;
+      const st = td[4].firstChild;
       st.className = `st ${cls === 'other' ? 'sx' : `s${cls[0]}`}`;
       st.textContent = ev.status == null ? '—' : String(ev.status);
-      const be = td[4].firstChild;
+      const be = td[5].firstChild;
       if (ev.backend == null) {
         be.className = 'be none';
         be.textContent = 'balancer';
@@ -78,12 +83,12 @@
       }
       const pool = ev.pool == null ? '' : String(ev.pool);
       row.dataset.pool = pool || '-';
-      td[5].textContent = pool || '—';
-      td[6].textContent = ev.route == null ? '—' : String(ev.route);
-      td[6].title = ev.route == null ? 'no route matched' : `route ${ev.route}`;
-      td[7].textContent = fmtMs(num(ev.duration_ms));
-      td[8].textContent = fmtBytes(num(ev.bytes));
-      td[9].textContent = ev.client == null ? '' : String(ev.client);
+      td[6].textContent = pool || '—';
+      td[7].textContent = ev.route == null ? '—' : String(ev.route);
+      td[7].title = ev.route == null ? 'no route matched' : `route ${ev.route}`;
+      td[8].textContent = fmtMs(num(ev.duration_ms));
+      td[9].textContent = fmtBytes(num(ev.bytes));
+      td[10].textContent = ev.client == null ? '' : String(ev.client);
     }
 
     /** Puts the rows in view into the DOM (reusing row elements). */

@@ -182,6 +182,7 @@ async function sendRequests(marker) {
 const logRows = (page) => page.$$eval('#log-body [role="row"]', (rows) => rows.map((r) => ({
   index: Number(r.dataset.index),
   target: r.querySelector('[data-col="target"]').textContent,
+  proto: r.querySelector('[data-col="proto"]').textContent,
   status: r.dataset.status,
   cls: r.dataset.class,
   backend: r.dataset.backend,
@@ -267,6 +268,8 @@ test('dashboard: live backends, request log, kill and start from the page', { ti
     assert.equal(rows[0].status, '404', 'newest first');
     assert.equal(rows[0].cls, '4xx');
     for (const r of rows) assert.ok(NAMES.includes(r.backend), `row served by a backend: ${JSON.stringify(r)}`);
+    // The test's requests are HTTP/1.1 (Node's fetch); the column says what each spoke.
+    for (const r of rows) assert.equal(r.proto, '1.1', `protocol column: ${JSON.stringify(r)}`);
     assert.equal(await page.getAttribute(`#log-body [role="row"][data-status="404"] .st`, 'class'), 'st s4', '4xx colour');
 
     // Status-class filter: only 4xx left.
