@@ -561,5 +561,6 @@ fn discover_entries_and_discovery_settings() {
 
 mod cli;
 mod errors;
+mod http2;
 mod pools;
 mod tls;
