@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs the cargo-fuzz targets in fuzz/ one after another, each for SECONDS (default 600).
 #
-#   scripts/fuzz.sh                       # all five targets, 10 minutes each
+#   scripts/fuzz.sh                       # all six targets, 10 minutes each
 #   scripts/fuzz.sh 60 chunked            # one target, one minute
 #   FUZZ_ARGS=-max_len=65536 scripts/fuzz.sh 600 connection   # extra libFuzzer flags
 #
@@ -17,7 +17,7 @@ seconds="${1:-600}"
 shift || true
 targets=("$@")
 if [ "${#targets[@]}" -eq 0 ]; then
-    targets=(request_head chunked connection tls h2_frames)
+    targets=(request_head chunked connection tls h2_frames h2_headers)
 fi
 
 command -v cargo-fuzz >/dev/null 2>&1 || cargo install cargo-fuzz

@@ -93,6 +93,17 @@ pub fn translate(
         }
     }
     let method = method.ok_or(Malformed(":method missing"))?;
+    if method.is_empty() || !method.iter().all(|&b| is_tchar(b)) {
+        return Err(Malformed(":method not a token"));
+    }
+    // The request line is written from these: a space or control byte would split it
+    // differently for the backend.
+    let visible = |v: &[u8]| v.iter().all(|&b| b > b' ' && b != 0x7f);
+    if !path.is_none_or(visible) || !authority.is_none_or(visible) || !host.is_none_or(visible) {
+        return Err(Malformed(
+            "space or control byte in :path, :authority or host",
+        ));
+    }
     let connect = method == b"CONNECT";
     if connect {
         if scheme.is_some() || path.is_some() {
@@ -201,9 +212,10 @@ pub fn chunk_header(len: usize, out: &mut Vec<u8>) {
     let _ = write!(out, "{len:x}\r\n");
 }
 
-/// Trailers (a HEADERS frame ending the stream after DATA) as the chunked body's last chunk and
-/// trailer section; pseudo-headers and connection-specific fields are refused.
-pub fn write_trailers(list: &HeaderList, out: &mut Vec<u8>) -> Result<(), Malformed> {
+/// Trailers (a HEADERS frame ending the stream after DATA) checked: pseudo-headers and
+/// connection-specific fields make the request malformed (RFC 9113 §8.1, §8.3), whether or not
+/// the trailers will be forwarded.
+pub fn check_trailers(list: &HeaderList) -> Result<(), Malformed> {
     for (name, value) in list.iter() {
         check_field(name, value)?;
         if name.starts_with(b":") {
@@ -213,6 +225,12 @@ pub fn write_trailers(list: &HeaderList, out: &mut Vec<u8>) -> Result<(), Malfor
             return Err(Malformed("connection-specific field in trailers"));
         }
     }
+    Ok(())
+}
+
+/// Trailers as the chunked body's last chunk and trailer section; see [`check_trailers`].
+pub fn write_trailers(list: &HeaderList, out: &mut Vec<u8>) -> Result<(), Malformed> {
+    check_trailers(list)?;
     out.extend_from_slice(b"0\r\n");
     for (name, value) in list.iter() {
         // Framing and routing fields mean nothing in a trailer section, and a backend that
@@ -313,6 +331,12 @@ mod tests {
             get(""),
             get("relative"),
             get("*"),
+            get("/a b"),
+            {
+                let mut f = get("/");
+                f[0].1 = "G T".into();
+                f
+            },
             vec![(":method", "GET".into()), (":scheme", "https".into())],
             vec![(":method", "GET".into()), (":path", "/".into())],
             {

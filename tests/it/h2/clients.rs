@@ -259,3 +259,64 @@ fn an_h2c_download_of_64_mib_arrives_whole() {
     let mut check = PatternCheck::new(1 << 20);
     check.feed(&out.stdout);
 }
+
+#[test]
+fn a_graceful_stop_sends_goaway_and_finishes_the_stream_in_flight() {
+    use std::sync::mpsc;
+    use std::sync::{Arc, Mutex};
+    let (arrived_tx, arrived) = mpsc::channel::<()>();
+    let (release, release_rx) = mpsc::channel::<()>();
+    let arrived_tx = Arc::new(Mutex::new(arrived_tx));
+    let release_rx = Arc::new(Mutex::new(release_rx));
+    let backend = ScriptedBackend::start(move |mut s, _| {
+        let head = read_head(&mut s);
+        if head.is_empty() {
+            return;
+        }
+        // Health probes are answered at once; the test's request waits for its release.
+        if head.starts_with(b"GET /slow ") {
+            let _ = arrived_tx.lock().map(|tx| tx.send(()));
+            let _ = release_rx
+                .lock()
+                .map(|rx| rx.recv_timeout(Duration::from_secs(20)));
+        }
+        let _ = s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
+    });
+    let text = format!(
+        "access_log = true\n[health]\ninterval = \"1h\"\n[http2]\nh2c = true\n\
+         [[backend]]\nname = \"slow\"\naddress = \"{}\"\n",
+        backend.addr
+    );
+    let path = crate::tls::config_file(&text);
+    let mut proxy = ProxyProcess::start(&["--config", path.to_str().expect("utf-8 path")]);
+    let client = Command::new("nghttp")
+        .args(["-v"])
+        .arg(format!("http://{}/slow", proxy.addr))
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn nghttp");
+    arrived
+        .recv_timeout(Duration::from_secs(10))
+        .expect("the request reaches the backend");
+    // SAFETY: kill(2) on a child process this test started and still owns.
+    assert_eq!(
+        unsafe { libc::kill(proxy.child.id() as i32, libc::SIGTERM) },
+        0
+    );
+    proxy.wait_for_log("draining");
+    release.send(()).expect("release the backend");
+    let out = client.wait_with_output().expect("nghttp output");
+    let verbose = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "{verbose}");
+    let goaway = verbose
+        .split("recv GOAWAY frame")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no GOAWAY from lb: {verbose}"));
+    assert!(goaway.contains("last_stream_id=13"), "{verbose}");
+    assert!(goaway.contains("error_code=NO_ERROR"), "{verbose}");
+    assert!(
+        verbose.contains("recv (stream_id=13) :status: 200"),
+        "{verbose}"
+    );
+    assert!(proxy.wait_exit(Duration::from_secs(10)).success());
+}
