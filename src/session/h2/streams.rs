@@ -164,6 +164,9 @@ impl Stream {
                 "trailers without END_STREAM",
             ));
         }
+        // Checked here even when they will be dropped: a malformed request is not forwarded.
+        request::check_trailers(list)
+            .map_err(|m| stream_error(id, ErrorCode::ProtocolError, m.0))?;
         if self.discarding.is_some() {
             self.remote_closed = true;
             return Ok(());
