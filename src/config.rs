@@ -159,6 +159,19 @@ pub const DEFAULT_TLS_SESSION_TICKETS: bool = true;
 /// `backend.weight`: relative share of traffic (used by weighted algorithms).
 pub const DEFAULT_BACKEND_WEIGHT: u32 = 1;
 
+/// What a pool's backends speak (`[[pool]] protocol`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Deserialize)]
+pub enum BackendProtocol {
+    /// HTTP/1.1 over the keep-alive pool: a connection per request in flight.
+    #[default]
+    #[serde(rename = "http1")]
+    Http1,
+    /// HTTP/2 (prior knowledge, or ALPN `h2` over TLS): one multiplexed connection per backend,
+    /// which gRPC needs.
+    #[serde(rename = "h2")]
+    H2,
+}
+
 /// How a backend is chosen for a request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Deserialize)]
 #[serde(rename_all = "snake_case")]

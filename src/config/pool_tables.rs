@@ -17,8 +17,8 @@ use super::error::{line_of, ConfigError};
 use super::raw::{RawBackend, RawHealth, RawSticky};
 use super::validate::Values;
 use super::{
-    Algorithm, HashKey, HealthConfig, PoolConfig, StickyConfig, DEFAULT_ALGORITHM, DEFAULT_POOL,
-    DEFAULT_STICKY_TTL,
+    Algorithm, BackendProtocol, HashKey, HealthConfig, PoolConfig, StickyConfig, DEFAULT_ALGORITHM,
+    DEFAULT_POOL, DEFAULT_STICKY_TTL,
 };
 
 /// `sticky.cookie` when left out.
@@ -33,6 +33,7 @@ pub(super) struct RawPool {
     pub sticky: Option<Spanned<RawSticky>>,
     pub slow_start: Option<Spanned<String>>,
     pub retries: Option<Spanned<i64>>,
+    pub protocol: Option<Spanned<BackendProtocol>>,
     #[serde(default)]
     pub health: RawHealth,
     #[serde(default)]
@@ -255,6 +256,10 @@ impl Values<'_> {
                 seen,
                 |i| format!("{pool_name}-{}", i + 1),
             )?;
+            let protocol = p
+                .protocol
+                .as_ref()
+                .map_or(BackendProtocol::Http1, |p| *p.get_ref());
             lines.push(name_line);
             pools.push(PoolConfig {
                 name: name_text,
@@ -266,6 +271,7 @@ impl Values<'_> {
                 retries,
                 connect_timeout,
                 backend_response_timeout,
+                protocol,
                 backends,
                 discover,
             });

@@ -8,7 +8,7 @@
 
 use std::time::Duration;
 
-use super::{Algorithm, BackendConfig, Config, DiscoverConfig, HealthConfig};
+use super::{Algorithm, BackendConfig, BackendProtocol, Config, DiscoverConfig, HealthConfig};
 use crate::route::Conditions;
 
 /// The name of the pool made of the top-level `[[backend]]` tables and `--backend` flags; the
@@ -98,6 +98,8 @@ pub struct PoolConfig {
     pub retries: u32,
     pub connect_timeout: Duration,
     pub backend_response_timeout: Duration,
+    /// What the pool's backends speak: HTTP/1.1, or HTTP/2 on one multiplexed connection each.
+    pub protocol: BackendProtocol,
     pub backends: Vec<BackendConfig>,
     pub discover: Vec<DiscoverConfig>,
 }
@@ -169,6 +171,7 @@ impl Config {
             retries: self.retries,
             connect_timeout: self.timeouts.connect,
             backend_response_timeout: self.timeouts.backend_response,
+            protocol: BackendProtocol::Http1,
             backends: self.backends.clone(),
             discover: self.discover.clone(),
         }

@@ -322,6 +322,7 @@ fn expectation(key: &str) -> Option<&'static str> {
     Some(match generic.as_str() {
         "listen" | "admin" | "backend.address" => ADDRESS,
         "algorithm" => "a string naming the algorithm, like \"round_robin\"",
+        "protocol" => "a string: \"http1\" or \"h2\"",
         "workers" | "retries" | "health.rise" | "health.fall" | "backend.weight" => INTEGER,
         "log_level" => "a string: off, error, warn, info, debug or trace",
         "access_log" | "busy_poll" | "proxy_protocol" => "true or false",

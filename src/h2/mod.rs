@@ -5,11 +5,12 @@
 //! ([`error`]). The connection's stream states, flow control, HPACK and the mapping of each
 //! stream onto a backend exchange come next.
 
+pub mod assemble;
 pub mod error;
 pub mod frame;
+pub mod framer;
 pub mod hpack;
 pub mod request;
-pub mod response;
 
 #[cfg(test)]
 mod tests;

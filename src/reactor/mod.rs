@@ -34,6 +34,7 @@ use crate::session::{Connection, Ctx, Outcome, Settings};
 use crate::stats::Totals;
 use crate::token::{self, Target};
 use crate::transport::tls::TlsAcceptor;
+use crate::upstream::h2::Wake;
 use crate::upstream::{Backends, ChangeError, Pool};
 
 /// How often idle pooled connections are checked against their timeout.
@@ -45,6 +46,8 @@ const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 const MAX_FREE_BUFFERS: usize = 1024;
 /// Smallest per-direction buffer: below this, streaming costs too many system calls.
 const MIN_BUFFER: usize = 16 * 1024;
+/// Rounds of multiplexed backend connections and the exchanges they wake per turn.
+const MUX_ROUNDS: usize = 4;
 
 /// Messages other threads send to the reactor.
 #[derive(Debug)]
@@ -124,6 +127,9 @@ pub struct Reactor {
     timers: BinaryHeap<Reverse<(Instant, usize, u64)>>,
     /// Sessions that yielded with work left.
     runnable: VecDeque<(usize, u64)>,
+    /// Scratch for [`Reactor::run_muxes`]: the exchanges to wake, and their sessions.
+    wakes: Vec<Wake>,
+    woken: Vec<usize>,
     next_session_id: u64,
     accept_resume_at: Option<Instant>,
     /// Accepts failed in a row for lack of descriptors or memory, since when: the first is
@@ -253,6 +259,8 @@ impl Reactor {
             max_connections: limits.max_connections,
             timers: BinaryHeap::new(),
             runnable: VecDeque::new(),
+            wakes: Vec::new(),
+            woken: Vec::new(),
             next_session_id: 0,
             accept_resume_at: None,
             accept_failures: 0,
@@ -348,16 +356,26 @@ impl Reactor {
                     Target::Client(slot) => self.session_event(slot, event, None, now),
                     Target::Backend(id) => match self.pool.session_of(id) {
                         Some(slot) => self.session_event(slot, event, Some(id), now),
-                        None => self.pool.on_idle_event(id),
+                        None => {
+                            let read_closed = event.is_read_closed() || event.is_error();
+                            let readable = event.is_readable() || read_closed;
+                            let writable =
+                                event.is_writable() || event.is_write_closed() || event.is_error();
+                            if !self.pool.mux_event(id, readable, writable, read_closed) {
+                                self.pool.on_idle_event(id);
+                            }
+                        }
                     },
                 }
             }
+            self.run_muxes(now);
             self.run_yielded(now);
             self.fire_timers(now);
             if now >= self.next_pool_sweep {
                 self.pool.expire(now);
                 self.next_pool_sweep = now + POOL_SWEEP;
             }
+            self.run_muxes(now);
             if self.accept_pending() && self.accept_resume_at.is_none_or(|at| now >= at) {
                 self.accept(now);
             }
@@ -378,7 +396,7 @@ impl Reactor {
     }
 
     fn poll_timeout(&self, now: Instant) -> Option<Duration> {
-        if !self.runnable.is_empty() || self.settings.busy_poll {
+        if !self.runnable.is_empty() || self.pool.has_mux_work() || self.settings.busy_poll {
             return Some(Duration::ZERO);
         }
         let mut next = self.next_pool_sweep;
@@ -492,6 +510,36 @@ impl Reactor {
             }
             session.set_armed(None);
             self.with_session(slot, now, Connection::on_timer);
+        }
+    }
+
+    /// Drives the multiplexed backend connections with work to do, then the exchanges they
+    /// woke, which may give them more; a few rounds, then the rest waits for the next turn.
+    fn run_muxes(&mut self, now: Instant) {
+        for _ in 0..MUX_ROUNDS {
+            if !self.pool.has_mux_work() {
+                return;
+            }
+            let mut wakes = std::mem::take(&mut self.wakes);
+            self.pool.drive_muxes(now, &mut wakes);
+            let mut slots = std::mem::take(&mut self.woken);
+            for w in wakes.drain(..) {
+                let Some(slot) = self.pool.session_of(w.conn) else {
+                    continue;
+                };
+                if let Some(session) = self.sessions.get_mut(slot) {
+                    session.backend_event(w.conn, w.readable, w.writable, false);
+                    if !slots.contains(&slot) {
+                        slots.push(slot);
+                    }
+                }
+            }
+            self.wakes = wakes;
+            for &slot in &slots {
+                self.drive(slot, now);
+            }
+            slots.clear();
+            self.woken = slots;
         }
     }
 

@@ -11,8 +11,20 @@ use super::{
     interrupted, would_block, BackendConn, BackendFailure, Ctx, RequestPhase, ResponsePhase,
     Session, Step,
 };
+use crate::config::BackendProtocol;
 use crate::transport::{Readiness, Transport};
 use crate::upstream::{Affinity, BackendState};
+
+/// What a failed stream on a multiplexed backend connection means for the exchange: the
+/// connection never came up, the backend did not take the stream (REFUSED_STREAM, or past its
+/// GOAWAY: safe to send elsewhere), or it broke off.
+fn mux_failure(e: &io::Error) -> BackendFailure {
+    match e.kind() {
+        io::ErrorKind::ConnectionRefused => BackendFailure::Connect,
+        io::ErrorKind::ConnectionAborted => BackendFailure::Refused,
+        _ => BackendFailure::Broken,
+    }
+}
 
 impl Session {
     /// Gets a connection for the current exchange, on a backend this request has not failed
@@ -83,6 +95,38 @@ impl Session {
             .backends
             .get(index)
             .ok_or_else(|| io::Error::from(io::ErrorKind::NotFound))?;
+        let policy = self.exchange.as_ref().and_then(|ex| ex.policy.clone());
+        if let Some(p) = policy.filter(|p| p.protocol == BackendProtocol::H2) {
+            let (id, pipe, reused) = ctx.pool.open_stream(
+                index,
+                self.slot,
+                ctx.registry,
+                ctx.now,
+                p.connect_timeout,
+                || {
+                    let stream = TcpStream::connect(backend.address)?;
+                    match &backend.tls {
+                        None => Ok(Transport::Plain(stream)),
+                        Some(Ok(connector)) => connector
+                            .connect_h2(stream)
+                            .map(|t| Transport::Tls(Box::new(t)))
+                            .map_err(io::Error::other),
+                        Some(Err(e)) => Err(io::Error::other(e.clone())),
+                    }
+                },
+            )?;
+            if !reused {
+                backend.connections.fetch_add(1, Ordering::Relaxed);
+            }
+            // Not connected until the stream's connection is up: until then no byte leaves the
+            // exchange, so a failed connection loses none and the request may go elsewhere.
+            self.attach(ctx, Transport::Mux(pipe), id, index, reused);
+            if let Some(b) = &mut self.backend {
+                b.connected = false;
+                b.ready.writable = true;
+            }
+            return Ok(());
+        }
         let mut stream = TcpStream::connect(backend.address)?;
         let id = ctx.pool.open(&mut stream, index, self.slot, ctx.registry)?;
         let transport = match &backend.tls {
@@ -154,6 +198,21 @@ impl Session {
         };
         if b.connected {
             return Ok(true);
+        }
+        if let Transport::Mux(pipe) = &b.stream {
+            let state = pipe.lock().connect_state();
+            return match state {
+                Ok(true) => {
+                    b.connected = true;
+                    b.ready.writable = true;
+                    Ok(true)
+                }
+                Ok(false) => Ok(false),
+                Err(e) => {
+                    let failure = mux_failure(&e);
+                    self.backend_failed(ctx, failure)
+                }
+            };
         }
         if !b.ready.writable && !b.ready.readable {
             return Ok(false);
@@ -233,6 +292,9 @@ impl Session {
                 Ok(n) => {
                     progress = true;
                     b.last_activity = ctx.now;
+                    if b.stream.is_mux() {
+                        ctx.pool.poke(b.id);
+                    }
                     if n < head.len() + body.len() {
                         // The send buffer is full: an edge will say when it has room again.
                         b.ready.writable = false;
@@ -359,6 +421,10 @@ impl Session {
                     b.ready.drained();
                 }
                 b.last_activity = ctx.now;
+                if b.stream.is_mux() {
+                    // What it read gives the backend window back.
+                    ctx.pool.poke(b.id);
+                }
                 if let Some(ex) = &mut self.exchange {
                     if !ex.response_started {
                         ex.response_started = true;
@@ -376,7 +442,12 @@ impl Session {
             Err(e) if interrupted(&e) => Ok(true),
             Err(e) => {
                 debug!("backend read error: {e}");
-                self.backend_failed(ctx, BackendFailure::Broken)
+                let failure = if b.stream.is_mux() {
+                    mux_failure(&e)
+                } else {
+                    BackendFailure::Broken
+                };
+                self.backend_failed(ctx, failure)
             }
         }
     }

@@ -258,6 +258,9 @@ enum BackendFailure {
     ConnectTimeout,
     /// Reset, or closed before the response was complete.
     Broken,
+    /// An HTTP/2 backend did not take the stream (REFUSED_STREAM, or past its GOAWAY): it did
+    /// nothing with the request.
+    Refused,
     /// Sent bytes that are not an HTTP response.
     Garbage,
     Timeout,

@@ -58,12 +58,14 @@ impl Session {
             BackendFailure::Broken if !b.reused && !ex.response_started => ctx
                 .backends
                 .mark_down(b.index, "connection closed before a response"),
-            BackendFailure::Broken | BackendFailure::Garbage => {}
+            BackendFailure::Broken | BackendFailure::Garbage | BackendFailure::Refused => {}
         }
         let may_retry = match failure {
             BackendFailure::Connect | BackendFailure::ConnectTimeout => true,
             BackendFailure::Timeout => false,
             BackendFailure::Broken | BackendFailure::Garbage => resendable,
+            // Unprocessed whatever the method, but only what is still held can be sent again.
+            BackendFailure::Refused => untouched,
         };
         let (answer, cause) = match failure {
             BackendFailure::Connect | BackendFailure::ConnectTimeout => {
@@ -72,6 +74,7 @@ impl Session {
             BackendFailure::Timeout => (Answer::GatewayTimeout, "backend-timeout"),
             BackendFailure::Garbage => (Answer::BadGateway, "bad-response"),
             BackendFailure::Broken => (Answer::BadGateway, "backend-closed"),
+            BackendFailure::Refused => (Answer::BadGateway, "backend-refused"),
         };
         if may_retry {
             ex.tried.push(b.index);

@@ -15,7 +15,7 @@ use std::net::Shutdown;
 use mio::net::TcpStream;
 
 use crate::buffer::Source;
-use pipe::Pipe;
+use pipe::{Pipe, SharedPipe};
 use tls::TlsStream;
 
 /// Readiness of one socket, remembered between edge-triggered events.
@@ -51,6 +51,8 @@ pub enum Transport {
     Tls(Box<TlsStream>),
     /// An HTTP/2 stream's exchange: bytes in memory, to and from the connection's frames.
     Stream(Box<Pipe>),
+    /// An exchange's stream on a multiplexed HTTP/2 backend connection (`protocol = "h2"`).
+    Mux(SharedPipe),
 }
 
 fn not_a_socket() -> io::Error {
@@ -63,7 +65,7 @@ impl Transport {
         match self {
             Transport::Plain(s) => Ok(s),
             Transport::Tls(t) => Ok(t.tcp()),
-            Transport::Stream(_) => Err(not_a_socket()),
+            Transport::Stream(_) | Transport::Mux(_) => Err(not_a_socket()),
         }
     }
 
@@ -71,8 +73,13 @@ impl Transport {
         match self {
             Transport::Plain(s) => Ok(s),
             Transport::Tls(t) => Ok(t.tcp_mut()),
-            Transport::Stream(_) => Err(not_a_socket()),
+            Transport::Stream(_) | Transport::Mux(_) => Err(not_a_socket()),
         }
+    }
+
+    /// Whether this is a stream of a multiplexed backend connection.
+    pub fn is_mux(&self) -> bool {
+        matches!(self, Transport::Mux(_))
     }
 
     /// The HTTP/2 stream's queues, when this is one.
@@ -96,13 +103,14 @@ impl Transport {
             Transport::Plain(_) => false,
             Transport::Tls(_) => true,
             Transport::Stream(p) => p.is_tls(),
+            Transport::Mux(_) => false,
         }
     }
 
     /// TLS only: the handshake has not finished yet.
     pub fn is_handshaking(&self) -> bool {
         match self {
-            Transport::Plain(_) | Transport::Stream(_) => false,
+            Transport::Plain(_) | Transport::Stream(_) | Transport::Mux(_) => false,
             Transport::Tls(t) => t.is_handshaking(),
         }
     }
@@ -113,6 +121,7 @@ impl Transport {
             Transport::Plain(_) => None,
             Transport::Tls(t) => t.describe(),
             Transport::Stream(p) => p.tls_description(),
+            Transport::Mux(_) => None,
         }
     }
 
@@ -130,6 +139,7 @@ impl Transport {
             Transport::Plain(s) => s.write(data),
             Transport::Tls(t) => t.write(data),
             Transport::Stream(p) => p.write(data),
+            Transport::Mux(p) => p.lock().write(data),
         }
     }
 
@@ -140,6 +150,7 @@ impl Transport {
             Transport::Plain(s) => s.write_vectored(&[IoSlice::new(head), IoSlice::new(body)]),
             Transport::Tls(t) => t.write_pair(head, body),
             Transport::Stream(p) => p.write_pair(head, body),
+            Transport::Mux(p) => p.lock().write_pair(head, body),
         }
     }
 
@@ -147,7 +158,7 @@ impl Transport {
     #[inline]
     pub fn has_pending_output(&self) -> bool {
         match self {
-            Transport::Plain(_) | Transport::Stream(_) => false,
+            Transport::Plain(_) | Transport::Stream(_) | Transport::Mux(_) => false,
             Transport::Tls(t) => t.has_pending_output(),
         }
     }
@@ -155,7 +166,7 @@ impl Transport {
     /// Sends bytes held below the session; `WouldBlock` if the socket cannot take them all.
     pub fn flush(&mut self) -> io::Result<()> {
         match self {
-            Transport::Plain(_) | Transport::Stream(_) => Ok(()),
+            Transport::Plain(_) | Transport::Stream(_) | Transport::Mux(_) => Ok(()),
             Transport::Tls(t) => t.flush(),
         }
     }
@@ -180,7 +191,7 @@ impl Transport {
                 let mut scratch = [0u8; 64];
                 matches!(t.read_some(&mut scratch), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
             }
-            Transport::Stream(_) => false,
+            Transport::Stream(_) | Transport::Mux(_) => false,
         }
     }
 
@@ -192,6 +203,7 @@ impl Transport {
             }
             Transport::Tls(t) => t.shutdown_write(),
             Transport::Stream(p) => p.shutdown_write(),
+            Transport::Mux(p) => p.lock().shutdown_write(),
         }
     }
 }
@@ -206,6 +218,7 @@ impl Source for Transport {
             }
             Transport::Tls(t) => t.read_some(buf),
             Transport::Stream(p) => p.read_some(buf),
+            Transport::Mux(p) => p.lock().read_some(buf),
         }
     }
 }

@@ -3,8 +3,14 @@
 //! translated, then the body) and takes the response out to frame it; the exchange on the
 //! other side reads and writes as it would on a client socket, and the same promises hold: a
 //! short read means the queue is empty, and a short write means it is full.
+//!
+//! The same pipe, shared ([`SharedPipe`]), is the transport under an exchange whose backend is
+//! reached over a multiplexed HTTP/2 connection: there the exchange writes the request and
+//! reads the response, and the connection frames one and unframes the other. The connection
+//! can fail the pipe: the exchange then reads the error, as it would from a socket.
 
 use std::io;
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use crate::buffer::Source;
 
@@ -20,6 +26,27 @@ pub struct Pipe {
     read_total: u64,
     /// The connection's TLS version and suite, for what the exchange reports.
     tls: Option<(&'static str, &'static str)>,
+    /// What the exchange reads once `input` is used up, and gets from every write.
+    failed: Option<io::ErrorKind>,
+    /// A backend stream: its connection is up, so bytes written now go to the backend. Until
+    /// then the exchange waits, as for a connect, and keeps every byte for another backend.
+    open: bool,
+}
+
+/// A pipe between an exchange and the HTTP/2 backend connection that carries its stream.
+#[derive(Debug, Clone)]
+pub struct SharedPipe(Arc<Mutex<Pipe>>);
+
+impl SharedPipe {
+    pub fn new(output_limit: usize) -> SharedPipe {
+        SharedPipe(Arc::new(Mutex::new(Pipe::new(output_limit, None))))
+    }
+
+    /// Both sides run on the reactor's thread, one at a time: the lock is never contended,
+    /// and a panic while it was held cannot have left the queues torn.
+    pub fn lock(&self) -> MutexGuard<'_, Pipe> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
 }
 
 fn would_block() -> io::Error {
@@ -37,7 +64,32 @@ impl Pipe {
             output_shut: false,
             read_total: 0,
             tls,
+            failed: None,
+            open: false,
         }
+    }
+
+    /// The backend connection is up (see `open`).
+    pub fn set_open(&mut self) {
+        self.open = true;
+    }
+
+    /// Whether the exchange may write: `Ok(false)` while the connection comes up, the error
+    /// once it failed.
+    pub fn connect_state(&self) -> io::Result<bool> {
+        match self.failed {
+            Some(kind) => Err(kind.into()),
+            None => Ok(self.open),
+        }
+    }
+
+    /// The stream failed: the exchange reads what came before, then `kind`.
+    pub fn fail(&mut self, kind: io::ErrorKind) {
+        self.failed.get_or_insert(kind);
+    }
+
+    pub fn is_failed(&self) -> bool {
+        self.failed.is_some()
     }
 
     pub fn is_tls(&self) -> bool {
@@ -94,6 +146,9 @@ impl Pipe {
     }
 
     pub fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        if let Some(kind) = self.failed {
+            return Err(kind.into());
+        }
         let room = self.output_limit.saturating_sub(self.output.len());
         if room == 0 {
             return Err(would_block());
@@ -120,6 +175,9 @@ impl Source for Pipe {
     fn read_some(&mut self, buf: &mut [u8]) -> io::Result<(usize, bool)> {
         let pending = &self.input[self.input_pos..];
         if pending.is_empty() {
+            if let Some(kind) = self.failed {
+                return Err(kind.into());
+            }
             return if self.input_ended {
                 Ok((0, true))
             } else {

@@ -14,6 +14,7 @@ use std::time::{Instant, SystemTime};
 use log::info;
 
 mod backend;
+pub mod h2;
 mod pool;
 mod pools;
 

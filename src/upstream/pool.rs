@@ -1,5 +1,6 @@
 //! The pool of backend connections: every one in use or idle, the idle ones per backend for
-//! reuse, and their expiry.
+//! reuse, and their expiry; and for `protocol = "h2"` pools, each backend's multiplexed
+//! connection and the exchanges' streams on it.
 
 use std::collections::VecDeque;
 use std::io;
@@ -9,8 +10,13 @@ use mio::net::TcpStream;
 use mio::{Interest, Registry};
 use slab::Slab;
 
+use super::h2::{Mux, Wake};
 use crate::token;
+use crate::transport::pipe::SharedPipe;
 use crate::transport::Transport;
+
+/// How many request bytes an exchange may write ahead of its stream's framing.
+const STREAM_PIPE_LIMIT: usize = 64 * 1024;
 
 /// Who a backend connection serves now.
 enum Lease {
@@ -18,6 +24,11 @@ enum Lease {
     Session(usize),
     /// Parked in the pool since `since`.
     Idle { stream: Transport, since: Instant },
+    /// A multiplexed HTTP/2 connection, shared by the exchanges whose streams it carries.
+    Mux(Box<Mux>),
+    /// An exchange's stream on the multiplexed connection in slot `mux`, leased to the session
+    /// in slot `session`. It has no socket: events come from the connection.
+    Stream { session: usize, mux: usize },
 }
 
 struct Conn {
@@ -37,6 +48,12 @@ pub struct Pool {
     idle_by_backend: Vec<VecDeque<usize>>,
     max_idle: usize,
     idle_timeout: Duration,
+    /// The multiplexed connection new streams to each backend go on.
+    mux_by_backend: Vec<Option<usize>>,
+    /// Every multiplexed connection, taking streams or going away.
+    muxes: Vec<usize>,
+    /// Multiplexed connections with work to do, in the order they got it.
+    dirty: Vec<usize>,
 }
 
 impl Pool {
@@ -46,6 +63,144 @@ impl Pool {
             idle_by_backend: (0..backends).map(|_| VecDeque::new()).collect(),
             max_idle,
             idle_timeout,
+            mux_by_backend: Vec::new(),
+            muxes: Vec::new(),
+            dirty: Vec::new(),
+        }
+    }
+
+    /// Leases a stream on `backend`'s multiplexed connection to `session`, opening the
+    /// connection with `connect` (a connect under way) when none takes streams. Returns the
+    /// lease's id, the exchange's pipe, and whether the connection was already there.
+    pub fn open_stream(
+        &mut self,
+        backend: usize,
+        session: usize,
+        registry: &Registry,
+        now: Instant,
+        connect_timeout: Duration,
+        connect: impl FnOnce() -> io::Result<Transport>,
+    ) -> io::Result<(usize, SharedPipe, bool)> {
+        let existing = self
+            .mux_by_backend
+            .get(backend)
+            .copied()
+            .flatten()
+            .filter(|&id| self.mux(id).is_some_and(|m| m.takes_streams()));
+        let (mux_id, reused) = match existing {
+            Some(id) => (id, true),
+            None => {
+                let mut transport = connect()?;
+                let entry = self.conns.vacant_entry();
+                let id = entry.key();
+                registry.register(
+                    transport.socket_mut()?,
+                    token::backend(id),
+                    Interest::READABLE | Interest::WRITABLE,
+                )?;
+                entry.insert(Conn {
+                    backend,
+                    lease: Lease::Mux(Box::new(Mux::new(backend, transport, now, connect_timeout))),
+                });
+                if self.mux_by_backend.len() <= backend {
+                    self.mux_by_backend.resize(backend + 1, None);
+                }
+                self.mux_by_backend[backend] = Some(id);
+                self.muxes.push(id);
+                (id, false)
+            }
+        };
+        let pipe = SharedPipe::new(STREAM_PIPE_LIMIT);
+        let id = self.conns.insert(Conn {
+            backend,
+            lease: Lease::Stream {
+                session,
+                mux: mux_id,
+            },
+        });
+        if let Some(m) = self.mux_mut(mux_id) {
+            m.add_stream(id, pipe.clone());
+        }
+        self.queue(mux_id);
+        Ok((id, pipe, reused))
+    }
+
+    fn mux(&self, id: usize) -> Option<&Mux> {
+        match &self.conns.get(id)?.lease {
+            Lease::Mux(m) => Some(m),
+            _ => None,
+        }
+    }
+
+    fn mux_mut(&mut self, id: usize) -> Option<&mut Mux> {
+        match &mut self.conns.get_mut(id)?.lease {
+            Lease::Mux(m) => Some(m),
+            _ => None,
+        }
+    }
+
+    /// Queues a multiplexed connection for a drive, once.
+    fn queue(&mut self, mux: usize) {
+        if let Some(m) = self.mux_mut(mux) {
+            if !m.queued {
+                m.queued = true;
+                self.dirty.push(mux);
+            }
+        }
+    }
+
+    /// The exchange on stream lease `id` wrote to its pipe or read from it.
+    pub fn poke(&mut self, id: usize) {
+        if let Some(Conn {
+            lease: Lease::Stream { mux, .. },
+            ..
+        }) = self.conns.get(id)
+        {
+            let mux = *mux;
+            self.queue(mux);
+        }
+    }
+
+    /// An event on a multiplexed connection's socket; false if `id` is not one.
+    pub fn mux_event(&mut self, id: usize, readable: bool, writable: bool, closed: bool) -> bool {
+        let Some(m) = self.mux_mut(id) else {
+            return false;
+        };
+        m.ready.record(readable, writable, closed);
+        self.queue(id);
+        true
+    }
+
+    /// Whether some multiplexed connection has work to do.
+    pub fn has_mux_work(&self) -> bool {
+        !self.dirty.is_empty()
+    }
+
+    /// Drives the multiplexed connections that have work; the exchanges to wake go to `wakes`.
+    pub fn drive_muxes(&mut self, now: Instant, wakes: &mut Vec<Wake>) {
+        for id in std::mem::take(&mut self.dirty) {
+            let Some(m) = self.mux_mut(id) else {
+                continue;
+            };
+            m.queued = false;
+            let again = m.drive(now, wakes);
+            if m.is_dead() && m.stream_count() == 0 {
+                self.drop_mux(id);
+            } else if again {
+                self.queue(id);
+            }
+        }
+    }
+
+    fn drop_mux(&mut self, id: usize) {
+        let Some(conn) = self.conns.try_remove(id) else {
+            return;
+        };
+        self.muxes.retain(|&m| m != id);
+        if let Some(slot) = self.mux_by_backend.get_mut(conn.backend) {
+            if *slot == Some(id) {
+                *slot = None;
+            }
         }
     }
 
@@ -91,9 +246,14 @@ impl Pool {
 
     /// Parks a connection whose last exchange ended cleanly.
     pub fn put(&mut self, id: usize, stream: Transport, now: Instant) {
-        let Some(backend) = self.conns.get(id).map(|c| c.backend) else {
+        let Some(conn) = self.conns.get(id) else {
             return;
         };
+        if matches!(conn.lease, Lease::Stream { .. }) {
+            // A stream is not kept: the next exchange opens its own on the same connection.
+            return self.release(id);
+        }
+        let backend = conn.backend;
         if self.max_idle == 0 {
             self.conns.remove(id);
             return;
@@ -119,14 +279,34 @@ impl Pool {
 
     /// Forgets a connection its session closes (dropping its socket takes it off the poll).
     pub fn release(&mut self, id: usize) {
-        self.conns.try_remove(id);
+        if let Some(Conn {
+            lease: Lease::Stream { mux, .. },
+            ..
+        }) = self.conns.get(id)
+        {
+            let mux = *mux;
+            self.conns.remove(id);
+            if let Some(m) = self.mux_mut(mux) {
+                m.release_stream(id);
+            }
+            return self.queue(mux);
+        }
+        if matches!(
+            self.conns.get(id),
+            Some(Conn {
+                lease: Lease::Session(_) | Lease::Idle { .. },
+                ..
+            })
+        ) {
+            self.conns.remove(id);
+        }
     }
 
     /// The session a connection is leased to; `None` while it is idle (or gone).
     pub fn session_of(&self, id: usize) -> Option<usize> {
         match self.conns.get(id)?.lease {
-            Lease::Session(slot) => Some(slot),
-            Lease::Idle { .. } => None,
+            Lease::Session(slot) | Lease::Stream { session: slot, .. } => Some(slot),
+            Lease::Idle { .. } | Lease::Mux(_) => None,
         }
     }
 
@@ -150,8 +330,21 @@ impl Pool {
         }
     }
 
-    /// Closes connections idle for longer than the idle timeout.
+    /// Closes connections idle for longer than the idle timeout, and multiplexed ones stuck
+    /// connecting.
     pub fn expire(&mut self, now: Instant) {
+        for id in self.muxes.clone() {
+            let idle = self.idle_timeout;
+            let Some(m) = self.mux_mut(id) else {
+                continue;
+            };
+            if m.expire(now, idle) {
+                self.drop_mux(id);
+            } else if m.is_dead() {
+                // Its streams failed: their exchanges must hear of it.
+                self.queue(id);
+            }
+        }
         for queue in &mut self.idle_by_backend {
             while let Some(&oldest) = queue.front() {
                 let expired = match self.conns.get(oldest) {
@@ -186,6 +379,10 @@ impl Pool {
 
     /// Closes every idle connection to a backend (it was removed).
     pub fn forget(&mut self, backend: usize) {
+        // Streams under way on its multiplexed connection finish; no new one goes there.
+        if let Some(slot) = self.mux_by_backend.get_mut(backend) {
+            *slot = None;
+        }
         if let Some(queue) = self.idle_by_backend.get_mut(backend) {
             for id in queue.drain(..) {
                 self.conns.try_remove(id);

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use crate::balance::consistent_hash::Member;
 use crate::balance::slow_start;
 use crate::balance::{Balancer, Candidate};
-use crate::config::{Algorithm, HashKey, HealthConfig, PoolConfig, StickyConfig};
+use crate::config::{Algorithm, BackendProtocol, HashKey, HealthConfig, PoolConfig, StickyConfig};
 
 use super::Backend;
 
@@ -23,6 +23,7 @@ pub struct PoolPolicy {
     pub retries: u32,
     pub connect_timeout: Duration,
     pub backend_response_timeout: Duration,
+    pub protocol: BackendProtocol,
     pub health: Arc<HealthConfig>,
 }
 
@@ -36,6 +37,7 @@ impl PoolPolicy {
             retries: config.retries,
             connect_timeout: config.connect_timeout,
             backend_response_timeout: config.backend_response_timeout,
+            protocol: config.protocol,
             health: Arc::new(config.health.clone()),
         }
     }

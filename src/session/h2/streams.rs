@@ -8,9 +8,9 @@ use log::{debug, info};
 use super::frames::remember;
 use super::{Ctx, H2Error, H2Session, Outcome, Settings};
 use crate::h2::frame;
+use crate::h2::framer::Framer;
 use crate::h2::hpack::HeaderList;
 use crate::h2::request::{self, RequestBody};
-use crate::h2::response::ResponseWriter;
 use crate::h2::ErrorCode;
 use crate::http::Answer;
 use crate::session::Session;
@@ -43,7 +43,7 @@ pub(super) struct Stream {
     body_left: u64,
     /// END_STREAM received.
     remote_closed: bool,
-    pub response: ResponseWriter,
+    pub response: Framer,
     /// The response is out and the exchange over, but the client is still sending: since
     /// when, and when it last sent.
     discarding: Option<(Instant, Instant)>,
@@ -258,7 +258,7 @@ impl H2Session {
                 _ => 0,
             },
             remote_closed: end_stream,
-            response: ResponseWriter::new(translated.is_head),
+            response: Framer::new(translated.is_head),
             discarding: None,
         });
         Ok(())
@@ -281,7 +281,7 @@ impl H2Session {
     fn answer(&mut self, ctx: &mut Ctx, id: u32, answer: Answer, cause: &'static str, ended: bool) {
         let mut h1 = Vec::new();
         answer.write(&mut h1, cause, None, false);
-        let mut writer = ResponseWriter::new(false);
+        let mut writer = Framer::new(false);
         let window = self.peer_initial_window.min(self.send_window).max(0) as usize;
         if let Ok(p) = writer.pull(
             &h1,

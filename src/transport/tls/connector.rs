@@ -19,6 +19,8 @@ use crate::config::BackendTls;
 #[derive(Debug)]
 pub struct TlsConnector {
     config: Arc<ClientConfig>,
+    /// The same with ALPN `h2`, for pools that speak HTTP/2 to their backends.
+    config_h2: Arc<ClientConfig>,
     server_name: ServerName<'static>,
 }
 
@@ -35,9 +37,12 @@ impl TlsConnector {
             .map_err(|e| e.to_string())?
             .with_root_certificates(roots)
             .with_no_client_auth();
+        let mut config_h2 = config.clone();
         config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        config_h2.alpn_protocols = vec![b"h2".to_vec()];
         Ok(TlsConnector {
             config: Arc::new(config),
+            config_h2: Arc::new(config_h2),
             server_name,
         })
     }
@@ -45,6 +50,12 @@ impl TlsConnector {
     /// Starts TLS on a connection being opened; the handshake runs as the socket allows.
     pub fn connect(&self, tcp: TcpStream) -> Result<TlsStream, rustls::Error> {
         let conn = ClientConnection::new(Arc::clone(&self.config), self.server_name.clone())?;
+        Ok(TlsStream::client(tcp, conn))
+    }
+
+    /// The same, offering only `h2` by ALPN.
+    pub fn connect_h2(&self, tcp: TcpStream) -> Result<TlsStream, rustls::Error> {
+        let conn = ClientConnection::new(Arc::clone(&self.config_h2), self.server_name.clone())?;
         Ok(TlsStream::client(tcp, conn))
     }
 }

@@ -8,7 +8,9 @@
 
 use std::time::Duration;
 
-use lb::config::{Algorithm, BackendConfig, Config, PoolConfig, RouteAction, RouteConfig};
+use lb::config::{
+    Algorithm, BackendConfig, BackendProtocol, Config, PoolConfig, RouteAction, RouteConfig,
+};
 use lb::route::{Conditions, HostMatch, PathMatch};
 
 use crate::support::*;
@@ -33,6 +35,7 @@ fn pool(name: &str, backends: Vec<BackendConfig>) -> PoolConfig {
         retries: c.retries,
         connect_timeout: c.timeouts.connect,
         backend_response_timeout: c.timeouts.backend_response,
+        protocol: BackendProtocol::Http1,
         backends,
         discover: Vec::new(),
     }

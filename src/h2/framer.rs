@@ -1,10 +1,11 @@
-//! A backend's answer, as the HTTP/1 exchange hands it to a stream, turned into HTTP/2 frames:
-//! the head into HEADERS (interim ones too), the body into DATA as far as the windows allow,
-//! chunked framing removed, and a trailer section into the HEADERS that ends the stream.
+//! An HTTP/1 message, as the proxy's own HTTP/1 exchange produces it, turned into HTTP/2
+//! frames: the head into HEADERS (interim response heads too), the body into DATA as far as the
+//! windows allow, chunked framing removed, and a trailer section into the HEADERS that ends the
+//! stream. Two directions use it: a backend's answer to an HTTP/2 client's stream, and a
+//! request going to an HTTP/2 backend (`protocol = "h2"` pools).
 //!
 //! The bytes come from the proxy's own HTTP/1 exchange, which has already checked the
-//! backend's framing, so a failure here is ours or a backend's very broken answer: the stream
-//! is reset.
+//! message's framing, so a failure here is ours or a very broken message: the stream is reset.
 
 use super::frame::{self, HEADER_LEN};
 use super::hpack::HeaderEncoder;
@@ -21,6 +22,15 @@ const DROPPED: [&[u8]; 5] = [
 
 const MAX_HEADERS: usize = 128;
 
+/// Which head the message starts with.
+#[derive(Debug, Clone, Copy)]
+enum Kind {
+    /// A response to a client's stream; to a HEAD request, it has no body whatever it says.
+    Response { is_head_request: bool },
+    /// A request to a backend, under this `:scheme`.
+    Request { scheme: &'static [u8] },
+}
+
 #[derive(Debug)]
 enum Phase {
     Head,
@@ -30,12 +40,12 @@ enum Phase {
 
 /// The response side of one stream.
 #[derive(Debug)]
-pub struct ResponseWriter {
+pub struct Framer {
     phase: Phase,
     head_searched: usize,
-    is_head_request: bool,
+    kind: Kind,
     trailers: Vec<u8>,
-    /// The final status, once its head is out.
+    /// The final status, once its head is out (responses).
     pub status: u16,
 }
 
@@ -54,12 +64,23 @@ pub struct Pulled {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Unframeable(pub &'static str);
 
-impl ResponseWriter {
-    pub fn new(is_head_request: bool) -> ResponseWriter {
-        ResponseWriter {
+impl Framer {
+    /// For a response to a request whose method was HEAD or not.
+    pub fn new(is_head_request: bool) -> Framer {
+        Framer::of(Kind::Response { is_head_request })
+    }
+
+    /// For a request to a backend reached over TLS or not.
+    pub fn request(tls: bool) -> Framer {
+        let scheme: &'static [u8] = if tls { b"https" } else { b"http" };
+        Framer::of(Kind::Request { scheme })
+    }
+
+    fn of(kind: Kind) -> Framer {
+        Framer {
             phase: Phase::Head,
             head_searched: 0,
-            is_head_request,
+            kind,
             trailers: Vec::new(),
             status: 0,
         }
@@ -101,7 +122,24 @@ impl ResponseWriter {
                         return Ok(pulled);
                     };
                     self.head_searched = 0;
-                    self.write_head(&rest[..end], stream, max_frame, encoder, out)?;
+                    match self.kind {
+                        Kind::Response { is_head_request } => self.write_head(
+                            &rest[..end],
+                            is_head_request,
+                            stream,
+                            max_frame,
+                            encoder,
+                            out,
+                        )?,
+                        Kind::Request { scheme } => self.write_request_head(
+                            &rest[..end],
+                            scheme,
+                            stream,
+                            max_frame,
+                            encoder,
+                            out,
+                        )?,
+                    }
                     pulled.consumed += end;
                     pulled.wrote = true;
                 }
@@ -164,6 +202,7 @@ impl ResponseWriter {
     fn write_head(
         &mut self,
         head: &[u8],
+        is_head_request: bool,
         stream: u32,
         max_frame: u32,
         encoder: &mut HeaderEncoder,
@@ -199,7 +238,7 @@ impl ResponseWriter {
             fields.push((name, http::trim_ows(h.value)));
         }
         let interim = (100..200).contains(&status);
-        let body = if interim || status == 204 || status == 304 || self.is_head_request {
+        let body = if interim || status == 204 || status == 304 || is_head_request {
             BodyKind::None
         } else if chunked {
             BodyKind::Chunked
@@ -208,21 +247,101 @@ impl ResponseWriter {
         } else {
             BodyKind::Close
         };
-        let scanner = BodyScanner::new(body);
-        let end_stream = !interim && scanner.is_done();
-        let mut block = Vec::with_capacity(head.len());
-        encoder.encode(fields, &mut block);
-        frame::write_headers(out, stream, &block, end_stream, max_frame);
         if interim {
+            let mut block = Vec::with_capacity(head.len());
+            encoder.encode(fields, &mut block);
+            frame::write_headers(out, stream, &block, false, max_frame);
             return Ok(());
         }
         self.status = status;
+        self.start_body(fields, body, head.len(), stream, max_frame, encoder, out);
+        Ok(())
+    }
+
+    /// A request head for a backend: `:method`, `:scheme`, `:authority` from Host, `:path`,
+    /// then its fields without those HTTP/2 does not carry (RFC 9113 §8.2.2, §8.3.1).
+    fn write_request_head(
+        &mut self,
+        head: &[u8],
+        scheme: &'static [u8],
+        stream: u32,
+        max_frame: u32,
+        encoder: &mut HeaderEncoder,
+        out: &mut Vec<u8>,
+    ) -> Result<(), Unframeable> {
+        let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        let mut req = httparse::Request::new(&mut slots);
+        match req.parse(head) {
+            Ok(httparse::Status::Complete(_)) => {}
+            _ => return Err(Unframeable("malformed request head")),
+        }
+        let method = req.method.ok_or(Unframeable("no method"))?;
+        let path = req.path.ok_or(Unframeable("no target"))?;
+        if method == "CONNECT" {
+            return Err(Unframeable("CONNECT does not go to an HTTP/2 pool"));
+        }
+        let mut names: Vec<Vec<u8>> = Vec::with_capacity(req.headers.len());
+        let mut chunked = false;
+        let mut length = None;
+        let mut authority: &[u8] = b"";
+        for h in req.headers.iter() {
+            let name = h.name.to_ascii_lowercase().into_bytes();
+            match name.as_slice() {
+                b"transfer-encoding" => chunked = true,
+                b"content-length" => length = http::parse_content_length(h.value),
+                b"host" => authority = http::trim_ows(h.value),
+                b"upgrade" => return Err(Unframeable("an upgrade does not go to an HTTP/2 pool")),
+                _ => {}
+            }
+            names.push(name);
+        }
+        let mut fields: Vec<(&[u8], &[u8])> = Vec::with_capacity(names.len() + 4);
+        fields.push((b":method", method.as_bytes()));
+        fields.push((b":scheme", scheme));
+        if !authority.is_empty() {
+            fields.push((b":authority", authority));
+        }
+        fields.push((b":path", path.as_bytes()));
+        // The proxy takes trailers whoever the client is (they pass to HTTP/2 clients and in
+        // chunked answers), and gRPC servers want to be told.
+        fields.push((b"te", b"trailers"));
+        for (h, name) in req.headers.iter().zip(&names) {
+            let dropped = DROPPED.contains(&name.as_slice()) || name == b"host" || name == b"te";
+            if !dropped {
+                fields.push((name, http::trim_ows(h.value)));
+            }
+        }
+        let body = if chunked {
+            BodyKind::Chunked
+        } else {
+            BodyKind::Length(length.unwrap_or(0))
+        };
+        self.start_body(fields, body, head.len(), stream, max_frame, encoder, out);
+        Ok(())
+    }
+
+    /// Writes the final head and moves on to the body, or ends the stream when there is none.
+    #[allow(clippy::too_many_arguments)]
+    fn start_body(
+        &mut self,
+        fields: Vec<(&[u8], &[u8])>,
+        body: BodyKind,
+        head_len: usize,
+        stream: u32,
+        max_frame: u32,
+        encoder: &mut HeaderEncoder,
+        out: &mut Vec<u8>,
+    ) {
+        let scanner = BodyScanner::new(body);
+        let end_stream = scanner.is_done();
+        let mut block = Vec::with_capacity(head_len);
+        encoder.encode(fields, &mut block);
+        frame::write_headers(out, stream, &block, end_stream, max_frame);
         self.phase = if end_stream {
             Phase::Done
         } else {
             Phase::Body(scanner)
         };
-        Ok(())
     }
 }
 
@@ -307,7 +426,7 @@ mod tests {
     }
 
     fn pull_all(resp: &[u8], head: bool, window: usize) -> (Seen, Pulled, bool) {
-        let mut w = ResponseWriter::new(head);
+        let mut w = Framer::new(head);
         let mut out = Vec::new();
         let p = w
             .pull(
@@ -360,7 +479,7 @@ mod tests {
     fn the_window_caps_data_and_the_rest_waits() {
         let resp =
             b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\na\r\n0123456789\r\n0\r\n\r\n";
-        let mut w = ResponseWriter::new(false);
+        let mut w = Framer::new(false);
         let mut e = HeaderEncoder::default();
         let mut out = Vec::new();
         let p = w.pull(resp, false, 4, 1, 16_384, &mut e, &mut out).unwrap();
@@ -387,7 +506,7 @@ mod tests {
         let (seen, _, done) = pull_all(b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\n", true, 10);
         assert!(done && seen.headers[0].1);
 
-        let mut w = ResponseWriter::new(false);
+        let mut w = Framer::new(false);
         let mut out = Vec::new();
         let resp = b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nuntil the end";
         let mut e = HeaderEncoder::default();
@@ -404,7 +523,7 @@ mod tests {
 
     #[test]
     fn a_response_cut_short_is_unframeable() {
-        let mut w = ResponseWriter::new(false);
+        let mut w = Framer::new(false);
         let mut out = Vec::new();
         let mut e = HeaderEncoder::default();
         let resp = b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc";
@@ -415,7 +534,7 @@ mod tests {
         assert!(w
             .pull(b"", true, 1000, 1, 16_384, &mut e, &mut out)
             .is_err());
-        assert!(ResponseWriter::new(false)
+        assert!(Framer::new(false)
             .pull(b"HTTP/1.1 200", true, 10, 1, 16_384, &mut e, &mut out)
             .is_err());
     }
