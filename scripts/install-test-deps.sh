@@ -2,8 +2,9 @@
 # Installs what the test suite drives besides cargo, when missing: curl (a real client in the
 # integration tests), openssl (the TLS tests' certificates, and `openssl s_client`), python3 (its
 # ssl module is another TLS client), nghttp (an HTTP/2 client), HAProxy (the L4 tier of the fleet
-# test), Python's prometheus_client (the reference parser for /metrics) and h2 (the HTTP/2
-# conformance suite's hand-made frames), Debian's Chromium and the
+# test), Python's prometheus_client (the reference parser for /metrics), h2 (the HTTP/2
+# conformance suite's hand-made frames) and grpcio (gRPC servers and clients for the HTTP/2
+# backend tests), Debian's Chromium and the
 # playwright-core npm package (the dashboard's browser test). Idempotent and quick when
 # everything is there.
 set -euo pipefail
@@ -37,6 +38,12 @@ if ! python3 -c "import h2" >/dev/null 2>&1; then
     echo "installing h2 (Python)"
     python3 -m pip install --quiet h2 2>/dev/null \
         || python3 -m pip install --quiet --break-system-packages h2
+fi
+
+if ! python3 -c "import grpc" >/dev/null 2>&1; then
+    echo "installing grpcio (Python)"
+    python3 -m pip install --quiet grpcio 2>/dev/null \
+        || python3 -m pip install --quiet --break-system-packages grpcio
 fi
 
 if [ ! -d tests/browser/node_modules/playwright-core ]; then

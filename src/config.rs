@@ -347,6 +347,9 @@ pub struct HealthConfig {
     pub rise: u32,
     pub fall: u32,
     pub expect: StatusSet,
+    /// Probe with the gRPC health service (`grpc.health.v1.Health/Check`): passes when it
+    /// answers SERVING. Only for `protocol = "h2"` pools.
+    pub grpc: bool,
 }
 
 /// A set of HTTP statuses, written like `"2xx"`, `"200"`, `"200-399"` or `"2xx, 404"`.
@@ -504,6 +507,7 @@ impl Default for HealthConfig {
             rise: DEFAULT_HEALTH_RISE,
             fall: DEFAULT_HEALTH_FALL,
             expect: StatusSet::successful(),
+            grpc: false,
         }
     }
 }

@@ -260,6 +260,15 @@ impl Values<'_> {
                 .protocol
                 .as_ref()
                 .map_or(BackendProtocol::Http1, |p| *p.get_ref());
+            if let Some(g) = &p.health.grpc {
+                if *g.get_ref() && protocol != BackendProtocol::H2 {
+                    return Err(self.fail(
+                        &format!("{prefix}health.grpc"),
+                        g.span(),
+                        "the gRPC health check needs protocol = \"h2\" in this pool",
+                    ));
+                }
+            }
             lines.push(name_line);
             pools.push(PoolConfig {
                 name: name_text,

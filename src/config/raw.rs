@@ -65,6 +65,7 @@ pub(super) struct RawHealth {
     pub rise: Option<Spanned<i64>>,
     pub fall: Option<Spanned<i64>>,
     pub expect: Option<Spanned<String>>,
+    pub grpc: Option<Spanned<bool>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -325,7 +326,7 @@ fn expectation(key: &str) -> Option<&'static str> {
         "protocol" => "a string: \"http1\" or \"h2\"",
         "workers" | "retries" | "health.rise" | "health.fall" | "backend.weight" => INTEGER,
         "log_level" => "a string: off, error, warn, info, debug or trace",
-        "access_log" | "busy_poll" | "proxy_protocol" => "true or false",
+        "access_log" | "busy_poll" | "proxy_protocol" | "health.grpc" => "true or false",
         "proxy_protocol_from" => {
             "a list of addresses or networks, like [\"10.0.0.0/8\", \"127.0.0.1\"]"
         }

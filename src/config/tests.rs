@@ -107,6 +107,7 @@ fn documented_example_parses_to_documented_values() {
             rise: 2,
             fall: 2,
             expect: StatusSet::successful(),
+            grpc: false,
         }
     );
     assert_eq!(

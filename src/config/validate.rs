@@ -392,6 +392,17 @@ impl Values<'_> {
                     .map_err(|m| self.fail(&key("expect"), e.span(), m))?,
                 None => defaults.expect.clone(),
             },
+            grpc: match &h.grpc {
+                Some(g) if prefix.is_empty() => {
+                    return Err(self.fail(
+                        &key("grpc"),
+                        g.span(),
+                        "only in the [pool.health] of a pool with protocol = \"h2\"",
+                    ))
+                }
+                Some(g) => *g.get_ref(),
+                None => false,
+            },
         })
     }
 }

@@ -22,7 +22,9 @@ pub use backend::{Backend, BackendState, HealthStatus};
 pub use pool::Pool;
 pub use pools::{Affinity, PoolPolicy, PoolState};
 
-use crate::config::{Algorithm, BackendConfig, Config, HealthConfig, PoolConfig, DEFAULT_POOL};
+use crate::config::{
+    Algorithm, BackendConfig, BackendProtocol, Config, HealthConfig, PoolConfig, DEFAULT_POOL,
+};
 use crate::events::{Event, EventBus};
 use crate::health::{ProbeResult, ProbeTarget};
 
@@ -392,6 +394,7 @@ impl Backends {
                     address: b.address,
                     tls: b.tls.as_ref().and_then(|t| t.as_ref().ok()).cloned(),
                     check: Arc::clone(&pool.policy.health),
+                    h2: pool.policy.protocol == BackendProtocol::H2,
                 })
             })
             .collect()

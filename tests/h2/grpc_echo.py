@@ -8,14 +8,20 @@ generic handlers (raw bytes, no protoc).
         /echo.Echo/Stream  the request is a count N: answers N messages "NAME:i", 20 ms apart
         /echo.Echo/Fail    fails with NOT_FOUND and the message "no such thing"
         /echo.Echo/Upload  (client streaming) answers the total size of what it received
+        /grpc.health.v1.Health/Check  SERVING
         Calls seen are appended to stdout as "call PATH", one per line.
 
     grpc_echo.py call HOST:PORT [--tls CA --name SERVER_NAME]
         Makes one call of each kind and prints what came back as JSON.
+
+    grpc_echo.py many HOST:PORT N
+        Makes N unary calls at once on one channel (one HTTP/2 connection) and prints the
+        replies as a JSON list.
 """
 
 import json
 import sys
+import threading
 import time
 from concurrent import futures
 
@@ -26,24 +32,34 @@ def ident(b):
     return b
 
 
+SAY = threading.Lock()
+
+
+def say(line):
+    # Handlers run on several threads: one whole line at a time.
+    with SAY:
+        sys.stdout.write(line + "\n")
+        sys.stdout.flush()
+
+
 def serve(name, tls):
     def unary(request, context):
-        print("call /echo.Echo/Unary", flush=True)
+        say("call /echo.Echo/Unary")
         context.set_trailing_metadata((("x-served-by", name),))
         return name.encode() + b":" + request
 
     def stream(request, context):
-        print("call /echo.Echo/Stream", flush=True)
+        say("call /echo.Echo/Stream")
         for i in range(int(request)):
             yield f"{name}:{i}".encode()
             time.sleep(0.02)
 
     def fail(request, context):
-        print("call /echo.Echo/Fail", flush=True)
+        say("call /echo.Echo/Fail")
         context.abort(grpc.StatusCode.NOT_FOUND, "no such thing")
 
     def upload(requests, context):
-        print("call /echo.Echo/Upload", flush=True)
+        say("call /echo.Echo/Upload")
         return str(sum(len(r) for r in requests)).encode()
 
     handlers = {
@@ -52,9 +68,17 @@ def serve(name, tls):
         "Fail": grpc.unary_unary_rpc_method_handler(fail, ident, ident),
         "Upload": grpc.stream_unary_rpc_method_handler(upload, ident, ident),
     }
+    def check(request, context):
+        # HealthCheckResponse { status: SERVING }
+        return b"\x08\x01"
+
+    health = {"Check": grpc.unary_unary_rpc_method_handler(check, ident, ident)}
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=8),
-        handlers=[grpc.method_handlers_generic_handler("echo.Echo", handlers)],
+        handlers=[
+            grpc.method_handlers_generic_handler("echo.Echo", handlers),
+            grpc.method_handlers_generic_handler("grpc.health.v1.Health", health),
+        ],
         options=[("grpc.so_reuseport", 0)],
     )
     if tls:
@@ -96,6 +120,13 @@ def call(target, ca, server_name):
     print(json.dumps(out), flush=True)
 
 
+def many(target, n):
+    channel = grpc.insecure_channel(target)
+    unary = channel.unary_unary("/echo.Echo/Unary", ident, ident)
+    calls = [unary.future(str(i).encode(), timeout=30) for i in range(n)]
+    print(json.dumps([c.result().decode() for c in calls]), flush=True)
+
+
 def main():
     args = sys.argv[1:]
     if len(args) >= 2 and args[0] == "serve":
@@ -111,6 +142,8 @@ def main():
         if "--name" in args:
             name = args[args.index("--name") + 1]
         call(args[1], ca, name)
+    elif len(args) == 3 and args[0] == "many":
+        many(args[1], int(args[2]))
     else:
         print(__doc__, file=sys.stderr)
         sys.exit(2)

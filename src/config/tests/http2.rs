@@ -1,7 +1,7 @@
 //! `[http2]`: defaults, values, and the errors naming the key and line.
 
 use super::{assert_err, parse};
-use crate::config::Http2Config;
+use crate::config::{BackendProtocol, Http2Config};
 
 const BACKEND: &str = "[[backend]]\naddress = \"127.0.0.1:9001\"\n";
 
@@ -50,5 +50,37 @@ fn http2_values_are_taken_and_bad_ones_named() {
         "http2.h2",
         2,
         "did you mean 'h2c'",
+    );
+}
+
+#[test]
+fn a_pool_speaks_http1_unless_it_says_h2_and_the_grpc_check_needs_h2() {
+    let pool = "[[pool]]\nname = \"api\"\n[[pool.backend]]\naddress = \"127.0.0.1:9001\"\n";
+    let c = parse(pool);
+    assert_eq!(c.pools[0].protocol, BackendProtocol::Http1);
+    assert!(!c.pools[0].health.grpc);
+    let c = parse(
+        "[[pool]]\nname = \"grpc\"\nprotocol = \"h2\"\n[pool.health]\ngrpc = true\n\
+         [[pool.backend]]\naddress = \"127.0.0.1:9001\"\n",
+    );
+    assert_eq!(c.pools[0].protocol, BackendProtocol::H2);
+    assert!(c.pools[0].health.grpc);
+    assert_err(
+        "[[pool]]\nname = \"api\"\nprotocol = \"h3\"\n[[pool.backend]]\naddress = \"127.0.0.1:9001\"\n",
+        "pool[0].protocol",
+        3,
+        "expected one of: http1, h2",
+    );
+    assert_err(
+        "[[pool]]\nname = \"api\"\n[pool.health]\ngrpc = true\n[[pool.backend]]\naddress = \"127.0.0.1:9001\"\n",
+        "pool[0].health.grpc",
+        4,
+        "needs protocol = \"h2\"",
+    );
+    assert_err(
+        &format!("[health]\ngrpc = true\n{BACKEND}"),
+        "health.grpc",
+        2,
+        "only in the [pool.health]",
     );
 }

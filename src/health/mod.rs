@@ -20,6 +20,8 @@ use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token, Waker};
 use slab::Slab;
 
+mod h2;
+
 use crate::buffer::Source;
 use crate::config::HealthConfig;
 use crate::transport::tls::connector::TlsConnector;
@@ -109,6 +111,8 @@ pub struct ProbeTarget {
     pub tls: Option<Arc<TlsConnector>>,
     /// Its pool's checks.
     pub check: Arc<HealthConfig>,
+    /// Its pool speaks HTTP/2 to it: so does the probe.
+    pub h2: bool,
 }
 
 /// Controls a running health thread; stops it when dropped.
@@ -178,6 +182,9 @@ struct Probe {
     request: Vec<u8>,
     written: usize,
     response: Vec<u8>,
+    /// Over HTTP/2 (see `h2`).
+    h2: bool,
+    settings_acked: bool,
 }
 
 struct Prober {
@@ -284,6 +291,13 @@ impl Prober {
         }
         let stream = match &target.tls {
             None => Transport::Plain(stream),
+            Some(connector) if target.h2 => match connector.connect_h2(stream) {
+                Ok(t) => Transport::Tls(Box::new(t)),
+                Err(e) => {
+                    (self.report)(failed(target.backend, e.to_string(), Duration::ZERO, at));
+                    return;
+                }
+            },
             Some(connector) => match connector.connect(stream) {
                 Ok(t) => Transport::Tls(Box::new(t)),
                 Err(e) => {
@@ -292,11 +306,19 @@ impl Prober {
                 }
             },
         };
-        let request = format!(
-            "GET {} HTTP/1.1\r\nHost: {}\r\nUser-Agent: lb-health\r\nConnection: close\r\n\r\n",
-            target.check.path, target.address
-        )
-        .into_bytes();
+        let request = if target.h2 {
+            h2::request(
+                &target.check,
+                &target.address.to_string(),
+                target.tls.is_some(),
+            )
+        } else {
+            format!(
+                "GET {} HTTP/1.1\r\nHost: {}\r\nUser-Agent: lb-health\r\nConnection: close\r\n\r\n",
+                target.check.path, target.address
+            )
+            .into_bytes()
+        };
         entry.insert(Probe {
             backend: target.backend,
             check: Arc::clone(&target.check),
@@ -307,6 +329,8 @@ impl Prober {
             request,
             written: 0,
             response: Vec::new(),
+            h2: target.h2,
+            settings_acked: false,
         });
     }
 
@@ -345,8 +369,25 @@ impl Prober {
                 Ok((0, _)) => break,
                 Ok((n, _)) => {
                     probe.response.extend_from_slice(&chunk[..n]);
-                    if probe.response.contains(&b'\n') || probe.response.len() > MAX_PROBE_RESPONSE
-                    {
+                    if probe.h2 && !probe.settings_acked && h2::has_settings(&probe.response) {
+                        // Some servers hold the stream until their SETTINGS are acknowledged.
+                        probe.settings_acked = true;
+                        crate::h2::frame::write_settings_ack(&mut probe.request);
+                        while probe.written < probe.request.len() {
+                            match probe.stream.write(&probe.request[probe.written..]) {
+                                Ok(n) => probe.written += n,
+                                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                                Err(_) => break,
+                            }
+                        }
+                        let _ = probe.stream.flush();
+                    }
+                    let complete = if probe.h2 {
+                        h2::verdict(&probe.response, &probe.check).is_some()
+                    } else {
+                        probe.response.contains(&b'\n')
+                    };
+                    if complete || probe.response.len() > MAX_PROBE_RESPONSE {
                         break;
                     }
                 }
@@ -354,6 +395,11 @@ impl Prober {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return self.finish(key, false, describe(&e)),
             }
+        }
+        if probe.h2 {
+            let (ok, detail) = h2::verdict(&probe.response, &probe.check)
+                .unwrap_or((false, "closed before an answer".to_string()));
+            return self.finish(key, ok, detail);
         }
         let verdict = match status_of(&probe.response) {
             Some(status) if probe.check.expect.contains(status) => {
