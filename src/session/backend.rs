@@ -292,7 +292,8 @@ impl Session {
                 Ok(n) => {
                     progress = true;
                     b.last_activity = ctx.now;
-                    if b.stream.is_mux() {
+                    let mux = b.stream.is_mux();
+                    if mux {
                         ctx.pool.poke(b.id);
                     }
                     if n < head.len() + body.len() {
@@ -304,11 +305,14 @@ impl Session {
                     self.req_written += n - from_head;
                     // Once a byte is out, only an idempotent request may be sent again: for any
                     // other the copy is dead weight (a slow upload would hold a buffer for it).
+                    // An HTTP/2 backend may still refuse the stream unprocessed (REFUSED_STREAM,
+                    // GOAWAY), after which any request may go elsewhere: there the copy stays
+                    // until the answer starts or the buffer is needed.
                     let idempotent = self
                         .exchange
                         .as_ref()
                         .is_some_and(|ex| ex.request.method.is_idempotent());
-                    if !self.replayable || !idempotent {
+                    if !self.replayable || !(idempotent || mux) {
                         self.drop_replay_copy();
                     }
                 }

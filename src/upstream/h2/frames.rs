@@ -53,6 +53,7 @@ impl Mux {
                 payload,
             } => {
                 self.apply_settings(payload)?;
+                self.settings_received = true;
                 frame::write_settings_ack(&mut self.output);
             }
             Frame::Ping { ack: false, data } => frame::write_ping_ack(&mut self.output, &data),

@@ -77,6 +77,9 @@ pub struct Mux {
     peer_max_frame: u32,
     peer_initial_window: u32,
     peer_max_streams: u32,
+    /// The backend's first SETTINGS came: until then its concurrency is unknown, and one
+    /// stream opens (a server may reset the whole connection for streams past its limit).
+    settings_received: bool,
     send_window: i64,
     /// DATA received since we last gave the connection window back.
     received: u32,
@@ -116,6 +119,7 @@ impl Mux {
             peer_max_frame: frame::MIN_MAX_FRAME_SIZE,
             peer_initial_window: 65_535,
             peer_max_streams: u32::MAX,
+            settings_received: false,
             send_window: 65_535,
             received: 0,
             next_id: 1,
@@ -356,6 +360,11 @@ impl Mux {
     /// Opens the streams whose heads are written, in order, as far as the backend's
     /// concurrency allows, and frames request bytes as far as the windows allow.
     fn frame_streams(&mut self) {
+        let max_streams = if self.settings_received {
+            u64::from(self.peer_max_streams)
+        } else {
+            1
+        };
         let mut active = self
             .streams
             .iter()
@@ -371,10 +380,7 @@ impl Mux {
                 continue;
             }
             let framed = if s.id == 0 {
-                if self.state != State::Open
-                    || active as u64 >= u64::from(self.peer_max_streams)
-                    || !s.head_ready()
-                {
+                if self.state != State::Open || active as u64 >= max_streams || !s.head_ready() {
                     continue;
                 }
                 active += 1;

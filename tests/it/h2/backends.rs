@@ -16,65 +16,101 @@ use crate::tls::{cert_entry, run_with_deadline, site, Lb};
 const SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/h2/grpc_echo.py");
 const DEADLINE: Duration = Duration::from_secs(60);
 
-/// A grpcio server: answers as `name`, and records the calls it got.
-struct GrpcBackend {
-    name: String,
-    addr: SocketAddr,
+/// A Python server from `tests/h2` (grpc_echo.py, h2_backend.py): prints `port N` once
+/// listening, then a line per thing it saw, which are kept.
+pub(super) struct PyServer {
+    pub name: String,
+    pub addr: SocketAddr,
     child: Child,
-    calls: Arc<Mutex<Vec<String>>>,
+    lines: Arc<Mutex<Vec<String>>>,
 }
 
-impl GrpcBackend {
-    fn start(name: &str) -> GrpcBackend {
+impl PyServer {
+    pub fn start(script: &str, args: &[&str]) -> PyServer {
         let mut child = Command::new("python3")
-            .args([SCRIPT, "serve", name])
+            .arg(script)
+            .args(args)
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
-            .expect("python3 grpc_echo.py serve");
+            .expect("python3");
         let stdout = child.stdout.take().expect("stdout");
         let (port_tx, port_rx) = std::sync::mpsc::channel();
-        let calls = Arc::new(Mutex::new(Vec::new()));
-        let seen = Arc::clone(&calls);
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let seen = Arc::clone(&lines);
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
                 if let Some(port) = line.strip_prefix("port ") {
                     let _ = port_tx.send(port.parse::<u16>().expect("port"));
-                } else if let Some(call) = line.strip_prefix("call ") {
-                    seen.lock().expect("calls").push(call.to_string());
+                } else {
+                    seen.lock().expect("lines").push(line);
                 }
             }
         });
         let port = port_rx
             .recv_timeout(PATIENCE)
-            .expect("the gRPC server did not start (is grpcio installed?)");
-        GrpcBackend {
-            name: name.to_string(),
+            .unwrap_or_else(|_| panic!("{script} did not start (are h2 and grpcio installed?)"));
+        PyServer {
+            name: args
+                .iter()
+                .find(|a| !a.starts_with('-') && **a != "serve")
+                .map_or(String::new(), |n| n.to_string()),
             addr: SocketAddr::from(([127, 0, 0, 1], port)),
             child,
-            calls,
+            lines,
         }
     }
 
-    fn calls(&self) -> Vec<String> {
-        self.calls.lock().expect("calls").clone()
+    pub fn lines(&self) -> Vec<String> {
+        self.lines.lock().expect("lines").clone()
     }
 
-    fn stop(&mut self) {
+    pub fn stop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
 }
 
-impl Drop for GrpcBackend {
+impl Drop for PyServer {
     fn drop(&mut self) {
         self.stop();
     }
 }
 
+/// A grpcio server answering as `name`.
+struct GrpcBackend(PyServer);
+
+impl GrpcBackend {
+    fn start(name: &str) -> GrpcBackend {
+        GrpcBackend(PyServer::start(SCRIPT, &["serve", name]))
+    }
+
+    /// The calls it got.
+    fn calls(&self) -> Vec<String> {
+        self.0
+            .lines()
+            .into_iter()
+            .filter_map(|l| l.strip_prefix("call ").map(str::to_string))
+            .collect()
+    }
+}
+
+impl std::ops::Deref for GrpcBackend {
+    type Target = PyServer;
+    fn deref(&self) -> &PyServer {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for GrpcBackend {
+    fn deref_mut(&mut self) -> &mut PyServer {
+        &mut self.0
+    }
+}
+
 /// lb with h2c on its plain listener and TLS (`a.test`), one `protocol = "h2"` pool of
 /// `backends` with `pool_keys` added to the pool's table.
-fn lb_for(backends: &[(&str, SocketAddr)], pool_keys: &str) -> Lb {
+pub(super) fn lb_for(backends: &[(&str, SocketAddr)], pool_keys: &str) -> Lb {
     let s = site();
     let mut text = format!(
         "[health]\ninterval = \"1h\"\n[http2]\nh2c = true\n[tls]\nlisten = \"127.0.0.1:0\"\n{}",

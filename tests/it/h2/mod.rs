@@ -4,3 +4,4 @@
 mod backends;
 mod clients;
 mod conformance;
+mod upstream;
