@@ -127,6 +127,8 @@ pub struct Reactor {
     timers: BinaryHeap<Reverse<(Instant, usize, u64)>>,
     /// Sessions that yielded with work left.
     runnable: VecDeque<(usize, u64)>,
+    /// HTTP/2 connections to drive once the batch of events is in (see `Connection::defer`).
+    deferred: Vec<(usize, u64)>,
     /// Scratch for [`Reactor::run_muxes`]: the exchanges to wake, and their sessions.
     wakes: Vec<Wake>,
     woken: Vec<usize>,
@@ -261,6 +263,7 @@ impl Reactor {
             runnable: VecDeque::new(),
             wakes: Vec::new(),
             woken: Vec::new(),
+            deferred: Vec::new(),
             next_session_id: 0,
             accept_resume_at: None,
             accept_failures: 0,
@@ -368,6 +371,7 @@ impl Reactor {
                     },
                 }
             }
+            self.run_deferred(now);
             self.run_muxes(now);
             self.run_yielded(now);
             self.fire_timers(now);
@@ -424,9 +428,31 @@ impl Reactor {
         let writable = event.is_writable() || event.is_write_closed() || event.is_error();
         match backend {
             None => session.client_event(readable, writable, read_closed),
-            Some(id) => session.backend_event(id, readable, writable, read_closed),
+            Some(id) => {
+                session.backend_event(id, readable, writable, read_closed);
+                if session.is_deferred() {
+                    return;
+                }
+                if let Some(id) = session.defer() {
+                    self.deferred.push((slot, id));
+                    return;
+                }
+            }
         }
         self.drive(slot, now);
+    }
+
+    /// Drives the connections whose backend events waited for the end of the batch.
+    fn run_deferred(&mut self, now: Instant) {
+        let mut deferred = std::mem::take(&mut self.deferred);
+        for (slot, id) in deferred.drain(..) {
+            match self.sessions.get_mut(slot) {
+                Some(session) if session.id() == id => session.undefer(),
+                _ => continue,
+            }
+            self.drive(slot, now);
+        }
+        self.deferred = deferred;
     }
 
     fn drive(&mut self, slot: usize, now: Instant) {

@@ -54,6 +54,32 @@ impl Connection {
         }
     }
 
+    /// After a backend event: whether driving the connection can wait until the reactor has
+    /// taken in the whole batch of events, and it was not waiting yet. An HTTP/2 connection
+    /// then frames every stream's answer that came in the batch and writes them to the client
+    /// together (one TLS record and one system call instead of one per stream).
+    pub fn defer(&mut self) -> Option<u64> {
+        match self {
+            Connection::H2(s) if !s.deferred => {
+                s.deferred = true;
+                Some(s.id)
+            }
+            _ => None,
+        }
+    }
+
+    /// Whether the connection waits to be driven after the batch (see [`Connection::defer`]).
+    pub fn is_deferred(&self) -> bool {
+        matches!(self, Connection::H2(s) if s.deferred)
+    }
+
+    /// Ends the wait, before the drive.
+    pub fn undefer(&mut self) {
+        if let Connection::H2(s) = self {
+            s.deferred = false;
+        }
+    }
+
     /// An event on the backend connection `id` of the pool's table.
     pub fn backend_event(&mut self, id: usize, readable: bool, writable: bool, closed: bool) {
         match self {

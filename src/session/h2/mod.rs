@@ -65,6 +65,9 @@ struct PendingBlock {
 
 pub struct H2Session {
     pub id: u64,
+    /// Queued by the reactor to be driven once the current batch of events is in (see
+    /// [`Connection::defer`](super::Connection::defer)).
+    pub deferred: bool,
     slot: usize,
     client: Transport,
     peer: SocketAddr,
@@ -190,6 +193,7 @@ impl H2Session {
             cursor: 0,
             config,
             armed: None,
+            deferred: false,
         }
     }
 
