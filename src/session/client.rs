@@ -206,5 +206,11 @@ impl Session {
         self.resp_in.clear();
         self.req_in.release_if_empty(ctx.bufs);
         self.resp_in.release_if_empty(ctx.bufs);
+        // Nothing more goes out: the head buffers serve the next session (an HTTP/2 stream's
+        // lives for one request, and a new allocation per stream would cost more than it).
+        self.to_backend.clear();
+        self.to_client.clear();
+        ctx.bufs.return_head(&mut self.to_backend);
+        ctx.bufs.return_head(&mut self.to_client);
     }
 }
