@@ -92,14 +92,22 @@ impl fmt::Display for Config {
         write_backends(f, "  ", &self.backends, &self.discover, self)?;
         for p in &self.pools {
             let h = &p.health;
+            let protocol = match p.protocol {
+                super::BackendProtocol::Http1 => "",
+                super::BackendProtocol::H2 => ", protocol h2",
+            };
+            let probe = if h.grpc {
+                "gRPC Health/Check".to_string()
+            } else {
+                format!("GET {}", h.path)
+            };
             write!(
                 f,
-                "\npool        {}  algorithm {}, retries {}, health GET {} every {}, timeout {}, \
-                 rise {}, fall {}, expect {}, timeouts connect {}, backend_response {}",
+                "\npool        {}  algorithm {}{protocol}, retries {}, health {probe} every {}, \
+                 timeout {}, rise {}, fall {}, expect {}, timeouts connect {}, backend_response {}",
                 p.name,
                 p.algorithm,
                 p.retries,
-                h.path,
                 d(h.interval),
                 d(h.timeout),
                 h.rise,
