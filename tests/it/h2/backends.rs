@@ -1,6 +1,7 @@
 //! HTTP/2 to backends: `[[pool]] protocol = "h2"` in front of real gRPC servers (grpcio, from
 //! `tests/h2/grpc_echo.py`), called by grpcio's own client through lb: unary, server-streaming,
-//! client-streaming and failing calls with their `grpc-status` trailers, over h2c and over TLS;
+//! client-streaming and failing calls with their `grpc-status` trailers, over h2c and over TLS,
+//! to cleartext backends and to one over TLS (ALPN h2);
 //! a hundred calls at once on one connection per backend; an HTTP/1.1 client reaching a gRPC
 //! backend; the gRPC health check; and a backend that is gone.
 
@@ -333,4 +334,32 @@ fn a_backend_that_refuses_connections_sends_the_call_to_another() {
         .expect("write");
     let resp = read_response(&mut s, false);
     assert_eq!(resp.status, 503);
+}
+
+#[test]
+fn a_grpc_backend_over_tls_is_reached_with_alpn_h2() {
+    let s = site();
+    let g = GrpcBackend(PyServer::start(
+        SCRIPT,
+        &["serve", "gtls", "--tls", s.a.cert_path(), s.a.key_path()],
+    ));
+    let mut text = format!(
+        "[health]\ninterval = \"1h\"\n[http2]\nh2c = true\n[tls]\nlisten = \"127.0.0.1:0\"\n{}",
+        cert_entry(&s.a)
+    );
+    text.push_str(&format!(
+        "[[pool]]\nname = \"default\"\nprotocol = \"h2\"\n[pool.health]\ngrpc = true\n\
+         [[pool.backend]]\nname = \"gtls\"\naddress = \"{}\"\ntls = true\n\
+         tls_server_name = \"a.test\"\ntls_ca = \"{}\"\n",
+        g.addr,
+        s.pki.ca_path()
+    ));
+    let lb = Lb::start(&text);
+    let out = grpc_client(&["call", &lb.plain().to_string()]);
+    assert_eq!(assert_calls(&out, &["gtls"]), "gtls");
+    assert!(
+        !lb.log().iter().any(|l| l.contains("is down")),
+        "the TLS probe passes: {:#?}",
+        lb.log()
+    );
 }
