@@ -37,6 +37,9 @@
 #   tlsresume    a resumed handshake per request: openssl s_time -reuse, the same way
 #   tlska64      keep-alive GETs over TLS from 64 connections (wrk https://)
 #   tlsbig       1 MiB responses over TLS, 16 keep-alive connections (wrk https://)
+#   h2tls        HTTP/2 over TLS (ALPN h2): h2load, 64 connections with 10 streams each in flight
+#                (issue #13); every contestant offers h2 and http/1.1 by ALPN and forwards
+#                HTTP/1.1 to the backends
 # Direct and relay have no TLS and sit these out, as lb does while its config check refuses [tls].
 # Besides req/s and latency, every run records the proxy's CPU time (utime and stime of its
 # processes, /proc/PID/stat) per request, the backend connections it opened (stub_status
@@ -109,7 +112,7 @@ certs=${BENCH_CERTS:-certs}
 tls=0 # a TLS scenario is among those to run
 lb_tls=1 # lb's config check takes [tls]
 for s in "${scenarios[@]}"; do
-    case $s in tls*) tls=1 ;; esac
+    case $s in tls* | h2tls) tls=1 ;; esac
 done
 for k in "${tls_certs[@]}"; do
     case $k in
@@ -214,6 +217,10 @@ report() {
             f[++nf] = "tlsbig-" k ".rps";   l[nf] = n ", 1 MiB responses, 16 conns: MiB/s"; d[nf] = "↑"; opt[nf] = 1
             f[++nf] = "tlsbig-" k ".rpc";   l[nf] = n ", 1 MiB responses: MiB per proxy CPU-second"; d[nf] = "↑"; opt[nf] = 1
             f[++nf] = "tlsbig-" k ".util";  l[nf] = n ", 1 MiB responses: proxy CPU busy, % of one CPU"; d[nf] = ""; opt[nf] = 1
+            f[++nf] = "h2tls-" k ".rps";  l[nf] = n ", HTTP/2, 64 conns x 10 streams: req/s"; d[nf] = "↑"; opt[nf] = 1
+            f[++nf] = "h2tls-" k ".rpc";  l[nf] = n ", HTTP/2, 64 conns x 10 streams: req per proxy CPU-second"; d[nf] = "↑"; opt[nf] = 1
+            f[++nf] = "h2tls-" k ".mean"; l[nf] = n ", HTTP/2, 64 conns x 10 streams: mean ms per request"; d[nf] = "↓"; opt[nf] = 1
+            f[++nf] = "h2tls-" k ".util"; l[nf] = n ", HTTP/2, 64 conns x 10 streams: proxy CPU busy, % of one CPU"; d[nf] = ""; opt[nf] = 1
         }
 
         printf "| figure: median (min–max) of the rounds, ×HAProxy | | "
@@ -311,6 +318,9 @@ targets() {
             a = median("lb" SUBSEP "tlska64-" tk[t] ".rpc"); h = median("haproxy" SUBSEP "tlska64-" tk[t] ".rpc")
             if (a != "" && h != "")
                 verdict(a >= 1.2 * h, sprintf("TLS %s: requests per proxy CPU-second at 64 keep-alive >= 1.2x HAProxy: lb %.0f, HAProxy %.0f (%.2fx)", tn[tk[t]], a, h, a / h))
+            a = median("lb" SUBSEP "h2tls-" tk[t] ".rpc"); h = median("haproxy" SUBSEP "h2tls-" tk[t] ".rpc")
+            if (a != "" && h != "")
+                verdict(a >= 1.2 * h, sprintf("TLS %s: HTTP/2 requests per proxy CPU-second, 64 conns x 10 streams >= 1.2x HAProxy: lb %.0f, HAProxy %.0f (%.2fx)", tn[tk[t]], a, h, a / h))
         }
         a = median("lb" SUBSEP "ka256.bconn")
         if (a != "") verdict(a < 1, sprintf("backend connections opened per second during the 256 run near zero (< 1/s): lb %.2f/s", a))
@@ -359,6 +369,7 @@ command -v valgrind >/dev/null 2>&1 || missing+=(valgrind)
 command -v perf >/dev/null 2>&1 || missing+=(linux-perf)
 # s_time and s_client for the TLS scenarios, and scripts/certs.sh's certificates.
 [ "$tls" = 0 ] || command -v openssl >/dev/null 2>&1 || missing+=(openssl)
+case " ${scenarios[*]} " in *" h2tls "*) command -v h2load >/dev/null 2>&1 || missing+=(nghttp2-client) ;; esac
 if [ "${#missing[@]}" -gt 0 ]; then
     echo "installing ${missing[*]}"
     # Keep the packages' own services (nginx on port 80, haproxy) from starting.
@@ -574,7 +585,7 @@ done
 # TLS: the same configurations with a TLS listener on tls_port besides the plain one, one per
 # certificate. Everything else about TLS is each one's default (ciphers, groups, ticket keys),
 # but for what the three must agree on: TLS 1.2 and 1.3 only, session resumption by tickets and
-# by a server-side cache, ALPN http/1.1.
+# by a server-side cache, ALPN h2 and http/1.1 (wrk and s_time offer no ALPN: they get HTTP/1.1).
 if [ "$tls" = 1 ]; then
     ./scripts/certs.sh "$certs"
     certs=$(cd "$certs" && pwd)
@@ -586,7 +597,7 @@ if [ "$tls" = 1 ]; then
             [ "$w" = 2 ] && reuseport=" reuseport"
             # nginx: tickets are on by default and the cache off; the shared cache serves all
             # workers, as lb's serves all its reactors.
-            awk -v plain="    listen 127.0.0.1:$port backlog=4096$reuseport;" -v tls="    listen 127.0.0.1:$tls_port ssl backlog=4096$reuseport;
+            awk -v plain="    listen 127.0.0.1:$port backlog=4096$reuseport;" -v tls="    listen 127.0.0.1:$tls_port ssl http2 backlog=4096$reuseport;
     ssl_certificate $certs/$k.crt;
     ssl_certificate_key $certs/$k.key;
     ssl_protocols TLSv1.2 TLSv1.3;
@@ -595,7 +606,7 @@ if [ "$tls" = 1 ]; then
             grep -q ssl_certificate "$work/nginx-$w-$k.conf"
             # HAProxy: tickets and a session cache (tune.ssl.cachesize, 20,000) by default; ALPN
             # only when bound with it.
-            awk -v plain="  bind 127.0.0.1:$port" -v tls="  bind 127.0.0.1:$tls_port ssl crt $work/$k.pem alpn http/1.1" '
+            awk -v plain="  bind 127.0.0.1:$port" -v tls="  bind 127.0.0.1:$tls_port ssl crt $work/$k.pem alpn h2,http/1.1" '
                 { print }
                 $0 == "global" { print "  ssl-default-bind-options ssl-min-ver TLSv1.2" }
                 $0 == plain { print tls }' "$work/haproxy-$w.cfg" >"$work/haproxy-$w-$k.cfg"
@@ -846,6 +857,32 @@ closed_loop() { # scenario contestant round connections path [wrk args]
     printf '  %-10s %10s req/s  p99 %s ms  errors %s\n' "$c" "$rps" "$(wrk_p99 "$o")" "$(wrk_errors "$o")"
 }
 
+# HTTP/2 over TLS: h2load, 64 connections with 10 streams each in flight, for the run's duration.
+# The mean time per request stands for latency: h2load gives no percentiles.
+h2_run() { # scenario contestant round
+    local s=$1 c=$2 r=$3
+    local o=$work/runs/$s-$c-$r.txt
+    taskset -c "$client_cpus" h2load -t1 -c64 -m10 -D "$warmup" "https://$target/" >"$o.warmup" 2>&1 || true
+    local t0 t1
+    t0=$(cpu_ticks "$cpid")
+    taskset -c "$client_cpus" h2load -t1 -c64 -m10 -D "$duration" "https://$target/" >"$o" 2>&1 \
+        || { echo "h2load failed:" >&2; cat "$o" >&2; exit 1; }
+    t1=$(cpu_ticks "$cpid")
+    local n rps secs ok proto
+    # "finished in 3.00s, 41000.00 req/s, 2.00MB/s"
+    secs=$(awk '/^finished in/ { v = $3; sub(/s,$/, "", v); print v }' "$o")
+    rps=$(awk '/^finished in/ { print $4 }' "$o")
+    n=$(awk '/^requests:/ { print $6 }' "$o")
+    ok=$(awk '/^status codes:/ { print $3 }' "$o")
+    proto=$(awk '/^Application protocol:/ { print $3 }' "$o")
+    if [ "$proto" != h2 ]; then echo "$c did not negotiate h2 (got '${proto}'):" >&2; cat "$o" >&2; exit 1; fi
+    rec "$s" "$c" "$r" rps "$rps"
+    rec "$s" "$c" "$r" mean "$(awk '/^time for request:/ { v = $6; f = 1; if (v ~ /us$/) f = 0.001; else if (v ~ /ms$/) f = 1; else if (v ~ /s$/) f = 1000; sub(/[mu]?s$/, "", v); printf "%.3f", v * f }' "$o")"
+    rec "$s" "$c" "$r" errors "$((n - ok))"
+    rec_cpu "$s" "$c" "$r" "$n" "$secs" "$t0" "$t1"
+    printf '  %-10s %10s req/s  %s succeeded of %s, %s\n' "$c" "$rps" "$ok" "$n" "$proto"
+}
+
 rate_run() { # contestant round
     local c=$1 r=$2 s=rate
     local o=$work/runs/$s-$c-$r.txt
@@ -1074,7 +1111,7 @@ echo "contestants: ${contestants[*]}; CPUs: client+backend $client_cpus, 1-worke
 runs=()
 for s in "${scenarios[@]}"; do
     case $s in
-        tlsnew | tlsresume | tlska64 | tlsbig) for k in "${tls_certs[@]}"; do runs+=("$s-$k"); done ;;
+        tlsnew | tlsresume | tlska64 | tlsbig | h2tls) for k in "${tls_certs[@]}"; do runs+=("$s-$k"); done ;;
         *) runs+=("$s") ;;
     esac
 done
@@ -1086,7 +1123,7 @@ for s in "${runs[@]}"; do
         sys | sysclose | instr) n_rounds=${BENCH_SYS_ROUNDS:-1} ;;
     esac
     tls_kind=
-    case $s in tls*) tls_kind=${s##*-} ;; esac
+    case $s in tls* | h2tls*) tls_kind=${s##*-} ;; esac
     for r in $(seq 1 "$n_rounds"); do
         echo "== $s, round $r/$n_rounds"
         for c in "${contestants[@]}"; do
@@ -1128,6 +1165,7 @@ for s in "${runs[@]}"; do
                 tlsresume-*) tls_handshakes "$s" "$c" "$r" -reuse ;;
                 tlska64-*) closed_loop "$s" "$c" "$r" 64 / ;;
                 tlsbig-*) closed_loop "$s" "$c" "$r" 16 /1m ;;
+                h2tls-*) h2_run "$s" "$c" "$r" ;;
                 *) echo "unknown scenario $s" >&2; exit 2 ;;
             esac
             stop_contestant
