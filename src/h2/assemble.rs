@@ -7,16 +7,8 @@
 //! LF, NUL), and a backend's field must never turn into a second field or a second response.
 
 use super::hpack::HeaderList;
+use super::CONNECTION_SPECIFIC;
 use crate::http;
-
-/// Fields a backend must not send on HTTP/2 (RFC 9113 §8.2.2); dropped rather than refused.
-const CONNECTION_SPECIFIC: [&[u8]; 5] = [
-    b"connection",
-    b"keep-alive",
-    b"proxy-connection",
-    b"transfer-encoding",
-    b"upgrade",
-];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {

@@ -9,16 +9,8 @@
 
 use super::frame::{self, HEADER_LEN};
 use super::hpack::HeaderEncoder;
+use super::CONNECTION_SPECIFIC;
 use crate::http::{self, BodyKind, BodyScanner, Piece};
-
-/// Fields that HTTP/2 does not carry (RFC 9113 §8.2.2).
-const DROPPED: [&[u8]; 5] = [
-    b"connection",
-    b"keep-alive",
-    b"proxy-connection",
-    b"transfer-encoding",
-    b"upgrade",
-];
 
 const MAX_HEADERS: usize = 128;
 
@@ -232,7 +224,7 @@ impl Framer {
         let mut fields: Vec<(&[u8], &[u8])> = Vec::with_capacity(names.len() + 1);
         fields.push((b":status", &status_text));
         for (h, name) in resp.headers.iter().zip(&names) {
-            if DROPPED.contains(&name.as_slice()) {
+            if CONNECTION_SPECIFIC.contains(&name.as_slice()) {
                 continue;
             }
             fields.push((name, http::trim_ows(h.value)));
@@ -306,7 +298,8 @@ impl Framer {
         // chunked answers), and gRPC servers want to be told.
         fields.push((b"te", b"trailers"));
         for (h, name) in req.headers.iter().zip(&names) {
-            let dropped = DROPPED.contains(&name.as_slice()) || name == b"host" || name == b"te";
+            let dropped =
+                CONNECTION_SPECIFIC.contains(&name.as_slice()) || name == b"host" || name == b"te";
             if !dropped {
                 fields.push((name, http::trim_ows(h.value)));
             }
@@ -368,7 +361,11 @@ fn trailer_fields(section: &[u8]) -> Vec<(&[u8], &[u8])> {
             let colon = line.iter().position(|&b| b == b':')?;
             Some((&line[..colon], http::trim_ows(&line[colon + 1..])))
         })
-        .filter(|(name, _)| !DROPPED.iter().any(|d| d.eq_ignore_ascii_case(name)))
+        .filter(|(name, _)| {
+            !CONNECTION_SPECIFIC
+                .iter()
+                .any(|d| d.eq_ignore_ascii_case(name))
+        })
         .collect()
 }
 

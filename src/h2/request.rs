@@ -8,6 +8,7 @@
 //! a `content-length` that the DATA frames will be held to.
 
 use super::hpack::HeaderList;
+use super::CONNECTION_SPECIFIC;
 use crate::http::{self, parse_content_length};
 
 /// How the request body travels to the backend.
@@ -31,15 +32,6 @@ pub struct Translated {
 /// Why a request is malformed (a stream error of type PROTOCOL_ERROR, RFC 9113 §8.1.1).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Malformed(pub &'static str);
-
-/// Fields that only mean something on an HTTP/1 connection (RFC 9113 §8.2.2).
-const CONNECTION_SPECIFIC: [&[u8]; 5] = [
-    b"connection",
-    b"keep-alive",
-    b"proxy-connection",
-    b"transfer-encoding",
-    b"upgrade",
-];
 
 /// Writes the HTTP/1.1 head for `list` to `out`. `end_stream`: the HEADERS frame ended the
 /// stream, so there is no body.

@@ -69,6 +69,7 @@ def serve(name, tls):
         "Upload": grpc.stream_unary_rpc_method_handler(upload, ident, ident),
     }
     def check(request, context):
+        say("call /grpc.health.v1.Health/Check")
         # HealthCheckResponse { status: SERVING }
         return b"\x08\x01"
 

@@ -91,7 +91,7 @@ impl GrpcBackend {
         self.0
             .lines()
             .into_iter()
-            .filter_map(|l| l.strip_prefix("call ").map(str::to_string))
+            .filter_map(|l| l.strip_prefix("call /echo.").map(|c| format!("/echo.{c}")))
             .collect()
     }
 }
@@ -303,7 +303,15 @@ fn the_grpc_health_check_takes_a_stopped_backend_out_and_calls_go_on() {
         "[pool.health]\ngrpc = true\ninterval = \"200ms\"\ntimeout = \"500ms\"\nrise = 1\nfall = 1",
     );
     // Probes pass (a failed one would mark the backend down at once with fall = 1).
-    std::thread::sleep(Duration::from_millis(600));
+    let probed = |b: &GrpcBackend| {
+        b.0.lines()
+            .iter()
+            .filter(|l| l.ends_with("Health/Check"))
+            .count()
+    };
+    wait_until("two probes of each backend", || {
+        probed(&g1) >= 2 && probed(&g2) >= 2
+    });
     assert!(
         !lb.log().iter().any(|l| l.contains("is down")),
         "{:#?}",
