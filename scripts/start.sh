@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Starts the demo in the foreground under the supervisor (src/bin/supervisor.rs): three backends
+# Starts the demo in the foreground under the supervisor (src/bin/supervisor/): three backends
 # on 8001-8003, the balancer on 8000 and HTTPS on 8443 (config: lb.toml; the certificate comes from
 # scripts/certs.sh), and the supervisor's control API on 8005,
 # which the dashboard uses to kill and restart them. Ctrl-C or SIGTERM stops every process; the
