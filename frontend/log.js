@@ -67,7 +67,10 @@
       td[2].title = proto;
       const target = ev.target == null ? '' : String(ev.target);
       td[3].textContent = target;
-      td[3].title = target;
+      // request_id = true: the id the backend and the access log have, one hover away.
+      const rid = ev.request_id == null ? '' : String(ev.request_id);
+      row.dataset.requestId = rid;
+      td[3].title = rid ? `${target}\nX-Request-Id: ${rid}` : target;
       const st = td[4].firstChild;
       st.className = `st ${cls === 'other' ? 'sx' : `s${cls[0]}`}`;
       st.textContent = ev.status == null ? '—' : String(ev.status);
@@ -89,6 +92,7 @@
       td[8].textContent = fmtMs(num(ev.duration_ms));
       td[9].textContent = fmtBytes(num(ev.bytes));
       td[10].textContent = ev.client == null ? '' : String(ev.client);
+      td[10].title = rid ? `X-Request-Id: ${rid}` : '';
     }
 
     /** Puts the rows in view into the DOM (reusing row elements). */

@@ -159,6 +159,27 @@ pub const DEFAULT_TLS_SESSION_TICKETS: bool = true;
 /// `backend.weight`: relative share of traffic (used by weighted algorithms).
 pub const DEFAULT_BACKEND_WEIGHT: u32 = 1;
 
+/// How access log lines are written (`access_log_format`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+pub enum AccessLogFormat {
+    /// One line of space-separated fields, as the log has always had.
+    #[default]
+    #[serde(rename = "text")]
+    Text,
+    /// One JSON object per line, every field named (for log pipelines).
+    #[serde(rename = "json")]
+    Json,
+}
+
+impl AccessLogFormat {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AccessLogFormat::Text => "text",
+            AccessLogFormat::Json => "json",
+        }
+    }
+}
+
 /// What a pool's backends speak (`[[pool]] protocol`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Deserialize)]
 pub enum BackendProtocol {
@@ -221,6 +242,11 @@ pub struct Config {
     pub workers: usize,
     pub log_level: LevelFilter,
     pub access_log: bool,
+    pub access_log_format: AccessLogFormat,
+    /// Where access log lines go; `None`: standard error, with the other log lines.
+    pub access_log_path: Option<std::path::PathBuf>,
+    /// Requests without an `X-Request-Id` get one (and every request's is logged).
+    pub request_id: bool,
     /// Poll without sleeping: each reactor keeps a CPU busy, and in exchange is never woken
     /// from an idle CPU, which on virtual machines can take milliseconds (HAProxy's
     /// `busy-polling`).
@@ -478,6 +504,9 @@ impl Default for Config {
             workers: DEFAULT_WORKERS,
             log_level: DEFAULT_LOG_LEVEL,
             access_log: DEFAULT_ACCESS_LOG,
+            access_log_format: AccessLogFormat::Text,
+            access_log_path: None,
+            request_id: false,
             busy_poll: DEFAULT_BUSY_POLL,
             retries: DEFAULT_RETRIES,
             proxy_protocol_from: Vec::new(),

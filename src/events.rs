@@ -29,6 +29,8 @@ pub struct RequestEvent {
     pub bytes: u64,
     /// `HTTP/1.0`, `HTTP/1.1` or `HTTP/2` (`-` when refused before it was understood).
     pub protocol: &'static str,
+    /// With `request_id = true`: its `X-Request-Id`.
+    pub request_id: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -43,6 +43,7 @@
 //! - **answer**: a response the balancer makes itself (`X-LB-Error` says why).
 //! - **drain**: a graceful stop (SIGTERM), or taking one backend out of rotation.
 
+pub mod access;
 pub mod admin;
 pub mod balance;
 pub mod buffer;

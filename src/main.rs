@@ -7,6 +7,7 @@ use clap::Parser;
 use log::{error, warn, LevelFilter};
 use simplelog::{ColorChoice, ConfigBuilder, TermLogger, TerminalMode};
 
+use lb::access::Sink;
 use lb::admin::{self, Admin};
 use lb::config::{Cli, Config};
 use lb::discovery;
@@ -42,7 +43,7 @@ fn main() -> ExitCode {
 /// Starts the reactors (`workers` of them, each on its own SO_REUSEPORT listener), the
 /// management thread, the health thread and the signal watcher; returns when the reactors do.
 fn run(cli: &Cli, config: &Config) -> Result<(), String> {
-    let shared = Shared::new(config).map_err(|e| format!("tls: {e}"))?;
+    let shared = Shared::new(config).map_err(|e| e.to_string())?;
     let workers = config.workers.max(1);
     let mut listen = config.listen;
     let mut tls_listen = config.tls.as_ref().map(|t| t.listen);
@@ -101,8 +102,13 @@ fn run(cli: &Cli, config: &Config) -> Result<(), String> {
     .with_tls(shared.tls.clone())
     .with_routes(Arc::clone(&shared.routes));
     admin::spawn(admin_listener, admin).map_err(|e| format!("cannot start the admin API: {e}"))?;
-    watch_signals(handles.clone(), shared.tls.clone(), cli.clone())
-        .map_err(|e| format!("cannot watch signals: {e}"))?;
+    watch_signals(
+        handles.clone(),
+        shared.tls.clone(),
+        Arc::clone(&shared.access),
+        cli.clone(),
+    )
+    .map_err(|e| format!("cannot watch signals: {e}"))?;
     // One health thread for all: its results update the shared backends through the first
     // reactor.
     let _health = reactors[0]
@@ -142,6 +148,8 @@ fn run(cli: &Cli, config: &Config) -> Result<(), String> {
             error!("a reactor failed: {e}");
         }
     }
+    // Every reactor has handed over its last lines.
+    shared.access.stop();
     result.map_err(|e| format!("event loop failed: {e}"))
 }
 
@@ -150,6 +158,7 @@ fn run(cli: &Cli, config: &Config) -> Result<(), String> {
 fn watch_signals(
     reactors: Vec<Handle>,
     tls: Option<Arc<TlsAcceptor>>,
+    access: Arc<Sink>,
     cli: Cli,
 ) -> std::io::Result<()> {
     let broadcast = move |make: &dyn Fn() -> Command| {
@@ -167,6 +176,8 @@ fn watch_signals(
                     SIGHUP => match load_config(&cli) {
                         Ok(config) => {
                             info!("SIGHUP: reloading the configuration");
+                            // After a rotation the file is opened again under its name.
+                            access.reopen(config.access_log_path.clone());
                             // Once for every reactor: they share the acceptor. New connections
                             // get the new certificates; open ones keep theirs.
                             match (&tls, &config.tls) {

@@ -200,6 +200,8 @@ pub struct Totals {
     pub unattributed: std::sync::Mutex<Traffic>,
     /// A graceful stop is under way (`GET /api/health` says so to an L4 tier).
     pub draining: std::sync::atomic::AtomicBool,
+    /// Access log lines lost to a destination that did not keep up (or failed).
+    pub access_log_dropped: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl Default for Totals {
@@ -212,6 +214,7 @@ impl Default for Totals {
             answered_by_proxy: Default::default(),
             unattributed: Default::default(),
             draining: Default::default(),
+            access_log_dropped: Default::default(),
         }
     }
 }

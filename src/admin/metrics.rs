@@ -231,6 +231,17 @@ pub fn render(admin: &Admin) -> String {
     let _ = writeln!(out, "lb_events_dropped_total {}", admin.events.dropped());
     family(
         &mut out,
+        "lb_access_log_dropped_lines_total",
+        "counter",
+        "Access log lines dropped because their destination did not keep up or failed.",
+    );
+    let _ = writeln!(
+        out,
+        "lb_access_log_dropped_lines_total {}",
+        t.access_log_dropped.load(Ordering::Relaxed)
+    );
+    family(
+        &mut out,
         "lb_uptime_seconds",
         "gauge",
         "Seconds since the balancer started.",

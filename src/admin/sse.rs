@@ -158,6 +158,7 @@ fn format(event: &Event) -> (String, bool) {
                 "duration_ms": (r.duration_ms * 1000.0).round() / 1000.0,
                 "protocol": r.protocol,
                 "bytes": r.bytes,
+                "request_id": r.request_id,
             });
             (format!("event: request\ndata: {data}\n\n"), false)
         }

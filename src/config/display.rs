@@ -25,7 +25,16 @@ impl fmt::Display for Config {
             "log_level   {}",
             self.log_level.as_str().to_ascii_lowercase()
         )?;
-        writeln!(f, "access_log  {}", self.access_log)?;
+        writeln!(
+            f,
+            "access_log  {} ({}, to {})",
+            self.access_log,
+            self.access_log_format.as_str(),
+            self.access_log_path
+                .as_deref()
+                .map_or("stderr".into(), |p| p.display().to_string())
+        )?;
+        writeln!(f, "request_id  {}", self.request_id)?;
         writeln!(f, "busy_poll   {}", self.busy_poll)?;
         writeln!(f, "retries     {}", self.retries)?;
         writeln!(

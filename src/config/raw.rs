@@ -22,6 +22,9 @@ pub(super) struct RawConfig {
     pub workers: Option<Spanned<i64>>,
     pub log_level: Option<Spanned<String>>,
     pub access_log: Option<bool>,
+    pub access_log_format: Option<super::AccessLogFormat>,
+    pub access_log_path: Option<Spanned<String>>,
+    pub request_id: Option<bool>,
     pub busy_poll: Option<bool>,
     pub retries: Option<Spanned<i64>>,
     pub proxy_protocol: Option<bool>,
@@ -326,7 +329,11 @@ fn expectation(key: &str) -> Option<&'static str> {
         "protocol" => "a string: \"http1\" or \"h2\"",
         "workers" | "retries" | "health.rise" | "health.fall" | "backend.weight" => INTEGER,
         "log_level" => "a string: off, error, warn, info, debug or trace",
-        "access_log" | "busy_poll" | "proxy_protocol" | "health.grpc" => "true or false",
+        "access_log" | "busy_poll" | "proxy_protocol" | "request_id" | "health.grpc" => {
+            "true or false"
+        }
+        "access_log_format" => "a string: \"text\" or \"json\"",
+        "access_log_path" => "a string: the file access log lines are appended to",
         "proxy_protocol_from" => {
             "a list of addresses or networks, like [\"10.0.0.0/8\", \"127.0.0.1\"]"
         }

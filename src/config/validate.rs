@@ -59,6 +59,15 @@ pub(super) fn build(raw: RawConfig, text: &str, dir: &Path) -> Result<Config, Co
         None => DEFAULT_LOG_LEVEL,
     };
     let access_log = raw.access_log.unwrap_or(DEFAULT_ACCESS_LOG);
+    let access_log_format = raw.access_log_format.unwrap_or_default();
+    let access_log_path = match &raw.access_log_path {
+        Some(p) if p.get_ref().trim().is_empty() => {
+            return Err(v.fail("access_log_path", p.span(), "must name a file"))
+        }
+        Some(p) => Some(std::path::PathBuf::from(p.get_ref())),
+        None => None,
+    };
+    let request_id = raw.request_id.unwrap_or(false);
     let busy_poll = raw.busy_poll.unwrap_or(DEFAULT_BUSY_POLL);
     let retries = v.int("retries", raw.retries.as_ref(), DEFAULT_RETRIES, 0)?;
     let mut proxy_protocol_from = Vec::new();
@@ -274,6 +283,9 @@ pub(super) fn build(raw: RawConfig, text: &str, dir: &Path) -> Result<Config, Co
         workers,
         log_level,
         access_log,
+        access_log_format,
+        access_log_path,
+        request_id,
         busy_poll,
         retries,
         proxy_protocol_from,

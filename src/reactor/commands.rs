@@ -3,6 +3,7 @@
 
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use log::{info, warn};
@@ -81,11 +82,15 @@ impl Reactor {
         t.timeouts = config.timeouts.clone();
         t.retries = config.retries;
         t.proxy_from = config.proxy_protocol_from.clone();
-        t.access_log = config.access_log;
+        t.request_id = config.request_id;
         t.busy_poll = config.busy_poll;
         t.handshake_timeout = tls_handshake_timeout(config);
         t.redirect_https = redirect_port(config, self.tls_addr);
         t.http2 = config.http2.clone();
+        self.access.configure(
+            config.access_log.then(|| Arc::clone(&self.access_sink)),
+            config.access_log_format,
+        );
         let limits = &config.limits;
         if limits.max_header_bytes <= self.max_header_bytes {
             t.head_limits = HeadLimits {

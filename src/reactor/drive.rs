@@ -79,6 +79,7 @@ impl Reactor {
             pool: &mut self.pool,
             bufs: &mut self.bufs,
             settings: &self.settings,
+            access: &mut self.access,
         };
         let outcome = step(session, &mut ctx);
         self.after(slot, outcome);
@@ -178,5 +179,24 @@ impl Reactor {
                 self.drive(slot, now);
             }
         }
+    }
+
+    /// The reactor returns: connections still open end now (their exchanges logged as cut by
+    /// the stop), and the access log's last lines go to the writer.
+    pub(super) fn stop(&mut self, now: Instant) {
+        // Closing sessions must not accept new ones.
+        for listener in &mut self.listeners {
+            if let Some(mut l) = listener.take() {
+                let _ = self.poll.registry().deregister(&mut l.socket);
+            }
+        }
+        let slots: Vec<usize> = self.sessions.iter().map(|(slot, _)| slot).collect();
+        for slot in slots {
+            self.with_session(slot, now, |c, ctx| {
+                c.abort(ctx, "shutdown");
+                Outcome::Close
+            });
+        }
+        self.access.finish();
     }
 }

@@ -23,6 +23,7 @@ use commands::{redirect_port, routing_table, tls_handshake_timeout};
 pub use listener::bind_listener;
 use listener::Listener;
 
+use crate::access::{AccessLog, Sink};
 use crate::buffer::BufPool;
 use crate::config::{BackendConfig, Config};
 use crate::events::EventBus;
@@ -120,6 +121,9 @@ pub struct Reactor {
     pool: Pool,
     bufs: BufPool,
     settings: Settings,
+    /// This reactor's access log lines, on their way to the shared writer.
+    access: AccessLog,
+    access_sink: Arc<Sink>,
     max_connections: usize,
     /// (deadline, slot, session id), earliest first. Entries go stale when a session moves its
     /// deadline or ends; `Session::armed` tells which entry is live.
@@ -153,25 +157,35 @@ pub struct Shared {
     pub tls: Option<Arc<TlsAcceptor>>,
     /// The routes in effect, for the admin API.
     pub routes: Arc<Published>,
+    /// The access log's writer thread.
+    pub access: Arc<Sink>,
 }
 
 impl Shared {
     /// Fails when `[tls]` certificates do not load (they were checked with the config, but the
-    /// files may have changed since).
+    /// files may have changed since), or the access log's file cannot be opened.
     pub fn new(config: &Config) -> io::Result<Shared> {
         let events = Arc::new(EventBus::default());
         let tls = match &config.tls {
-            Some(t) => Some(TlsAcceptor::new(t).map_err(io::Error::other)?),
+            Some(t) => {
+                Some(TlsAcceptor::new(t).map_err(|e| io::Error::other(format!("tls: {e}")))?)
+            }
             None => None,
         };
+        let totals = Arc::new(Totals::default());
+        let access = Arc::new(Sink::start(
+            config.access_log_path.clone(),
+            Arc::clone(&totals.access_log_dropped),
+        )?);
         Ok(Shared {
+            access,
             tls,
             backends: Arc::new(Backends::from_pools(
                 &config.pools_in_effect(),
                 Arc::clone(&events),
             )),
             events,
-            totals: Arc::new(Totals::default()),
+            totals,
             routes: Arc::new(Published::new(&config.routes)),
         })
     }
@@ -220,6 +234,7 @@ impl Reactor {
             totals,
             tls,
             routes,
+            access,
         } = shared;
         let limits = &config.limits;
         Ok(Reactor {
@@ -241,6 +256,11 @@ impl Reactor {
             backends,
             events,
             totals,
+            access: AccessLog::new(
+                config.access_log.then(|| Arc::clone(&access)),
+                config.access_log_format,
+            ),
+            access_sink: access,
             bufs: BufPool::new(limits.max_header_bytes.max(MIN_BUFFER), MAX_FREE_BUFFERS),
             settings: Settings {
                 timeouts: config.timeouts.clone(),
@@ -249,7 +269,7 @@ impl Reactor {
                     max_headers: limits.max_headers,
                     max_target_bytes: limits.max_target_bytes,
                 },
-                access_log: config.access_log,
+                request_id: config.request_id,
                 busy_poll: config.busy_poll,
                 retries: config.retries,
                 proxy_from: config.proxy_protocol_from.clone(),
@@ -334,6 +354,7 @@ impl Reactor {
                 return Err(e);
             }
             let now = Instant::now();
+            self.access.tick();
             for event in events.iter() {
                 match token::target(event.token()) {
                     Target::Listener | Target::TlsListener => {
@@ -352,6 +373,7 @@ impl Reactor {
                     Target::Waker => {
                         if self.drain_commands(now) {
                             info!("shutting down");
+                            self.stop(now);
                             return Ok(());
                         }
                     }
@@ -382,9 +404,11 @@ impl Reactor {
             if self.accept_pending() && self.accept_resume_at.is_none_or(|at| now >= at) {
                 self.accept(now);
             }
+            self.access.flush_if_due(now);
             if let Some(deadline) = self.drain_deadline {
                 if self.sessions.is_empty() {
                     info!("drained: every connection finished");
+                    self.stop(now);
                     return Ok(());
                 }
                 if now >= deadline {
@@ -392,6 +416,7 @@ impl Reactor {
                         "drain timeout: closing {} connections still open",
                         self.sessions.len()
                     );
+                    self.stop(now);
                     return Ok(());
                 }
             }
@@ -410,6 +435,9 @@ impl Reactor {
             next = next.min(at);
         }
         if let Some(at) = self.drain_deadline {
+            next = next.min(at);
+        }
+        if let Some(at) = self.access.deadline() {
             next = next.min(at);
         }
         // Round up: waking a little early would only find nothing due and poll again.

@@ -4,20 +4,19 @@
 use std::sync::atomic::Ordering;
 use std::time::{Duration, SystemTime};
 
-use log::info;
-
 use super::{Ctx, Session};
+use crate::access::Record;
 use crate::events::{Event, RequestEvent};
 
 impl Session {
-    /// Accounts for a finished (or aborted) exchange: counters, latency statistics, the
-    /// dashboard's event and the access log line.
-    pub(super) fn log_exchange(&self, ctx: &Ctx, note: &str) {
+    /// Accounts for a finished exchange, or (`aborted`) one its connection ended: counters,
+    /// latency statistics, the dashboard's event and the access log line.
+    pub(super) fn log_exchange(&self, ctx: &mut Ctx, aborted: bool) {
         let Some(ex) = &self.exchange else {
             return;
         };
         let backend = ex.backend.and_then(|i| ctx.backends.get(i));
-        let elapsed = ctx.now.duration_since(ex.started);
+        let elapsed = ctx.now.saturating_duration_since(ex.started);
         if ex.status != 0 {
             ctx.totals.requests.fetch_add(1, Ordering::Relaxed);
             if ex.error_cause.is_some() {
@@ -33,6 +32,10 @@ impl Session {
                 }
             }
         }
+        let wants_event = ctx.events.wants_requests();
+        if !wants_event && !ctx.access.is_on() {
+            return;
+        }
         let backend = backend.as_ref().map(|b| b.name.as_str());
         let pool = ex.pool.and_then(|p| ctx.router.pool_name(p));
         let route = ex
@@ -40,7 +43,6 @@ impl Session {
             .routed
             .route
             .and_then(|r| ctx.router.route_name(r));
-        let millis = elapsed.as_secs_f64() * 1000.0;
         let line = ex.request.request_line.as_deref().unwrap_or("-");
         // A stream's exchange was written as HTTP/1.1 by the HTTP/2 layer; the log says what
         // the client spoke.
@@ -59,44 +61,70 @@ impl Session {
         } else {
             "HTTP/1.1"
         };
-        if ctx.events.wants_requests() {
-            let mut parts = line.split(' ');
+        let mut parts = line.split(' ');
+        let method = parts.next().unwrap_or("-");
+        let target = parts.next().unwrap_or("-");
+        let request_id = ex.request.request_id.as_deref();
+        if wants_event {
             ctx.events.publish(Event::Request(RequestEvent {
                 time: SystemTime::now(),
                 client: self.peer.to_string(),
-                method: parts.next().unwrap_or("-").to_string(),
-                target: parts.next().unwrap_or("-").to_string(),
+                method: method.to_string(),
+                target: target.to_string(),
                 status: ex.status,
                 backend: backend.map(str::to_string),
                 pool: pool.map(str::to_string),
                 route: route.map(str::to_string),
-                duration_ms: millis,
+                duration_ms: elapsed.as_secs_f64() * 1000.0,
                 bytes: ex.bytes_to_client,
                 protocol,
+                request_id: request_id.map(str::to_string),
             }));
         }
-        if ctx.settings.access_log {
-            info!(
-                target: "access",
-                "{} \"{line}\" {} {} {} {millis:.3}ms{}{}{}{note}",
-                self.peer,
-                ex.status,
-                ex.bytes_to_client,
-                backend.unwrap_or("-"),
-                ex.error_cause.map_or(String::new(), |c| format!(" {c}")),
-                RouteNote(pool, route),
-                TlsNote(self.client.tls_description()),
-            );
-        }
+        let termination = match (ex.error_cause, ex.termination) {
+            (Some(cause), _) | (None, Some(cause)) => cause,
+            (None, None) if !aborted => "ok",
+            (None, None) if self.client_eof => "client-closed",
+            (None, None) => "aborted",
+        };
+        ctx.access.write(
+            ctx.now,
+            &Record {
+                client: Some(self.peer),
+                request_line: Some(line),
+                method,
+                target,
+                protocol,
+                status: ex.status,
+                bytes_in: ex.bytes_from_client,
+                bytes_out: ex.bytes_to_client,
+                backend,
+                pool,
+                route,
+                request_id,
+                tls: self.client.tls_description(),
+                head: Some(ex.head_time),
+                connect: ex.connect_time,
+                first_byte: ex
+                    .first_byte_at
+                    .map(|at| at.saturating_duration_since(ex.started)),
+                served: elapsed,
+                cause: ex.error_cause.or(ex.termination),
+                termination,
+                aborted,
+                h2: self.h2_stream != 0,
+            },
+        );
     }
 
     /// Accounts for a request refused before it was understood.
-    pub(super) fn record_refusal(&self, ctx: &Ctx, status: u16, cause: &str) {
+    pub(super) fn record_refusal(&self, ctx: &mut Ctx, status: u16, cause: &'static str) {
         ctx.totals.requests.fetch_add(1, Ordering::Relaxed);
         ctx.totals.answered_by_proxy.fetch_add(1, Ordering::Relaxed);
         if let Ok(mut t) = ctx.totals.unattributed.lock() {
             t.record(status, Duration::ZERO, ctx.totals.second(ctx.now));
         }
+        let protocol = if self.h2_stream != 0 { "HTTP/2" } else { "-" };
         if ctx.events.wants_requests() {
             ctx.events.publish(Event::Request(RequestEvent {
                 time: SystemTime::now(),
@@ -109,44 +137,44 @@ impl Session {
                 route: None,
                 duration_ms: 0.0,
                 bytes: 0,
-                protocol: if self.h2_stream != 0 { "HTTP/2" } else { "-" },
+                protocol,
+                request_id: None,
             }));
         }
-        if ctx.settings.access_log {
-            info!(
-                target: "access",
-                "{} \"-\" {status} 0 - 0.000ms {cause}{}",
+        ctx.access.write(
+            ctx.now,
+            &refusal(
                 self.peer,
-                TlsNote(self.client.tls_description())
-            );
-        }
+                protocol,
+                status,
+                cause,
+                self.client.tls_description(),
+                ctx.now.saturating_duration_since(self.head_started),
+            ),
+        );
     }
 }
 
-/// ` pool=api route=api-v1` (the route only when one matched; nothing for a request the
-/// balancer answered before routing).
-struct RouteNote<'a>(Option<&'a str>, Option<&'a str>);
-
-impl std::fmt::Display for RouteNote<'_> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        if let Some(pool) = self.0 {
-            write!(f, " pool={pool}")?;
-        }
-        if let Some(route) = self.1 {
-            write!(f, " route={route}")?;
-        }
-        Ok(())
-    }
-}
-
-/// ` tls=TLSv1.3/TLS13_AES_128_GCM_SHA256` on the lines of requests that came over TLS.
-struct TlsNote(Option<(&'static str, &'static str)>);
-
-impl std::fmt::Display for TlsNote {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self.0 {
-            Some((version, suite)) => write!(f, " tls={version}/{suite}"),
-            None => Ok(()),
-        }
+/// The line of a request refused before it was understood (no method, no target).
+pub(super) fn refusal<'a>(
+    client: std::net::SocketAddr,
+    protocol: &'a str,
+    status: u16,
+    cause: &'a str,
+    tls: Option<(&'a str, &'a str)>,
+    head: Duration,
+) -> Record<'a> {
+    Record {
+        client: Some(client),
+        method: "-",
+        target: "-",
+        protocol,
+        status,
+        tls,
+        head: Some(head),
+        cause: Some(cause),
+        termination: cause,
+        h2: protocol == "HTTP/2",
+        ..Record::default()
     }
 }

@@ -3,6 +3,7 @@
 
 use std::io;
 use std::sync::atomic::Ordering;
+use std::time::Duration;
 
 use log::{debug, warn};
 use mio::net::TcpStream;
@@ -162,6 +163,9 @@ impl Session {
             backend.requests.fetch_add(1, Ordering::Relaxed);
             backend.in_flight.fetch_add(1, Ordering::Relaxed);
         }
+        if let Some(ex) = &mut self.exchange {
+            ex.connect_time = reused.then_some(Duration::ZERO);
+        }
         self.backend = Some(BackendConn {
             stream,
             id,
@@ -205,6 +209,9 @@ impl Session {
                 Ok(true) => {
                     b.connected = true;
                     b.ready.writable = true;
+                    if let Some(ex) = &mut self.exchange {
+                        ex.connect_time = Some(ctx.now.saturating_duration_since(b.last_activity));
+                    }
                     Ok(true)
                 }
                 Ok(false) => Ok(false),
@@ -228,6 +235,9 @@ impl Session {
             Ok(_) => {
                 b.connected = true;
                 let _ = b.stream.socket().and_then(|s| s.set_nodelay(true));
+                if let Some(ex) = &mut self.exchange {
+                    ex.connect_time = Some(ctx.now.saturating_duration_since(b.last_activity));
+                }
                 Ok(true)
             }
             Err(e) if e.kind() == io::ErrorKind::NotConnected => {
@@ -432,6 +442,7 @@ impl Session {
                 if let Some(ex) = &mut self.exchange {
                     if !ex.response_started {
                         ex.response_started = true;
+                        ex.first_byte_at = Some(ctx.now);
                     }
                 }
                 if self.replayable {

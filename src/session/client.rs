@@ -43,6 +43,7 @@ impl Session {
             Err(e) if interrupted(&e) => Ok(true),
             Err(e) => {
                 debug!("client {}: read error: {e}", self.peer);
+                self.mark_termination("client-reset");
                 Err(Closed)
             }
         }
@@ -116,6 +117,7 @@ impl Session {
                     Err(e) if interrupted(&e) => {}
                     Err(e) => {
                         debug!("client {}: write error: {e}", self.peer);
+                        self.mark_termination("client-reset");
                         return Err(Closed);
                     }
                 }
@@ -154,6 +156,7 @@ impl Session {
                 Err(e) if interrupted(&e) => {}
                 Err(e) => {
                     debug!("client {}: write error: {e}", self.peer);
+                    self.mark_termination("client-reset");
                     return Err(Closed);
                 }
             }
@@ -194,10 +197,24 @@ impl Session {
         }
     }
 
+    /// Says why the exchange under way (if any) is ending, unless something already did.
+    pub(super) fn mark_termination(&mut self, why: &'static str) {
+        if let Some(ex) = &mut self.exchange {
+            ex.termination.get_or_insert(why);
+        }
+    }
+
+    /// Ends the connection now, the exchange under way accounted as cut by `why` (the
+    /// balancer stops).
+    pub fn abort(&mut self, ctx: &mut Ctx, why: &'static str) {
+        self.mark_termination(why);
+        self.close(ctx);
+    }
+
     /// Releases everything the session holds.
     pub(super) fn close(&mut self, ctx: &mut Ctx) {
         if self.exchange.is_some() {
-            self.log_exchange(ctx, " aborted");
+            self.log_exchange(ctx, true);
             self.exchange = None;
         }
         self.drop_backend(ctx, false);

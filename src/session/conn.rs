@@ -105,6 +105,15 @@ impl Connection {
         self.step(ctx, Session::on_timer, H2Session::on_timer)
     }
 
+    /// Ends the connection at once; an exchange under way is accounted as cut by `why`.
+    pub fn abort(&mut self, ctx: &mut Ctx, why: &'static str) {
+        match self {
+            Connection::H1(s) => s.abort(ctx, why),
+            Connection::H2(s) => s.abort(ctx, why),
+            Connection::Switching => {}
+        }
+    }
+
     pub fn begin_drain(&mut self, ctx: &mut Ctx) -> Outcome {
         self.step(ctx, Session::begin_drain, H2Session::begin_drain)
     }

@@ -35,6 +35,9 @@ impl Session {
                 match self.req_scanner.scan(pending) {
                     Ok(scanned) => {
                         self.req_released += scanned.used;
+                        if let Some(ex) = &mut self.exchange {
+                            ex.bytes_from_client += scanned.used as u64;
+                        }
                         if scanned.done {
                             self.req_phase = RequestPhase::Complete;
                         }
@@ -49,6 +52,9 @@ impl Session {
             RequestPhase::Tunnel => {
                 let len = self.req_in.len();
                 let progress = self.req_released != len;
+                if let Some(ex) = &mut self.exchange {
+                    ex.bytes_from_client += len.saturating_sub(self.req_released) as u64;
+                }
                 self.req_released = len;
                 Ok(progress)
             }
@@ -110,7 +116,8 @@ impl Session {
             data,
             limits,
             origin,
-            ctx.settings.access_log || ctx.events.wants_requests(),
+            ctx.access.is_on() || ctx.events.wants_requests(),
+            ctx.settings.request_id,
             ctx.router,
             &mut self.to_backend,
         );
@@ -146,9 +153,16 @@ impl Session {
             RouteTarget::Pool(pool) => Some(pool),
             RouteTarget::Redirect { .. } | RouteTarget::NoRoute => None,
         };
+        let head_time = ctx.now.saturating_duration_since(self.head_started);
+        let head_len = request.head_len as u64;
         self.exchange = Some(Box::new(Exchange {
             request,
             started: ctx.now,
+            head_time,
+            connect_time: None,
+            first_byte_at: None,
+            bytes_from_client: head_len,
+            termination: None,
             pool,
             policy: pool.and_then(|p| ctx.backends.policy(p)),
             tried: Vec::new(),
@@ -249,7 +263,7 @@ impl Session {
             Some(ex) => {
                 ex.status = answer.status();
                 ex.error_cause = Some(cause);
-                self.log_exchange(ctx, "");
+                self.log_exchange(ctx, false);
             }
             None => self.record_refusal(ctx, answer.status(), cause),
         }
@@ -472,7 +486,7 @@ impl Session {
             self.req_released = 0;
             self.req_written = 0;
         }
-        self.log_exchange(ctx, "");
+        self.log_exchange(ctx, false);
         self.exchange = None;
         self.resp_phase = ResponsePhase::Idle;
         self.served_any = true;

@@ -20,7 +20,7 @@
 //! - `recovery`: what a backend failure turns into (replay, redispatch, an error answer);
 //! - `timers` and `accounting`: the deadlines, and the record of each exchange.
 
-mod accounting;
+pub(crate) mod accounting;
 mod backend;
 mod client;
 mod conn;
@@ -36,6 +36,7 @@ use std::time::{Duration, Instant};
 
 use mio::Registry;
 
+use crate::access::AccessLog;
 use crate::buffer::{Buf, BufPool};
 use crate::config::Timeouts;
 use crate::events::EventBus;
@@ -65,6 +66,7 @@ pub struct Ctx<'a> {
     pub pool: &'a mut Pool,
     pub bufs: &'a mut BufPool,
     pub settings: &'a Settings,
+    pub access: &'a mut AccessLog,
 }
 
 /// The parts of the configuration sessions use.
@@ -72,7 +74,8 @@ pub struct Ctx<'a> {
 pub struct Settings {
     pub timeouts: Timeouts,
     pub head_limits: HeadLimits,
-    pub access_log: bool,
+    /// `request_id`: requests without an `X-Request-Id` get one.
+    pub request_id: bool,
     /// The reactor polls without sleeping (`busy_poll`).
     pub busy_poll: bool,
     /// How many other backends a failed request may still go to.
@@ -150,7 +153,19 @@ struct BackendConn {
 /// One request and its response.
 struct Exchange {
     request: Request,
+    /// When its head was complete.
     started: Instant,
+    /// How long its head took to arrive (from the connection's start for the first request).
+    head_time: Duration,
+    /// How long the backend connection took to open (zero for a pooled one).
+    connect_time: Option<Duration>,
+    /// When the first byte of the backend's response came.
+    first_byte_at: Option<Instant>,
+    /// Request bytes read from the client: head, body, or tunnel.
+    bytes_from_client: u64,
+    /// How it ended, when not as it should and not answered by the balancer (`error_cause`):
+    /// `client-closed`, `client-write-timeout`, `shutdown`...
+    termination: Option<&'static str>,
     /// The pool it was routed to and that pool's policy; `None` when the balancer answers it
     /// (a redirect, no route).
     pool: Option<usize>,

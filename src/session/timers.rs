@@ -117,7 +117,13 @@ impl Session {
         }
         debug!("client {}: {timer:?} timeout", self.peer);
         let step = match timer {
-            Timer::Linger | Timer::KeepAliveIdle | Timer::TunnelIdle | Timer::ClientWrite => {
+            Timer::Linger | Timer::KeepAliveIdle => Err(Closed),
+            Timer::TunnelIdle => {
+                self.mark_termination("tunnel-idle-timeout");
+                Err(Closed)
+            }
+            Timer::ClientWrite => {
+                self.mark_termination("client-write-timeout");
                 Err(Closed)
             }
             Timer::Handshake => {
@@ -133,6 +139,7 @@ impl Session {
             }
             Timer::ClientBody => {
                 if self.exchange.as_ref().is_some_and(|ex| ex.answer_sent) {
+                    self.mark_termination("client-body-timeout");
                     Err(Closed)
                 } else {
                     self.drop_backend(ctx, false);

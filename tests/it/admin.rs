@@ -566,6 +566,31 @@ fn a_connection_close_request_leaves_the_count_without_waiting_for_the_client() 
 // ---- 2. the event stream ----------------------------------------------------------------------
 
 #[test]
+fn request_events_carry_the_request_id_the_backend_got() {
+    let b1 = DemoBackend::start("b1");
+    let proxy = Proxy::start_with_admin(vec![b1.config()], |c| c.request_id = true);
+    let sse = Sse::connect(proxy.admin_addr());
+    sse.until_first_stats();
+    let r = get(proxy.addr, "/echo/rid");
+    let (head, _) = echo_parts(&r);
+    let ids = field_values(&head, "x-request-id");
+    assert_eq!(ids.len(), 1, "{head}");
+    let e = sse.find("request", "the request's event", |d| {
+        d["target"] == "/echo/rid"
+    });
+    assert_eq!(e.data["request_id"], ids[0].as_str(), "{}", e.data);
+    let kept = roundtrip(
+        proxy.addr,
+        b"GET /echo/kept HTTP/1.1\r\nHost: x\r\nX-Request-Id: mine-42\r\nConnection: close\r\n\r\n",
+    );
+    assert_eq!(kept.status, 200);
+    let e = sse.find("request", "the second request's event", |d| {
+        d["target"] == "/echo/kept"
+    });
+    assert_eq!(e.data["request_id"], "mine-42", "{}", e.data);
+}
+
+#[test]
 fn events_stream_requests_and_stats_every_second() {
     let b1 = DemoBackend::start("b1");
     let proxy = Proxy::start_with_admin(vec![b1.config()], |_| {});

@@ -4,5 +4,6 @@
 
 pub mod framing;
 pub mod request;
+pub mod request_id;
 pub mod response;
 pub mod routing;

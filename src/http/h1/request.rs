@@ -39,6 +39,8 @@ pub struct Request {
     pub upgrade: bool,
     /// `METHOD target HTTP/1.x`, kept for the access log when it is on.
     pub request_line: Option<String>,
+    /// With `request_id = true`: the client's `X-Request-Id`, or the one added for it.
+    pub request_id: Option<String>,
     /// Where the routing table sends it.
     pub routed: Routed,
 }
@@ -158,18 +160,21 @@ pub fn parse(
         limits,
         client,
         keep_request_line,
+        false,
         &Table::single_pool(),
         out,
     )
 }
 
 /// As [`parse`], routed by `table`: the forwarded path loses a prefix the matching route
-/// strips, and [`Request::routed`] says where it goes.
+/// strips, and [`Request::routed`] says where it goes. With `request_id`, a request without an
+/// `X-Request-Id` is forwarded with a new one.
 pub fn parse_routed(
     buf: &[u8],
     limits: &HeadLimits,
     client: impl Into<Origin>,
     keep_request_line: bool,
+    request_id: bool,
     table: &Table,
     out: &mut Vec<u8>,
 ) -> Result<Option<Request>, RequestError> {
@@ -340,6 +345,7 @@ pub fn parse_routed(
         push_all(out, &[b"Host: ", authority, b"\r\n"]);
     }
     let mut forwarded_for: Vec<&[u8]> = Vec::new();
+    let mut client_request_id: Option<&[u8]> = None;
     let mut wrote_length = false;
     let mut wrote_coding = false;
     for h in req.headers.iter() {
@@ -366,9 +372,24 @@ pub fn parse_routed(
         {
             // Set by us below: a client must not choose what the backend believes about them.
         } else {
+            if request_id
+                && client_request_id.is_none()
+                && name.eq_ignore_ascii_case("x-request-id")
+            {
+                client_request_id = Some(trim_ows(h.value));
+            }
             push_all(out, &[name.as_bytes(), b": ", h.value, b"\r\n"]);
         }
     }
+    let request_id = request_id.then(|| match client_request_id {
+        Some(theirs) => String::from_utf8_lossy(theirs).into_owned(),
+        None => {
+            let id = super::request_id::next();
+            push_all(out, &[b"X-Request-Id: ", &id, b"\r\n"]);
+            // Hex digits only: always UTF-8.
+            String::from_utf8_lossy(&id).into_owned()
+        }
+    });
     out.extend_from_slice(b"X-Forwarded-For: ");
     for prior in forwarded_for.iter().filter(|v| !v.is_empty()) {
         push_all(out, &[prior, b", "]);
@@ -407,6 +428,7 @@ pub fn parse_routed(
         expect_continue: expect_continue && version_minor == 1,
         upgrade,
         request_line,
+        request_id,
         routed,
     }))
 }

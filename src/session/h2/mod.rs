@@ -444,6 +444,14 @@ impl H2Session {
         self.client.close();
     }
 
+    /// Ends the connection at once, each stream's exchange accounted as cut by `why`.
+    pub fn abort(&mut self, ctx: &mut Ctx, why: &'static str) {
+        for s in &mut self.streams {
+            s.mark_termination(why);
+        }
+        self.close(ctx);
+    }
+
     /// The earliest moment something must happen if no byte moves before it.
     pub fn deadline(&self, settings: &Settings) -> Option<Instant> {
         let t = &settings.timeouts;

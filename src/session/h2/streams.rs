@@ -1,9 +1,9 @@
 //! A connection's streams: each one's HTTP/1 exchange (fed the translated request, its body
 //! and trailers), the framing of its response within the windows, and its end.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use log::{debug, info};
+use log::debug;
 
 use super::frames::remember;
 use super::{Ctx, H2Error, H2Session, Outcome, Settings};
@@ -62,6 +62,13 @@ impl Stream {
             self.exchange.deadline(settings)
         } else {
             None
+        }
+    }
+
+    /// Says why the exchange under way is ending, before [`Stream::abort`].
+    pub fn mark_termination(&mut self, why: &'static str) {
+        if self.open {
+            self.exchange.mark_termination(why);
         }
     }
 
@@ -302,11 +309,17 @@ impl H2Session {
         }
         remember(&mut self.reset_streams, id);
         self.log_refusal(ctx, cause, "");
-        info!(
-            target: "access",
-            "{} \"-\" {} 0 - 0.000ms {cause} h2",
-            self.peer,
-            answer.status()
+        let tls = self.client.tls_description();
+        ctx.access.write(
+            ctx.now,
+            &crate::session::accounting::refusal(
+                self.peer,
+                "HTTP/2",
+                answer.status(),
+                cause,
+                tls,
+                Duration::ZERO,
+            ),
         );
     }
 
