@@ -15,6 +15,11 @@
 #   lb-routes  lb with 20 [[route]] rules (by host, path prefix and header) to a second pool,
 #              none matching the benchmark's requests: every rule is tried before the default
 #              pool takes them, routing's worst case (issue #12); ka64 and instr only
+#   lb-log     lb with its access log on (text, the default) into a file, and lb-json the same in
+#              JSON (issue #14: each within 5 % of lb without); nginx-log: nginx with a buffered
+#              access log (buffer=64k flush=100ms, the same as lb's) into a file, with a format
+#              holding what lb's text line holds; ka64 (and instr, but for nginx-log). The files are emptied
+#              after every run.
 #   lb-before  the lb binary BENCH_BEFORE_BIN (an earlier build, e.g. from a worktree of an older
 #              commit) on lb's configuration, to compare a change against the same machine in
 #              the same minute; ka64 and instr only, and only when BENCH_BEFORE_BIN is set
@@ -294,6 +299,20 @@ targets() {
         a = median("lb-routes" SUBSEP "instr.ir"); b = median("lb" SUBSEP "instr.ir")
         if (a != "" && b != "")
             verdict(a <= 1.05 * b, sprintf("user-space instructions per request with 20 routes configured within 5%% of lb without: lb-routes %.0f, lb %.0f (%.3fx)", a, b, a / b))
+        # Issue #14: the access log on (text or JSON) costs at most 5 % of keep-alive req/s and of
+        # requests per proxy CPU-second.
+        split("lb-log lb-json", lc, " ")
+        for (i = 1; i <= 2; i++) {
+            for (m = 1; m <= 2; m++) {
+                mt = (m == 1) ? "rps" : "rpc"
+                a = median(lc[i] SUBSEP "ka64." mt); b = median("lb" SUBSEP "ka64." mt)
+                if (a != "" && b != "")
+                    verdict(a >= 0.95 * b, sprintf("%s at 64 keep-alive with the access log on (%s) within 5%% of lb without: %s %.0f, lb %.0f (%.3fx)", (m == 1) ? "req/s" : "requests per proxy CPU-second", (i == 1) ? "text" : "json", lc[i], a, b, a / b))
+            }
+        }
+        a = median("nginx-log" SUBSEP "ka64.rpc"); b = median("nginx" SUBSEP "ka64.rpc")
+        if (a != "" && b != "")
+            printf "  (nginx with its buffered access log: %.0f requests per CPU-second against %.0f without, %.3fx)\n", a, b, a / b
         split("ka64 ka256 close", ss, " ")
         split("64 keep-alive,256 keep-alive,new connection per request", sl, ",")
         for (i = 1; i <= 3; i++) {
@@ -582,6 +601,20 @@ done
     done
 } >"$work/lb-routes.toml"
 "$bin/lb" --config "$work/lb-routes.toml" --check >/dev/null
+# lb-log and lb-json: the 1-worker configuration with the access log on, into a file.
+for f in text json; do
+    name=lb-log
+    [ "$f" = json ] && name=lb-json
+    sed "s|^access_log = false\$|access_log = true\naccess_log_format = \"$f\"\naccess_log_path = \"$work/access-$name.log\"|" \
+        "$work/lb-1.toml" >"$work/$name.toml"
+    grep -q '^access_log = true' "$work/$name.toml"
+    "$bin/lb" --config "$work/$name.toml" --check >/dev/null
+done
+# nginx-log: nginx's 1-worker configuration with a buffered access log.
+awk -v logconf="  log_format lb '\$remote_addr:\$remote_port [\$time_iso8601] \"\$request\" \$status \$body_bytes_sent \$upstream_addr \$request_time';
+  access_log $work/access-nginx-log.log lb buffer=64k flush=100ms;" \
+    '$0 == "  access_log off;" { print logconf; next } { print }' "$work/nginx-1.conf" >"$work/nginx-log.conf"
+grep -q "buffer=64k" "$work/nginx-log.conf"
 # TLS: the same configurations with a TLS listener on tls_port besides the plain one, one per
 # certificate. Everything else about TLS is each one's default (ciphers, groups, ticket keys),
 # but for what the three must agree on: TLS 1.2 and 1.3 only, session resumption by tickets and
@@ -775,6 +808,8 @@ start_contestant() { # name [command prefix; default: taskset to the proxy's CPU
         lb) "${prefix[@]}" "$bin/lb" --config "$work/lb-$conf.toml" 2>>"$work/lb.log" & ;;
         lb-routes) "${prefix[@]}" "$bin/lb" --config "$work/lb-routes.toml" 2>>"$work/lb.log" & ;;
         lb-before) "${prefix[@]}" "$BENCH_BEFORE_BIN" --config "$work/lb-1.toml" 2>>"$work/lb.log" & ;;
+        lb-log | lb-json) "${prefix[@]}" "$bin/lb" --config "$work/$kind.toml" 2>>"$work/lb.log" & ;;
+        nginx-log) "${prefix[@]}" nginx -p "$work" -e "$work/nginx.err" -c "${nginx_conf/nginx-1/nginx-log}" & ;;
         nginx) "${prefix[@]}" nginx -p "$work" -e "$work/nginx.err" -c "$nginx_conf" & ;;
         haproxy) "${prefix[@]}" haproxy -db -f "$work/haproxy-$conf.cfg" 2>>"$work/haproxy.log" & ;;
         *) echo "unknown contestant $name" >&2; exit 2 ;;
@@ -794,6 +829,13 @@ stop_contestant() {
     wait "$cpid" 2>/dev/null || true
     forget "$cpid"
     cpid=
+    # A run's access log lines are counted, then dropped: a full run would write gigabytes.
+    local f
+    for f in "$work"/access-*.log; do
+        [ -f "$f" ] || continue
+        printf '%s\t%s\n' "${f##*/access-}" "$(wc -l <"$f")" >>"$work/access-lines.tsv"
+        rm -f "$f"
+    done
     # The ports must be free before the next one binds them.
     for _ in $(seq 1 100); do
         if ! (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null \
@@ -992,7 +1034,7 @@ sys_run() { # scenario contestant round [wrk args]
 instr_run() { # contestant round
     local c=$1 r=$2 s=instr
     case $c in
-        relay | lb | lb-routes | lb-before | nginx | haproxy) ;;
+        relay | lb | lb-routes | lb-before | lb-log | lb-json | nginx | haproxy) ;;
         *) return 0 ;; # direct has no proxy; one worker is enough to count instructions
     esac
     if ! command -v valgrind >/dev/null 2>&1; then
@@ -1127,7 +1169,8 @@ for s in "${runs[@]}"; do
     for r in $(seq 1 "$n_rounds"); do
         echo "== $s, round $r/$n_rounds"
         for c in "${contestants[@]}"; do
-            if { [ "$c" = lb-routes ] || [ "$c" = lb-before ]; } && [ "$s" != ka64 ] && [ "$s" != instr ]; then
+            if case $c in lb-routes | lb-before | lb-log | lb-json | nginx-log) true ;; *) false ;; esac \
+                && [ "$s" != ka64 ] && [ "$s" != instr ]; then
                 continue
             fi
             if [ "$c" = lb-before ] && [ -z "${BENCH_BEFORE_BIN:-}" ]; then
@@ -1200,7 +1243,8 @@ declare -p rounds duration warmup rate rate_duration idle_conns contestants >"$w
 } | tee "$work/report.md"
 rm -rf "${out:?}/runs"
 : >>"$work/negotiated.tsv"
-cp -r "$work/results.tsv" "$work/report.md" "$work/header.md" "$work/meta.sh" "$work/negotiated.tsv" "$work/runs" "$out/"
+: >>"$work/access-lines.tsv"
+cp -r "$work/results.tsv" "$work/report.md" "$work/header.md" "$work/meta.sh" "$work/negotiated.tsv" "$work/access-lines.tsv" "$work/runs" "$out/"
 cp "$work"/*.conf "$work"/*.cfg "$work"/*.toml "$work"/*.err "$work"/*.log "$out/" 2>/dev/null || true
 echo
 echo "raw outputs, configurations and results.tsv: $out/"

@@ -29,11 +29,9 @@ const BUFFER_CAPACITY: usize = FLUSH_BYTES + 16 * 1024;
 #[derive(Debug, Clone, Default)]
 pub struct Record<'a> {
     pub client: Option<SocketAddr>,
-    /// `GET /a HTTP/1.1` as the client sent it (the text format's quoted field); `None` when
-    /// the request was refused before it was understood.
+    /// `GET /a HTTP/1.1` as the client sent it (the text format's quoted field; method and
+    /// target in JSON); `None` when the request was refused before it was understood.
     pub request_line: Option<&'a str>,
-    pub method: &'a str,
-    pub target: &'a str,
     /// `HTTP/1.0`, `HTTP/1.1`, `HTTP/2` (`-` when not understood).
     pub protocol: &'a str,
     pub status: u16,
@@ -61,6 +59,15 @@ pub struct Record<'a> {
     pub aborted: bool,
     /// An HTTP/2 stream (the text format marks refusals of streams with `h2`).
     pub h2: bool,
+}
+
+/// The method and the target of a request line (`-` for what is missing).
+pub fn method_and_target(line: Option<&str>) -> (&str, &str) {
+    let Some((method, rest)) = line.and_then(|l| l.split_once(' ')) else {
+        return ("-", "-");
+    };
+    let target = rest.rsplit_once(' ').map_or(rest, |(target, _)| target);
+    (method, target)
 }
 
 /// One reactor's access log.

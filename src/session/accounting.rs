@@ -47,8 +47,8 @@ impl Session {
         // A stream's exchange was written as HTTP/1.1 by the HTTP/2 layer; the log says what
         // the client spoke.
         let h2_line;
-        let line = match line.strip_suffix("HTTP/1.1") {
-            Some(start) if self.h2_stream != 0 => {
+        let line = match (self.h2_stream, line.strip_suffix("HTTP/1.1")) {
+            (1.., Some(start)) => {
                 h2_line = format!("{start}HTTP/2.0");
                 h2_line.as_str()
             }
@@ -61,11 +61,9 @@ impl Session {
         } else {
             "HTTP/1.1"
         };
-        let mut parts = line.split(' ');
-        let method = parts.next().unwrap_or("-");
-        let target = parts.next().unwrap_or("-");
         let request_id = ex.request.request_id.as_deref();
         if wants_event {
+            let (method, target) = crate::access::method_and_target(Some(line));
             ctx.events.publish(Event::Request(RequestEvent {
                 time: SystemTime::now(),
                 client: self.peer.to_string(),
@@ -92,8 +90,6 @@ impl Session {
             &Record {
                 client: Some(self.peer),
                 request_line: Some(line),
-                method,
-                target,
                 protocol,
                 status: ex.status,
                 bytes_in: ex.bytes_from_client,
@@ -166,8 +162,6 @@ pub(super) fn refusal<'a>(
 ) -> Record<'a> {
     Record {
         client: Some(client),
-        method: "-",
-        target: "-",
         protocol,
         status,
         tls,
