@@ -15,6 +15,11 @@
 // card and sees it go down, starts it again and sees it come back, and saves a screenshot to
 // target/dashboard.png. Whatever it started is stopped at the end, failed or not.
 //
+// The README's picture (scripts/screenshot.sh): DASHBOARD_SCREENSHOT=PATH saves it there
+// instead, and DASHBOARD_SCENE_SECONDS=N (N >= 60) replaces the last step's few seconds of
+// traffic with N seconds of it in waves over the three backends, kills backend-2 from its card
+// 40 s before the end, and takes the top of the page (header, cards, charts) while it is down.
+//
 // Selectors are documented at the top of frontend/app.js.
 
 import { test, after } from 'node:test';
@@ -30,7 +35,8 @@ import { chromium } from 'playwright-core';
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 const BIN_DIR = process.env.LB_BIN_DIR ? path.resolve(process.env.LB_BIN_DIR) : path.join(ROOT, 'target', 'release');
 const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
-const SCREENSHOT = path.join(ROOT, 'target', 'dashboard.png');
+const SCREENSHOT = path.resolve(ROOT, process.env.DASHBOARD_SCREENSHOT || path.join('target', 'dashboard.png'));
+const SCENE_SECONDS = Number(process.env.DASHBOARD_SCENE_SECONDS || 0);
 
 const HOST = '127.0.0.1';
 const BASE = Number(process.env.DASHBOARD_TEST_PORT_BASE || 18000);
@@ -136,6 +142,7 @@ ${table(NAMES[2], 2, 'pool.backend')}
 [[route]]
 name = "api"
 path_prefix = "/api/"
+strip_prefix = true
 pool = "api"
 `;
   const file = path.join(tmp, 'lb.toml');
@@ -189,6 +196,61 @@ const logRows = (page) => page.$$eval('#log-body [role="row"]', (rows) => rows.m
 })));
 
 const cardState = (page, name) => page.getAttribute(`#backends [data-backend="${name}"]`, 'data-state');
+
+/**
+ * The README's moment (DASHBOARD_SCENE_SECONDS): `seconds` of traffic from 6 keep-alive clients in
+ * slow waves of about 40-120 requests/s (pages, downloads, answers up to 70 ms slow, a few 404s
+ * and POSTs; every fourth request to the pool "api"), backend-2 killed from its card 40 s before the
+ * end, and the top of the page (header, backend cards, charts) taken while it is down and
+ * backend-1 carries its share.
+ */
+async function scene(page, seconds) {
+  assert.ok(seconds >= 60, 'DASHBOARD_SCENE_SECONDS: at least 60');
+  const start = Date.now();
+  const end = start + seconds * 1000;
+  const killAt = end - 40000;
+  const CLIENTS = 6;
+  const wave = (ms) => 75 + 30 * Math.sin((2 * Math.PI * ms) / 110000) + 12 * Math.sin((2 * Math.PI * ms) / 23000);
+  // The slowest answers drift between 20 and 70 ms over 150 s (the dashboard's p99 is over a minute).
+  const slowest = () => 20 + 50 * (0.5 + 0.5 * Math.sin((2 * Math.PI * (Date.now() - start)) / 150000));
+  const pick = () => {
+    const r = Math.random();
+    if (r < 0.45) return '/';
+    if (r < 0.65) return `/bytes/${512 << Math.floor(Math.random() * 6)}`;
+    if (r < 0.85) return `/delay/${5 + Math.floor(Math.random() * slowest())}`;
+    if (r < 0.95) return '/stats';
+    if (r < 0.98) return 'POST /echo';
+    return '/missing';
+  };
+  let sent = 0, failed = 0;
+  const client = async (c) => {
+    for (let i = 0; Date.now() < end; i++) {
+      const [method, target] = (() => { const p = pick(); return p.startsWith('POST ') ? ['POST', p.slice(5)] : ['GET', p]; })();
+      const url = `http://${LISTEN}${(i + c) % 4 === 0 ? `/api${target}` : target}`;
+      try {
+        const res = await fetch(url, { method, body: method === 'POST' ? 'hello' : undefined, signal: AbortSignal.timeout(5000) });
+        await res.arrayBuffer();
+        if (res.status >= 500) failed++;
+      } catch {
+        failed++;
+      }
+      sent++;
+      const rate = wave(Date.now() - start) * (0.85 + 0.3 * Math.random());
+      await sleep(Math.max(0, (CLIENTS * 1000) / rate - 3));
+    }
+  };
+  const clients = Array.from({ length: CLIENTS }, (_, c) => client(c));
+  await sleep(killAt - Date.now());
+  await page.click('[data-backend="backend-2"] [data-action="kill"]');
+  await page.waitForSelector('#backends [data-backend="backend-2"][data-state="down"]', { timeout: 10000 });
+  await page.waitForSelector('[data-backend="backend-2"] [data-action="start"]', { state: 'visible', timeout: 6000 });
+  await sleep(Math.max(0, end - Date.now() - 1000));
+  const bottom = await page.$eval('main > section.charts', (el) => el.getBoundingClientRect().bottom + window.scrollY);
+  await page.screenshot({ path: SCREENSHOT, fullPage: true, clip: { x: 0, y: 0, width: 1280, height: Math.ceil(bottom) + 12 } });
+  await Promise.all(clients);
+  assert.ok(sent > seconds * 30, `scene traffic: ${sent} requests in ${seconds} s`);
+  return { sent, failed };
+}
 
 // ------------------------------------------------------------------ the test
 test('dashboard: live backends, request log, kill and start from the page', { timeout: 25 * 60 * 1000 }, async (t) => {
@@ -355,19 +417,24 @@ test('dashboard: live backends, request log, kill and start from the page', { ti
   });
 
   await step('screenshot', async () => {
-    // Some traffic (about 40 requests/s for 4 s) so the charts and the log have something to show.
-    const until = Date.now() + 4000;
-    const traffic = (async () => {
-      for (let i = 0; Date.now() < until; i++) {
-        const res = await fetch(`http://${LISTEN}${i % 3 ? '/' : '/api/'}?screenshot=${i}`, { signal: AbortSignal.timeout(5000) });
-        await res.arrayBuffer();
-        await sleep(25);
-      }
-    })();
-    await sleep(3500);
     fs.mkdirSync(path.dirname(SCREENSHOT), { recursive: true });
-    await page.screenshot({ path: SCREENSHOT, fullPage: true });
-    await traffic;
+    if (SCENE_SECONDS > 0) {
+      const { sent, failed } = await scene(page, SCENE_SECONDS);
+      t.diagnostic(`scene: ${sent} requests, ${failed} failed (5xx or no answer)`);
+    } else {
+      // Some traffic (about 40 requests/s for 4 s) so the charts and the log have something to show.
+      const until = Date.now() + 4000;
+      const traffic = (async () => {
+        for (let i = 0; Date.now() < until; i++) {
+          const res = await fetch(`http://${LISTEN}${i % 3 ? '/' : '/api/'}?screenshot=${i}`, { signal: AbortSignal.timeout(5000) });
+          await res.arrayBuffer();
+          await sleep(25);
+        }
+      })();
+      await sleep(3500);
+      await page.screenshot({ path: SCREENSHOT, fullPage: true });
+      await traffic;
+    }
     t.diagnostic(`screenshot: ${SCREENSHOT}`);
     assert.deepEqual(pageErrors, [], 'no uncaught errors in the page');
   });
