@@ -26,6 +26,7 @@ use crate::buffer::Source;
 use crate::config::HealthConfig;
 use crate::transport::tls::connector::TlsConnector;
 use crate::transport::Transport;
+use crate::upstream::BackendId;
 
 /// Consecutive results and the up/down state they imply (HAProxy's rise and fall).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -94,7 +95,7 @@ impl HealthTracker {
 /// The outcome of one probe.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProbeResult {
-    pub backend: usize,
+    pub backend: BackendId,
     pub ok: bool,
     /// What happened, for logs and the admin API: `status 200`, `timeout`, `connection refused`.
     pub detail: String,
@@ -105,7 +106,7 @@ pub struct ProbeResult {
 /// What the health thread probes.
 #[derive(Debug, Clone)]
 pub struct ProbeTarget {
-    pub backend: usize,
+    pub backend: BackendId,
     pub address: SocketAddr,
     /// A TLS backend is probed over TLS, as its traffic goes.
     pub tls: Option<Arc<TlsConnector>>,
@@ -173,7 +174,7 @@ const WAKER: Token = Token(usize::MAX);
 const MAX_PROBE_RESPONSE: usize = 8192;
 
 struct Probe {
-    backend: usize,
+    backend: BackendId,
     check: Arc<HealthConfig>,
     stream: Transport,
     started: Instant,
@@ -190,7 +191,7 @@ struct Probe {
 struct Prober {
     poll: Poll,
     /// When each backend's next probe is due.
-    due: HashMap<usize, Instant>,
+    due: HashMap<BackendId, Instant>,
     targets: Box<dyn Fn() -> Vec<ProbeTarget> + Send>,
     probes: Slab<Probe>,
     stop: Receiver<()>,
@@ -430,7 +431,7 @@ impl Prober {
     }
 }
 
-fn failed(backend: usize, detail: String, latency: Duration, at: SystemTime) -> ProbeResult {
+fn failed(backend: BackendId, detail: String, latency: Duration, at: SystemTime) -> ProbeResult {
     ProbeResult {
         backend,
         ok: false,
