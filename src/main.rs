@@ -101,25 +101,25 @@ fn run(cli: &Cli, config: &Config) -> Result<(), String> {
     .with_tls(shared.tls.clone())
     .with_routes(Arc::clone(&shared.routes));
     admin::spawn(admin_listener, admin).map_err(|e| format!("cannot start the admin API: {e}"))?;
-    watch_signals(handles.clone(), shared.tls.clone(), cli.clone())
-        .map_err(|e| format!("cannot watch signals: {e}"))?;
     // One health thread for all: its results update the shared backends through the first
     // reactor.
     let _health = reactors[0]
         .start_health_checks()
         .map_err(|e| format!("cannot start health checks: {e}"))?;
-    let discover: Vec<_> = config
-        .pools_in_effect()
-        .into_iter()
-        .flat_map(|p| p.discover)
-        .collect();
-    let _discovery = if discover.is_empty() {
-        None
-    } else {
-        let handle = discovery::spawn(discover, config.discovery.clone(), handles[0].clone())
-            .map_err(|e| format!("cannot start discovery: {e}"))?;
-        Some(handle)
-    };
+    // Started even without `discover` entries: a reload may bring some.
+    let discovery = discovery::spawn(
+        discovery::entries(config),
+        config.discovery.clone(),
+        handles[0].clone(),
+    )
+    .map_err(|e| format!("cannot start discovery: {e}"))?;
+    watch_signals(
+        handles.clone(),
+        shared.tls.clone(),
+        discovery.reloader(),
+        cli.clone(),
+    )
+    .map_err(|e| format!("cannot watch signals: {e}"))?;
 
     let mut first = reactors.remove(0);
     let others: Vec<_> = reactors
@@ -150,6 +150,7 @@ fn run(cli: &Cli, config: &Config) -> Result<(), String> {
 fn watch_signals(
     reactors: Vec<Handle>,
     tls: Option<Arc<TlsAcceptor>>,
+    discovery: discovery::Reloader,
     cli: Cli,
 ) -> std::io::Result<()> {
     let broadcast = move |make: &dyn Fn() -> Command| {
@@ -181,6 +182,12 @@ fn watch_signals(
                                 (None, None) => {}
                             }
                             broadcast(&|| Command::Reload(Box::new(config.clone())));
+                            // After the reactors' reload in their queues: the pools a new entry
+                            // names exist by the time its first backends are added.
+                            discovery.reload(
+                                discovery::entries(&config),
+                                config.discovery.clone(),
+                            );
                         }
                         Err(message) => {
                             error!("SIGHUP: configuration refused, the running one stays: {message}")

@@ -243,3 +243,70 @@ fn two_workers_share_the_port_the_backends_and_the_round_robin() {
     let status = proxy.wait_exit(Duration::from_secs(5));
     assert!(status.success(), "{status:?}");
 }
+
+/// The state the admin API gives each backend whose name starts with `prefix`.
+fn states_of(admin: SocketAddr, prefix: &str) -> Vec<(String, String)> {
+    let doc: serde_json::Value =
+        serde_json::from_slice(&get(admin, "/api/state").body).expect("state JSON");
+    doc["backends"]
+        .as_array()
+        .expect("backends")
+        .iter()
+        .filter_map(|b| Some((b["name"].as_str()?, b["state"].as_str()?)))
+        .filter(|(name, _)| name.starts_with(prefix))
+        .map(|(name, state)| (name.to_string(), state.to_string()))
+        .collect()
+}
+
+#[test]
+fn sighup_starts_and_ends_dns_discovery_of_an_entry() {
+    let fixed = DemoBackend::start("fixed");
+    let d1 = DemoBackend::start("d1");
+    let d2 = DemoBackend::start("d2");
+    let dns = DnsServer::start(Zone::srv_of("_http._tcp.app.test", "app.test", &[&d1, &d2]));
+    let without = format!(
+        "[health]\ninterval = \"50ms\"\nrise = 1\n\
+         [discovery]\nresolve_interval = \"100ms\"\nresolvers = [\"{}\"]\n{}",
+        dns.addr,
+        backend_table(&fixed)
+    );
+    let with =
+        format!("{without}[[backend]]\nname = \"app\"\ndiscover = \"_http._tcp.app.test\"\n");
+    let path = config_file("discover", &without);
+    let proxy = ProxyProcess::start(&["--config", path.to_str().expect("path")]);
+    let admin = proxy.admin_addr();
+    assert_eq!(served_by(proxy.addr), "fixed");
+    assert_eq!(dns.queries.load(std::sync::atomic::Ordering::SeqCst), 0);
+
+    std::fs::write(&path, &with).expect("rewrite config");
+    signal(&proxy, libc::SIGHUP);
+    let mut seen = std::collections::HashSet::new();
+    wait_until("the discovered backends to take requests", || {
+        seen.insert(served_by(proxy.addr));
+        seen.contains("d1") && seen.contains("d2")
+    });
+    let names = |states: Vec<(String, String)>| {
+        let mut names: Vec<String> = states.into_iter().map(|(n, _)| n).collect();
+        names.sort();
+        names
+    };
+    let mut expected = [format!("app@{}", d1.addr), format!("app@{}", d2.addr)];
+    expected.sort();
+    assert_eq!(names(states_of(admin, "app@")), expected);
+
+    std::fs::write(&path, &without).expect("rewrite config");
+    signal(&proxy, libc::SIGHUP);
+    wait_until("the discovered backends to be removed", || {
+        states_of(admin, "app@").iter().all(|(_, s)| s == "removed")
+    });
+    for _ in 0..10 {
+        assert_eq!(served_by(proxy.addr), "fixed");
+    }
+    // No more lookups for an entry that is gone (200 ms: two resolve intervals).
+    let asked = dns.queries.load(std::sync::atomic::Ordering::SeqCst);
+    let until = Instant::now() + Duration::from_millis(200);
+    while Instant::now() < until {
+        assert_eq!(served_by(proxy.addr), "fixed");
+    }
+    assert_eq!(dns.queries.load(std::sync::atomic::Ordering::SeqCst), asked);
+}
