@@ -4,6 +4,7 @@ mod support;
 
 mod admin;
 mod basics;
+mod churn;
 mod config;
 mod discovery;
 mod errors;

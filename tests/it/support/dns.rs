@@ -40,17 +40,28 @@ pub struct DnsServer {
 
 impl DnsServer {
     pub fn start(zone: Zone) -> DnsServer {
+        let zone = std::sync::Arc::new(std::sync::Mutex::new(zone));
+        let shared = std::sync::Arc::clone(&zone);
+        DnsServer::serve(zone, move || shared.lock().expect("zone").clone())
+    }
+
+    /// A server that answers each query from the zone `answer` gives then: for records that
+    /// change at every lookup, faster than a test could [`DnsServer::set`] them.
+    pub fn answering(answer: impl FnMut() -> Zone + Send + 'static) -> DnsServer {
+        DnsServer::serve(std::sync::Arc::default(), answer)
+    }
+
+    fn serve(
+        zone: std::sync::Arc<std::sync::Mutex<Zone>>,
+        mut answer: impl FnMut() -> Zone + Send + 'static,
+    ) -> DnsServer {
         use simple_dns::rdata::{RData, A, SRV};
         use simple_dns::{Name, Packet, PacketFlag, ResourceRecord, CLASS, QTYPE, RCODE, TYPE};
         use std::sync::atomic::Ordering;
         let socket = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind dns");
         let addr = socket.local_addr().expect("dns addr");
-        let zone = std::sync::Arc::new(std::sync::Mutex::new(zone));
         let queries = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
-        let (shared, count) = (
-            std::sync::Arc::clone(&zone),
-            std::sync::Arc::clone(&queries),
-        );
+        let count = std::sync::Arc::clone(&queries);
         thread::Builder::new()
             .name("dns".into())
             .spawn(move || {
@@ -60,7 +71,7 @@ impl DnsServer {
                         continue;
                     };
                     count.fetch_add(1, Ordering::SeqCst);
-                    let zone = shared.lock().expect("zone").clone();
+                    let zone = answer();
                     let mut reply = Packet::new_reply(query.id());
                     reply.set_flags(PacketFlag::AUTHORITATIVE_ANSWER);
                     let mut found = false;
