@@ -11,7 +11,6 @@ use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant, SystemTime};
 
 use crossbeam_channel::{Receiver, Sender, TryRecvError};
@@ -24,6 +23,7 @@ mod h2;
 
 use crate::buffer::Source;
 use crate::config::HealthConfig;
+use crate::threads::{Worker, STOP_WAIT};
 use crate::transport::tls::connector::TlsConnector;
 use crate::transport::Transport;
 use crate::upstream::BackendId;
@@ -116,20 +116,33 @@ pub struct ProbeTarget {
     pub h2: bool,
 }
 
-/// Controls a running health thread; stops it when dropped.
+/// Controls a running health thread; stops it when dropped, waiting at most [`STOP_WAIT`].
 pub struct HealthHandle {
     stop: Sender<()>,
     waker: Arc<Waker>,
-    thread: Option<JoinHandle<()>>,
+    worker: Option<Worker>,
+}
+
+impl HealthHandle {
+    /// Stops the thread (probes under way are dropped) and waits for it until `deadline`;
+    /// returns whether it ended in time.
+    pub fn stop(mut self, deadline: Instant) -> bool {
+        self.tell_stop();
+        self.worker.take().is_none_or(|w| w.join_by(deadline))
+    }
+
+    fn tell_stop(&self) {
+        if self.stop.try_send(()).is_ok() {
+            let _ = self.waker.wake();
+        }
+    }
 }
 
 impl Drop for HealthHandle {
     fn drop(&mut self) {
-        if self.stop.send(()).is_ok() {
-            let _ = self.waker.wake();
-        }
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
+        self.tell_stop();
+        if let Some(worker) = self.worker.take() {
+            worker.join_by(Instant::now() + STOP_WAIT);
         }
     }
 }
@@ -147,25 +160,23 @@ pub fn spawn(
     let poll = Poll::new()?;
     let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
     let (stop, stop_rx) = crossbeam_channel::bounded(1);
-    let thread = thread::Builder::new()
-        .name("health".into())
-        .spawn(move || {
-            let mut prober = Prober {
-                poll,
-                due: HashMap::new(),
-                targets: Box::new(targets),
-                probes: Slab::new(),
-                stop: stop_rx,
-                report: Box::new(report),
-            };
-            if let Err(e) = prober.run() {
-                warn!("health checks stopped: {e}");
-            }
-        })?;
+    let worker = Worker::spawn("health", move || {
+        let mut prober = Prober {
+            poll,
+            due: HashMap::new(),
+            targets: Box::new(targets),
+            probes: Slab::new(),
+            stop: stop_rx,
+            report: Box::new(report),
+        };
+        if let Err(e) = prober.run() {
+            warn!("health checks stopped: {e}");
+        }
+    })?;
     Ok(HealthHandle {
         stop,
         waker,
-        thread: Some(thread),
+        worker: Some(worker),
     })
 }
 

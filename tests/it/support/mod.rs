@@ -142,6 +142,7 @@ pub struct Proxy {
     pub backends: std::sync::Arc<lb::upstream::Backends>,
     /// The admin API's address, for proxies started with one (`start_with_admin*`).
     pub admin: Option<SocketAddr>,
+    admin_handle: Option<lb::admin::AdminHandle>,
     handle: Handle,
     thread: Option<JoinHandle<()>>,
 }
@@ -217,11 +218,10 @@ impl Proxy {
                 reactor.handle(),
             )
             .with_routes(reactor.routes());
-            // The management thread has no stop: it (and its event hub) outlive the proxy,
-            // idle, until the test process exits.
-            lb::admin::spawn(listener, admin).expect("spawn admin");
-            admin_addr
+            let handle = lb::admin::spawn(listener, admin).expect("spawn admin");
+            (admin_addr, handle)
         });
+        let (admin, admin_handle) = admin.unzip();
         let health = health_checks.then(|| reactor.start_health_checks().expect("health checks"));
         let discover: Vec<_> = config
             .pools_in_effect()
@@ -247,6 +247,7 @@ impl Proxy {
             addr,
             backends,
             admin,
+            admin_handle,
             handle,
             thread: Some(thread),
         }
@@ -266,6 +267,9 @@ impl Drop for Proxy {
         self.handle.shutdown();
         if let Some(t) = self.thread.take() {
             let _ = t.join();
+        }
+        if let Some(admin) = self.admin_handle.take() {
+            admin.stop(Instant::now() + lb::threads::STOP_WAIT);
         }
     }
 }
