@@ -7,11 +7,12 @@
 //! backend named `entry@address`; a new one joins down and takes traffic once it has passed
 //! `health.rise` checks; a vanished one is removed (requests in flight on it finish). A failed
 //! or empty lookup keeps the last known set and is logged: DNS trouble never empties the pool.
+//! A reload (SIGHUP) hands the thread the new entries: a removed or changed entry's backends go,
+//! a new one's are looked up at once.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
-use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
@@ -21,6 +22,7 @@ use simple_dns::{Name, Packet, PacketFlag, Question, CLASS, RCODE, TYPE};
 
 use crate::config::{BackendConfig, DiscoverConfig, DiscoverTarget, DiscoverySettings};
 use crate::reactor::{Change, Command, Handle};
+use crate::threads::{Worker, STOP_WAIT};
 
 /// How long the thread waits for the reactor to apply one change.
 const CHANGE_TIMEOUT: Duration = Duration::from_secs(2);
@@ -215,52 +217,128 @@ fn parse_answer(datagram: &[u8], name: &str) -> Result<Answer, String> {
     Ok(answer)
 }
 
-/// Stops the discovery thread when dropped.
+/// What the discovery thread is told.
+enum Control {
+    /// The entries and settings of a reloaded configuration (SIGHUP).
+    Reload(Vec<DiscoverConfig>, DiscoverySettings),
+    Stop,
+}
+
+/// Controls the discovery thread; stops it when dropped, waiting at most [`STOP_WAIT`].
 pub struct DiscoveryHandle {
-    stop: Sender<()>,
-    thread: Option<JoinHandle<()>>,
+    control: Sender<Control>,
+    worker: Option<Worker>,
+}
+
+impl DiscoveryHandle {
+    /// A way for another thread (the signal watcher) to hand the thread a reload.
+    pub fn reloader(&self) -> Reloader {
+        Reloader(self.control.clone())
+    }
+
+    /// Stops the thread and waits for it until `deadline` (a lookup under way may hold it up
+    /// to `discovery.timeout`); returns whether it ended in time.
+    pub fn stop(mut self, deadline: Instant) -> bool {
+        let _ = self.control.send(Control::Stop);
+        self.worker.take().is_none_or(|w| w.join_by(deadline))
+    }
 }
 
 impl Drop for DiscoveryHandle {
     fn drop(&mut self) {
-        let _ = self.stop.send(());
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
+        let _ = self.control.send(Control::Stop);
+        if let Some(worker) = self.worker.take() {
+            worker.join_by(Instant::now() + STOP_WAIT);
         }
     }
 }
 
-/// Starts the discovery thread; changes go to `reactor`.
+/// Hands the discovery thread a reloaded configuration's `discover` entries.
+#[derive(Clone)]
+pub struct Reloader(Sender<Control>);
+
+impl Reloader {
+    /// From now on the thread looks up `entries` (at once, then each `resolve_interval`): the
+    /// backends of an entry that is gone or changed are removed, a new or changed entry's are
+    /// added as its lookups find them.
+    pub fn reload(&self, entries: Vec<DiscoverConfig>, settings: DiscoverySettings) {
+        let _ = self.0.send(Control::Reload(entries, settings));
+    }
+}
+
+/// Every `discover` entry of every pool of `config`.
+pub fn entries(config: &crate::config::Config) -> Vec<DiscoverConfig> {
+    config
+        .pools_in_effect()
+        .into_iter()
+        .flat_map(|p| p.discover)
+        .collect()
+}
+
+/// Starts the discovery thread (with no entries it waits for a reload that brings some);
+/// changes go to `reactor`.
 pub fn spawn(
     entries: Vec<DiscoverConfig>,
     settings: DiscoverySettings,
     reactor: Handle,
 ) -> io::Result<DiscoveryHandle> {
-    let (stop, stopped) = crossbeam_channel::bounded(1);
-    let thread = thread::Builder::new()
-        .name("discovery".into())
-        .spawn(move || run(&entries, &settings, &reactor, &stopped))?;
+    let (control, orders) = crossbeam_channel::unbounded();
+    let worker = Worker::spawn("discovery", move || {
+        let mut discoverer = Discoverer {
+            entries: Vec::new(),
+            settings: settings.clone(),
+            servers: Vec::new(),
+            known: BTreeMap::new(),
+            reactor,
+        };
+        discoverer.reload(entries, settings);
+        discoverer.run(&orders);
+    })?;
     Ok(DiscoveryHandle {
-        stop,
-        thread: Some(thread),
+        control,
+        worker: Some(worker),
     })
 }
 
-fn run(
-    entries: &[DiscoverConfig],
-    settings: &DiscoverySettings,
-    reactor: &Handle,
-    stopped: &Receiver<()>,
-) {
-    let servers = resolvers(settings);
-    info!(
-        "discovery: asking {servers:?} every {:?}",
-        settings.resolve_interval
-    );
-    let mut known: BTreeMap<usize, BTreeSet<SocketAddr>> = BTreeMap::new();
-    loop {
-        for (index, entry) in entries.iter().enumerate() {
-            match resolve(&entry.target, &servers, settings.timeout) {
+/// The discovery thread's state.
+struct Discoverer {
+    entries: Vec<DiscoverConfig>,
+    settings: DiscoverySettings,
+    servers: Vec<SocketAddr>,
+    /// Per entry name, the addresses the reactor accepted as backends.
+    known: BTreeMap<String, BTreeSet<SocketAddr>>,
+    reactor: Handle,
+}
+
+impl Discoverer {
+    fn run(&mut self, orders: &Receiver<Control>) {
+        loop {
+            let interrupted = self.round(orders);
+            let order = match interrupted {
+                Some(order) => Ok(order),
+                // Nothing to look up: nothing to do until told.
+                None if self.entries.is_empty() => orders.recv().map_err(|_| ()),
+                None => match orders.recv_timeout(self.settings.resolve_interval) {
+                    Err(RecvTimeoutError::Timeout) => continue,
+                    Ok(order) => Ok(order),
+                    Err(RecvTimeoutError::Disconnected) => Err(()),
+                },
+            };
+            match order {
+                Ok(Control::Reload(entries, settings)) => self.reload(entries, settings),
+                Ok(Control::Stop) | Err(()) => return,
+            }
+        }
+    }
+
+    /// Looks every entry up once and applies what changed; an order that arrives meanwhile
+    /// ends the round early and is returned.
+    fn round(&mut self, orders: &Receiver<Control>) -> Option<Control> {
+        for entry in &self.entries {
+            if let Ok(order) = orders.try_recv() {
+                return Some(order);
+            }
+            match resolve(&entry.target, &self.servers, self.settings.timeout) {
                 Ok(found) if found.is_empty() => {
                     warn!(
                         "discovery: {} has no addresses; keeping the last known set",
@@ -268,8 +346,8 @@ fn run(
                     );
                 }
                 Ok(found) => {
-                    let before = known.entry(index).or_default();
-                    apply(entry, before, &found, reactor);
+                    let before = self.known.entry(entry.name.clone()).or_default();
+                    apply(entry, before, &found, &self.reactor);
                 }
                 Err(e) => warn!(
                     "discovery: lookup for {} failed ({e}); keeping the last known set",
@@ -277,10 +355,42 @@ fn run(
                 ),
             }
         }
-        match stopped.recv_timeout(settings.resolve_interval) {
-            Err(RecvTimeoutError::Timeout) => {}
-            Ok(()) | Err(RecvTimeoutError::Disconnected) => return,
+        None
+    }
+
+    /// Takes a reload's entries: the backends of an entry that is gone, or changed in any way
+    /// (target, pool, weight, TLS, backup), are removed now; the new ones are looked up next.
+    fn reload(&mut self, entries: Vec<DiscoverConfig>, settings: DiscoverySettings) {
+        for old in &self.entries {
+            if entries.contains(old) {
+                continue;
+            }
+            let known = self.known.remove(&old.name).unwrap_or_default();
+            info!(
+                "discovery: {} is no longer configured as it was; removing its {} backends",
+                old.name,
+                known.len()
+            );
+            for address in known {
+                // Its pool may have gone with the reload, and its backends with it.
+                ask(
+                    &self.reactor,
+                    Change::Remove(backend_name(&old.name, address)),
+                );
+            }
         }
+        let servers = resolvers(&settings);
+        if !entries.is_empty()
+            && (self.entries.is_empty() || servers != self.servers || settings != self.settings)
+        {
+            info!(
+                "discovery: asking {servers:?} every {:?}",
+                settings.resolve_interval
+            );
+        }
+        self.entries = entries;
+        self.settings = settings;
+        self.servers = servers;
     }
 }
 

@@ -24,7 +24,8 @@
 //!   the idle connection pool; [`balance`]: the selection algorithms, sticky ids, slow start;
 //!   [`route`]: the routing table, by host, path, method and header, that each request head is
 //!   matched against.
-//! - [`health`]: the health thread and the rise/fall rule; [`discovery`]: backends from DNS.
+//! - [`health`]: the health thread and the rise/fall rule; [`discovery`]: backends from DNS;
+//!   [`threads`]: how these helper threads are stopped and joined.
 //! - [`admin`]: the admin API, Server-Sent Events, Prometheus metrics and the dashboard;
 //!   [`events`] and [`stats`] feed it.
 //!
@@ -57,6 +58,7 @@ pub mod reactor;
 pub mod route;
 pub mod session;
 pub mod stats;
+pub mod threads;
 pub mod token;
 pub mod transport;
 pub mod upstream;

@@ -2,16 +2,18 @@
 
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::Instant;
 
 use clap::Parser;
 use log::{error, warn, LevelFilter};
 use simplelog::{ColorChoice, ConfigBuilder, TermLogger, TerminalMode};
 
 use lb::access::Sink;
-use lb::admin::{self, Admin};
+use lb::admin::{self, Admin, AdminHandle};
 use lb::config::{Cli, Config};
 use lb::discovery;
 use lb::reactor::{bind_listener, Command, Handle, Reactor, Shared};
+use lb::threads::{Worker, STOP_WAIT};
 use lb::transport::tls::TlsAcceptor;
 use log::info;
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
@@ -41,7 +43,8 @@ fn main() -> ExitCode {
 }
 
 /// Starts the reactors (`workers` of them, each on its own SO_REUSEPORT listener), the
-/// management thread, the health thread and the signal watcher; returns when the reactors do.
+/// management thread, the health thread and the signal watcher; returns when the reactors do
+/// and those threads have stopped.
 fn run(cli: &Cli, config: &Config) -> Result<(), String> {
     let shared = Shared::new(config).map_err(|e| e.to_string())?;
     let workers = config.workers.max(1);
@@ -101,31 +104,28 @@ fn run(cli: &Cli, config: &Config) -> Result<(), String> {
     )
     .with_tls(shared.tls.clone())
     .with_routes(Arc::clone(&shared.routes));
-    admin::spawn(admin_listener, admin).map_err(|e| format!("cannot start the admin API: {e}"))?;
-    watch_signals(
+    let admin = admin::spawn(admin_listener, admin)
+        .map_err(|e| format!("cannot start the admin API: {e}"))?;
+    // One health thread for all: its results update the shared backends through the first
+    // reactor.
+    let health = reactors[0]
+        .start_health_checks()
+        .map_err(|e| format!("cannot start health checks: {e}"))?;
+    // Started even without `discover` entries: a reload may bring some.
+    let discovery = discovery::spawn(
+        discovery::entries(config),
+        config.discovery.clone(),
+        handles[0].clone(),
+    )
+    .map_err(|e| format!("cannot start discovery: {e}"))?;
+    let signals = watch_signals(
         handles.clone(),
         shared.tls.clone(),
         Arc::clone(&shared.access),
+        discovery.reloader(),
         cli.clone(),
     )
     .map_err(|e| format!("cannot watch signals: {e}"))?;
-    // One health thread for all: its results update the shared backends through the first
-    // reactor.
-    let _health = reactors[0]
-        .start_health_checks()
-        .map_err(|e| format!("cannot start health checks: {e}"))?;
-    let discover: Vec<_> = config
-        .pools_in_effect()
-        .into_iter()
-        .flat_map(|p| p.discover)
-        .collect();
-    let _discovery = if discover.is_empty() {
-        None
-    } else {
-        let handle = discovery::spawn(discover, config.discovery.clone(), handles[0].clone())
-            .map_err(|e| format!("cannot start discovery: {e}"))?;
-        Some(handle)
-    };
 
     let mut first = reactors.remove(0);
     let others: Vec<_> = reactors
@@ -150,7 +150,33 @@ fn run(cli: &Cli, config: &Config) -> Result<(), String> {
     }
     // Every reactor has handed over its last lines.
     shared.access.stop();
+    stop_helpers(signals, admin, health, discovery);
     result.map_err(|e| format!("event loop failed: {e}"))
+}
+
+/// The reactors are done: the helper threads are told to stop and joined, all within
+/// [`STOP_WAIT`]. One stuck past that (a DNS lookup, an admin change waiting on a reactor) is
+/// named in the log and left to end with the process.
+fn stop_helpers(
+    (signals, watcher): (signal_hook::iterator::Handle, Worker),
+    admin: AdminHandle,
+    health: lb::health::HealthHandle,
+    discovery: discovery::DiscoveryHandle,
+) {
+    let deadline = Instant::now() + STOP_WAIT;
+    // First, so that a SIGHUP now reloads nothing.
+    signals.close();
+    let mut ended = watcher.join_by(deadline);
+    let (connections, admin_ended) = admin.stop(deadline);
+    ended &= admin_ended;
+    ended &= health.stop(deadline);
+    ended &= discovery.stop(deadline);
+    if ended {
+        info!(
+            "stopped: admin API ({connections} connections closed), event streams, health \
+             checks, discovery"
+        );
+    }
 }
 
 /// SIGTERM or SIGINT: a graceful stop (a second one stops at once). SIGHUP: re-read the
@@ -159,56 +185,61 @@ fn watch_signals(
     reactors: Vec<Handle>,
     tls: Option<Arc<TlsAcceptor>>,
     access: Arc<Sink>,
+    discovery: discovery::Reloader,
     cli: Cli,
-) -> std::io::Result<()> {
+) -> std::io::Result<(signal_hook::iterator::Handle, Worker)> {
     let broadcast = move |make: &dyn Fn() -> Command| {
         for reactor in &reactors {
             reactor.send(make());
         }
     };
     let mut signals = Signals::new([SIGTERM, SIGINT, SIGHUP])?;
-    std::thread::Builder::new()
-        .name("signals".into())
-        .spawn(move || {
-            let mut stopping = false;
-            for signal in signals.forever() {
-                match signal {
-                    SIGHUP => match load_config(&cli) {
-                        Ok(config) => {
-                            info!("SIGHUP: reloading the configuration");
-                            // After a rotation the file is opened again under its name.
-                            access.reopen(config.access_log_path.clone());
-                            // Once for every reactor: they share the acceptor. New connections
-                            // get the new certificates; open ones keep theirs.
-                            match (&tls, &config.tls) {
-                                (Some(acceptor), Some(new)) => {
-                                    if let Err(e) = acceptor.reload(new) {
-                                        error!("SIGHUP: certificates refused, the running ones stay: {e}");
-                                    }
+    let handle = signals.handle();
+    let watcher = Worker::spawn("signals", move || {
+        let mut stopping = false;
+        for signal in signals.forever() {
+            match signal {
+                SIGHUP => match load_config(&cli) {
+                    Ok(config) => {
+                        info!("SIGHUP: reloading the configuration");
+                        // After a rotation the file is opened again under its name.
+                        access.reopen(config.access_log_path.clone());
+                        // Once for every reactor: they share the acceptor. New connections
+                        // get the new certificates; open ones keep theirs.
+                        match (&tls, &config.tls) {
+                            (Some(acceptor), Some(new)) => {
+                                if let Err(e) = acceptor.reload(new) {
+                                    error!(
+                                        "SIGHUP: certificates refused, the running ones stay: {e}"
+                                    );
                                 }
-                                (None, Some(_)) | (Some(_), None) => {
-                                    warn!("SIGHUP: adding or removing [tls] needs a restart")
-                                }
-                                (None, None) => {}
                             }
-                            broadcast(&|| Command::Reload(Box::new(config.clone())));
+                            (None, Some(_)) | (Some(_), None) => {
+                                warn!("SIGHUP: adding or removing [tls] needs a restart")
+                            }
+                            (None, None) => {}
                         }
-                        Err(message) => {
-                            error!("SIGHUP: configuration refused, the running one stays: {message}")
-                        }
-                    },
-                    _ if stopping => {
-                        info!("second stop signal: stopping now");
-                        broadcast(&|| Command::Shutdown);
+                        broadcast(&|| Command::Reload(Box::new(config.clone())));
+                        // After the reactors' reload in their queues: the pools a new entry
+                        // names exist by the time its first backends are added.
+                        discovery.reload(discovery::entries(&config), config.discovery.clone());
                     }
-                    _ => {
-                        stopping = true;
-                        broadcast(&|| Command::Drain);
+                    Err(message) => {
+                        error!("SIGHUP: configuration refused, the running one stays: {message}")
                     }
+                },
+                _ if stopping => {
+                    info!("second stop signal: stopping now");
+                    broadcast(&|| Command::Shutdown);
+                }
+                _ => {
+                    stopping = true;
+                    broadcast(&|| Command::Drain);
                 }
             }
-        })?;
-    Ok(())
+        }
+    })?;
+    Ok((handle, watcher))
 }
 
 fn load_config(cli: &Cli) -> Result<Config, String> {

@@ -242,6 +242,13 @@ pub fn render(admin: &Admin) -> String {
     );
     family(
         &mut out,
+        "lb_backend_slots",
+        "gauge",
+        "Slots in the backend table: the most backends held at once, live or recently removed (a removed backend's slot is reused), however many came and went.",
+    );
+    let _ = writeln!(out, "lb_backend_slots {}", admin.backends.slots());
+    family(
+        &mut out,
         "lb_uptime_seconds",
         "gauge",
         "Seconds since the balancer started.",

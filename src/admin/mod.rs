@@ -1,25 +1,27 @@
 //! The management thread: the admin API (state, events, metrics, runtime changes) and the
 //! dashboard, on the `admin` address.
 //!
-//! It is deliberately plain: blocking sockets, a thread per admin connection (there are few),
-//! JSON by serde_json. It reads the shared counters directly and asks the reactor for every
+//! It is deliberately plain: blocking sockets, a thread per admin connection (there are few,
+//! see `server`, which also stops them), JSON by serde_json. It reads the shared counters directly and asks the reactor for every
 //! change through the reactor's command channel and waker; the reactor never waits on it.
 //! Server-Sent Events are fanned out by the `sse` module, with a bounded queue per listener.
 
 mod http;
 mod metrics;
 mod pools;
+mod server;
 mod sse;
 mod state;
 
+pub use server::{spawn, AdminHandle};
+
 use std::io::{self, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::thread;
 use std::time::Duration;
 
-use log::{debug, info, warn};
+use log::debug;
 use serde_json::{json, Value};
 
 use crate::balance::consistent_hash::MAX_HASH_WEIGHT;
@@ -33,9 +35,6 @@ use crate::upstream::Backends;
 
 use self::http::{read_request, respond, respond_head, AdminRequest};
 
-/// More simultaneous admin connections than this are refused: the API is for a few operators
-/// and dashboards, and each connection costs a thread.
-const MAX_CONNECTIONS: usize = 64;
 /// How long the management thread waits for the reactor to apply a change.
 const CHANGE_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -100,46 +99,6 @@ impl Admin {
         self.tls = tls;
         self
     }
-}
-
-/// Starts the management thread on an already bound listener.
-pub fn spawn(listener: TcpListener, admin: Admin) -> io::Result<thread::JoinHandle<()>> {
-    let admin = Arc::new(admin);
-    let hub = sse::Hub::start(Arc::clone(&admin))?;
-    let open = Arc::new(AtomicUsize::new(0));
-    thread::Builder::new().name("admin".into()).spawn(move || {
-        if let Ok(addr) = listener.local_addr() {
-            info!("admin API and dashboard on http://{addr}/");
-        }
-        for stream in listener.incoming() {
-            let stream = match stream {
-                Ok(s) => s,
-                Err(e) => {
-                    warn!("admin accept failed: {e}");
-                    // Out of descriptors, most likely: do not spin.
-                    thread::sleep(Duration::from_millis(100));
-                    continue;
-                }
-            };
-            if open.fetch_add(1, Ordering::SeqCst) >= MAX_CONNECTIONS {
-                open.fetch_sub(1, Ordering::SeqCst);
-                continue;
-            }
-            let admin = Arc::clone(&admin);
-            let hub = hub.clone();
-            let open_now = Arc::clone(&open);
-            let spawned = thread::Builder::new()
-                .name("admin-conn".into())
-                .spawn(move || {
-                    serve(stream, &admin, &hub);
-                    open_now.fetch_sub(1, Ordering::SeqCst);
-                });
-            if let Err(e) = spawned {
-                warn!("cannot start an admin connection thread: {e}");
-                open.fetch_sub(1, Ordering::SeqCst);
-            }
-        }
-    })
 }
 
 fn serve(mut stream: TcpStream, admin: &Admin, hub: &sse::Hub) {

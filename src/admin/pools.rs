@@ -32,13 +32,9 @@ pub fn membership(pools: &[PoolView], b: &Backend, now: Instant) -> Value {
     })
 }
 
-pub fn pool_json(pool: &PoolView, backends: &[std::sync::Arc<Backend>]) -> Value {
+pub fn pool_json(pool: &PoolView) -> Value {
     let p = &pool.policy;
-    let members: Vec<&Backend> = pool
-        .members
-        .iter()
-        .filter_map(|&i| backends.get(i).map(|b| b.as_ref()))
-        .collect();
+    let members = &pool.members;
     json!({
         "name": pool.name,
         "algorithm": p.algorithm.as_str(),

@@ -4,13 +4,14 @@
 //! A listener that cannot keep up loses events (counted) instead of slowing anyone: the hub
 //! never blocks on a listener, and the reactor never blocks on the hub. Each listener's thread
 //! also sends a `stats` event every second and gets the recent health and config events when
-//! it connects, so a dashboard opened late still shows the timeline.
+//! it connects, so a dashboard opened late still shows the timeline. A graceful stop ends every
+//! stream (the client sees its response end) and the hub thread.
 
 use std::collections::VecDeque;
 use std::io::Write;
 use std::net::TcpStream;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::thread;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError};
@@ -19,6 +20,7 @@ use serde_json::json;
 use super::http::CORS;
 use super::{state, Admin};
 use crate::events::Event;
+use crate::threads::Worker;
 
 /// Events a listener may have queued before new ones are dropped for it.
 const LISTENER_QUEUE: usize = 1024;
@@ -33,6 +35,10 @@ pub struct Hub {
     admin: Arc<Admin>,
     listeners: Arc<Mutex<Vec<Sender<Frame>>>>,
     history: Arc<Mutex<VecDeque<Frame>>>,
+    /// Tells the hub thread to stop.
+    stop: Sender<()>,
+    /// Set (under the listeners' lock) once stopped: no stream starts after that.
+    stopped: Arc<AtomicBool>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -41,22 +47,40 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl Hub {
-    pub fn start(admin: Arc<Admin>) -> std::io::Result<Hub> {
+    /// Starts the hub thread, which runs until [`Hub::stop`].
+    pub fn start(admin: Arc<Admin>) -> std::io::Result<(Hub, Worker)> {
+        let (stop, stopped) = crossbeam_channel::bounded(1);
         let hub = Hub {
             admin,
             listeners: Arc::default(),
             history: Arc::default(),
+            stop,
+            stopped: Arc::default(),
         };
         let pump = hub.clone();
         let events = hub.admin.events.receiver();
-        thread::Builder::new()
-            .name("admin-events".into())
-            .spawn(move || pump.run(events))?;
-        Ok(hub)
+        let worker = Worker::spawn("admin-events", move || pump.run(&events, &stopped))?;
+        Ok((hub, worker))
     }
 
-    fn run(&self, events: Receiver<Event>) {
-        for event in events.iter() {
+    /// Stops the hub thread and ends every stream: each listener's thread finds its queue
+    /// closed and returns, which closes its connection.
+    pub fn stop(&self) {
+        let _ = self.stop.try_send(());
+        let mut listeners = lock(&self.listeners);
+        self.stopped.store(true, Ordering::SeqCst);
+        listeners.clear();
+    }
+
+    fn run(&self, events: &Receiver<Event>, stopped: &Receiver<()>) {
+        loop {
+            let event = crossbeam_channel::select! {
+                recv(events) -> event => match event {
+                    Ok(event) => event,
+                    Err(_) => return,
+                },
+                recv(stopped) -> _ => return,
+            };
             let (frame, keep) = format(&event);
             let frame = Arc::new(frame);
             let mut listeners = lock(&self.listeners);
@@ -95,6 +119,9 @@ impl Hub {
             // Taken under the listeners' lock, which the hub holds while it delivers: an event
             // is either in the history copy or queued for this listener, never both or neither.
             let mut listeners = lock(&self.listeners);
+            if self.stopped.load(Ordering::SeqCst) {
+                return;
+            }
             let backlog = lock(&self.history).iter().cloned().collect();
             listeners.push(sender);
             backlog

@@ -99,7 +99,7 @@ pub fn document(admin: &Admin) -> Value {
             .collect::<Vec<_>>(),
         "pools": pools
             .iter()
-            .map(|p| super::pools::pool_json(p, &backends))
+            .map(super::pools::pool_json)
             .collect::<Vec<_>>(),
         "routes": admin
             .routes

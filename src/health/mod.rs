@@ -11,7 +11,6 @@ use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant, SystemTime};
 
 use crossbeam_channel::{Receiver, Sender, TryRecvError};
@@ -24,8 +23,10 @@ mod h2;
 
 use crate::buffer::Source;
 use crate::config::HealthConfig;
+use crate::threads::{Worker, STOP_WAIT};
 use crate::transport::tls::connector::TlsConnector;
 use crate::transport::Transport;
+use crate::upstream::BackendId;
 
 /// Consecutive results and the up/down state they imply (HAProxy's rise and fall).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -94,7 +95,7 @@ impl HealthTracker {
 /// The outcome of one probe.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProbeResult {
-    pub backend: usize,
+    pub backend: BackendId,
     pub ok: bool,
     /// What happened, for logs and the admin API: `status 200`, `timeout`, `connection refused`.
     pub detail: String,
@@ -105,7 +106,7 @@ pub struct ProbeResult {
 /// What the health thread probes.
 #[derive(Debug, Clone)]
 pub struct ProbeTarget {
-    pub backend: usize,
+    pub backend: BackendId,
     pub address: SocketAddr,
     /// A TLS backend is probed over TLS, as its traffic goes.
     pub tls: Option<Arc<TlsConnector>>,
@@ -115,20 +116,33 @@ pub struct ProbeTarget {
     pub h2: bool,
 }
 
-/// Controls a running health thread; stops it when dropped.
+/// Controls a running health thread; stops it when dropped, waiting at most [`STOP_WAIT`].
 pub struct HealthHandle {
     stop: Sender<()>,
     waker: Arc<Waker>,
-    thread: Option<JoinHandle<()>>,
+    worker: Option<Worker>,
+}
+
+impl HealthHandle {
+    /// Stops the thread (probes under way are dropped) and waits for it until `deadline`;
+    /// returns whether it ended in time.
+    pub fn stop(mut self, deadline: Instant) -> bool {
+        self.tell_stop();
+        self.worker.take().is_none_or(|w| w.join_by(deadline))
+    }
+
+    fn tell_stop(&self) {
+        if self.stop.try_send(()).is_ok() {
+            let _ = self.waker.wake();
+        }
+    }
 }
 
 impl Drop for HealthHandle {
     fn drop(&mut self) {
-        if self.stop.send(()).is_ok() {
-            let _ = self.waker.wake();
-        }
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
+        self.tell_stop();
+        if let Some(worker) = self.worker.take() {
+            worker.join_by(Instant::now() + STOP_WAIT);
         }
     }
 }
@@ -146,25 +160,23 @@ pub fn spawn(
     let poll = Poll::new()?;
     let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
     let (stop, stop_rx) = crossbeam_channel::bounded(1);
-    let thread = thread::Builder::new()
-        .name("health".into())
-        .spawn(move || {
-            let mut prober = Prober {
-                poll,
-                due: HashMap::new(),
-                targets: Box::new(targets),
-                probes: Slab::new(),
-                stop: stop_rx,
-                report: Box::new(report),
-            };
-            if let Err(e) = prober.run() {
-                warn!("health checks stopped: {e}");
-            }
-        })?;
+    let worker = Worker::spawn("health", move || {
+        let mut prober = Prober {
+            poll,
+            due: HashMap::new(),
+            targets: Box::new(targets),
+            probes: Slab::new(),
+            stop: stop_rx,
+            report: Box::new(report),
+        };
+        if let Err(e) = prober.run() {
+            warn!("health checks stopped: {e}");
+        }
+    })?;
     Ok(HealthHandle {
         stop,
         waker,
-        thread: Some(thread),
+        worker: Some(worker),
     })
 }
 
@@ -173,7 +185,7 @@ const WAKER: Token = Token(usize::MAX);
 const MAX_PROBE_RESPONSE: usize = 8192;
 
 struct Probe {
-    backend: usize,
+    backend: BackendId,
     check: Arc<HealthConfig>,
     stream: Transport,
     started: Instant,
@@ -190,7 +202,7 @@ struct Probe {
 struct Prober {
     poll: Poll,
     /// When each backend's next probe is due.
-    due: HashMap<usize, Instant>,
+    due: HashMap<BackendId, Instant>,
     targets: Box<dyn Fn() -> Vec<ProbeTarget> + Send>,
     probes: Slab<Probe>,
     stop: Receiver<()>,
@@ -430,7 +442,7 @@ impl Prober {
     }
 }
 
-fn failed(backend: usize, detail: String, latency: Duration, at: SystemTime) -> ProbeResult {
+fn failed(backend: BackendId, detail: String, latency: Duration, at: SystemTime) -> ProbeResult {
     ProbeResult {
         backend,
         ok: false,

@@ -35,7 +35,7 @@ use crate::stats::Totals;
 use crate::token::{self, Target};
 use crate::transport::tls::TlsAcceptor;
 use crate::upstream::h2::Wake;
-use crate::upstream::{Backends, ChangeError, Pool};
+use crate::upstream::{BackendId, Backends, ChangeError, Pool};
 
 /// How often idle pooled connections are checked against their timeout.
 const POOL_SWEEP: Duration = Duration::from_secs(1);
@@ -61,9 +61,9 @@ pub enum Command {
     Reload(Box<Config>),
     /// An active health check finished.
     Probe(ProbeResult),
-    /// An operator's change to the backends; the answer goes back on the channel (the index
-    /// of the backend concerned).
-    Change(Change, Sender<Result<usize, ChangeError>>),
+    /// An operator's change to the backends; the answer goes back on the channel (the id of
+    /// the backend concerned).
+    Change(Change, Sender<Result<BackendId, ChangeError>>),
 }
 
 /// A change to the set of backends at runtime.
@@ -249,7 +249,7 @@ impl Reactor {
             max_header_bytes: limits.max_header_bytes,
             sessions: Slab::new(),
             pool: Pool::new(
-                backends.len(),
+                backends.slots(),
                 limits.pool_max_idle,
                 config.timeouts.backend_idle,
             ),

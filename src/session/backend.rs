@@ -14,7 +14,7 @@ use super::{
 };
 use crate::config::BackendProtocol;
 use crate::transport::{Readiness, Transport};
-use crate::upstream::{Affinity, BackendState};
+use crate::upstream::{Affinity, BackendId, BackendState};
 
 /// What a failed stream on a multiplexed backend connection means for the exchange: the
 /// connection never came up, the backend did not take the stream (REFUSED_STREAM, or past its
@@ -91,7 +91,7 @@ impl Session {
     }
 
     /// Starts a new connection to backend `index` for the current exchange.
-    pub(super) fn open_connection(&mut self, ctx: &mut Ctx, index: usize) -> io::Result<()> {
+    pub(super) fn open_connection(&mut self, ctx: &mut Ctx, index: BackendId) -> io::Result<()> {
         let backend = ctx
             .backends
             .get(index)
@@ -156,7 +156,7 @@ impl Session {
         ctx: &mut Ctx,
         stream: Transport,
         id: usize,
-        index: usize,
+        index: BackendId,
         reused: bool,
     ) {
         if let Some(backend) = ctx.backends.get(index) {

@@ -44,7 +44,7 @@ use crate::http::{BodyKind, BodyScanner, HeadLimits, Request};
 use crate::route::Table;
 use crate::stats::Totals;
 use crate::transport::{Readiness, Transport};
-use crate::upstream::{Backends, Pool, PoolPolicy};
+use crate::upstream::{BackendId, Backends, Pool, PoolPolicy};
 
 pub use conn::Connection;
 pub use h2::H2Session;
@@ -139,7 +139,7 @@ struct BackendConn {
     stream: Transport,
     /// Its id in the pool's table (and its poll token).
     id: usize,
-    index: usize,
+    index: BackendId,
     ready: Readiness,
     connected: bool,
     /// Taken from the pool rather than opened for this request.
@@ -171,8 +171,8 @@ struct Exchange {
     pool: Option<usize>,
     policy: Option<Arc<PoolPolicy>>,
     /// Backends whose connect failed for this request; never picked again for it.
-    tried: Vec<usize>,
-    backend: Option<usize>,
+    tried: Vec<BackendId>,
+    backend: Option<BackendId>,
     status: u16,
     bytes_to_client: u64,
     /// Some byte of a response (interim or final) came from the backend.

@@ -52,7 +52,8 @@ pub struct Backend {
     pub redispatches: AtomicU64,
     pub(super) up: AtomicBool,
     pub(super) draining: AtomicBool,
-    /// Taken away by an operator: never picked again; the slot stays so indexes are stable.
+    /// Taken away by an operator, a reload or discovery: never picked again; still listed
+    /// until later removals push it out of the table.
     pub(super) removed: AtomicBool,
     /// Found in DNS rather than configured: a reload of the file leaves it alone.
     pub discovered: bool,

@@ -1,9 +1,10 @@
-//! Backends as the reactor sees them: every backend of every pool in one list (indexes stable
-//! for the process's life, so the idle connection pool, the health thread and requests in flight
-//! can name a backend by index), the pools they belong to and how one is chosen, runtime
-//! changes, and the pool of idle keep-alive connections to each.
+//! Backends as the reactor sees them: every backend of every pool in one table (named by
+//! [`BackendId`]s, which the idle connection pool, the health thread and requests in flight
+//! hold, and which never reach a later backend put in the same slot), the pools they belong to
+//! and how one is chosen, runtime changes, and the pool of idle keep-alive connections to each.
 //!
 //! - `backend`: one backend's state and counters;
+//! - `slots`: the table, its reuse of removed backends' slots, and the ids;
 //! - `pools`: a pool's policy and the choice among its members;
 //! - `pool`: the idle keep-alive connections.
 
@@ -17,10 +18,14 @@ mod backend;
 pub mod h2;
 mod pool;
 mod pools;
+mod slots;
 
 pub use backend::{Backend, BackendState, HealthStatus};
 pub use pool::Pool;
 pub use pools::{Affinity, PoolPolicy, PoolState};
+pub use slots::{BackendId, RETAINED_REMOVED};
+
+use slots::Slots;
 
 use crate::config::{
     Algorithm, BackendConfig, BackendProtocol, Config, HealthConfig, PoolConfig, DEFAULT_POOL,
@@ -40,7 +45,7 @@ pub struct Backends {
 
 #[derive(Debug)]
 struct Inner {
-    list: Vec<Arc<Backend>>,
+    list: Slots,
     pools: Vec<PoolState>,
 }
 
@@ -68,8 +73,8 @@ pub struct PoolView {
     pub index: usize,
     pub name: String,
     pub policy: Arc<PoolPolicy>,
-    /// Global indexes of its backends (removed ones left out).
-    pub members: Vec<usize>,
+    /// Its backends (removed ones left out), in the order they joined.
+    pub members: Vec<Arc<Backend>>,
 }
 
 impl Backends {
@@ -87,7 +92,7 @@ impl Backends {
     pub fn from_pools(pools: &[PoolConfig], events: Arc<EventBus>) -> Backends {
         let backends = Backends {
             inner: RwLock::new(Inner {
-                list: Vec::new(),
+                list: Slots::default(),
                 pools: pools.iter().map(PoolState::new).collect(),
             }),
             events,
@@ -102,7 +107,8 @@ impl Backends {
     }
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, Inner> {
-        // Writers only push or flip flags: a panic mid-write cannot leave the list torn.
+        // Writers fill or empty one slot, or flip flags: a panic mid-write cannot leave the
+        // table torn.
         self.inner.read().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -110,8 +116,9 @@ impl Backends {
         self.inner.write().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Slots in the list, removed backends included.
-    pub fn len(&self) -> usize {
+    /// Slots in the table: the most backends held at once, live or removed but still listed
+    /// (at most [`RETAINED_REMOVED`] of those), however many ever came and went.
+    pub fn slots(&self) -> usize {
         self.read().list.len()
     }
 
@@ -120,7 +127,7 @@ impl Backends {
         self.read()
             .list
             .iter()
-            .filter(|b| b.state() != BackendState::Removed)
+            .filter(|(_, b)| b.state() != BackendState::Removed)
             .count()
     }
 
@@ -133,17 +140,25 @@ impl Backends {
         self.live_count() == 0
     }
 
-    pub fn get(&self, index: usize) -> Option<Arc<Backend>> {
-        self.read().list.get(index).cloned()
+    /// The backend `id` names; `None` once it is gone from the table, even if its slot holds
+    /// another backend now.
+    pub fn get(&self, id: BackendId) -> Option<Arc<Backend>> {
+        self.read().list.get(id).cloned()
     }
 
-    /// Every backend, removed ones included, with its index.
+    /// The backend in slot `slot` now: the configured backends fill slots 0, 1, ... in order,
+    /// which is how tests name them.
+    pub fn in_slot(&self, slot: usize) -> Option<Arc<Backend>> {
+        self.read().list.in_slot(slot).cloned()
+    }
+
+    /// Every backend listed (the recently removed included), in the order they were added.
     pub fn snapshot(&self) -> Vec<Arc<Backend>> {
-        self.read().list.clone()
+        self.read().list.in_order()
     }
 
     /// The live backend called `name`.
-    pub fn find(&self, name: &str) -> Option<(usize, Arc<Backend>)> {
+    pub fn find(&self, name: &str) -> Option<(BackendId, Arc<Backend>)> {
         find_in(&self.read().list, name)
     }
 
@@ -167,7 +182,8 @@ impl Backends {
 
     /// The pools a reload has not removed, in order.
     pub fn pools(&self) -> Vec<PoolView> {
-        self.read()
+        let inner = self.read();
+        inner
             .pools
             .iter()
             .enumerate()
@@ -176,7 +192,11 @@ impl Backends {
                 index,
                 name: p.name.clone(),
                 policy: Arc::clone(&p.policy),
-                members: p.members.clone(),
+                members: p
+                    .members
+                    .iter()
+                    .filter_map(|&id| inner.list.get(id).cloned())
+                    .collect(),
             })
             .collect()
     }
@@ -189,21 +209,21 @@ impl Backends {
         &self,
         pool: usize,
         affinity: Affinity,
-        exclude: &[usize],
+        exclude: &[BackendId],
         now: Instant,
-    ) -> Option<usize> {
+    ) -> Option<BackendId> {
         let inner = self.read();
         let state = inner.pools.get(pool).filter(|p| !p.removed)?;
         state.choose(&inner.list, affinity, exclude, now)
     }
 
     /// [`Backends::choose`] in the first pool, without affinity.
-    pub fn pick(&self, exclude: &[usize]) -> Option<usize> {
+    pub fn pick(&self, exclude: &[BackendId]) -> Option<BackendId> {
         self.choose(0, Affinity::default(), exclude, Instant::now())
     }
 
-    /// Adds a backend to `pool` at runtime; returns its index.
-    pub fn add(&self, pool: &str, config: &BackendConfig) -> Result<usize, ChangeError> {
+    /// Adds a backend to `pool` at runtime; returns its id.
+    pub fn add(&self, pool: &str, config: &BackendConfig) -> Result<BackendId, ChangeError> {
         let index = self
             .pool_index(pool)
             .ok_or_else(|| ChangeError::NoPool(pool.to_string()))?;
@@ -212,7 +232,11 @@ impl Backends {
 
     /// Adds a backend found in DNS to `pool`: it starts down and takes traffic after `rise`
     /// passing health checks, so an address that is published before it serves gets no request.
-    pub fn add_discovered(&self, pool: &str, config: &BackendConfig) -> Result<usize, ChangeError> {
+    pub fn add_discovered(
+        &self,
+        pool: &str,
+        config: &BackendConfig,
+    ) -> Result<BackendId, ChangeError> {
         let index = self
             .pool_index(pool)
             .ok_or_else(|| ChangeError::NoPool(pool.to_string()))?;
@@ -227,14 +251,18 @@ impl Backends {
         self.insert(index, backend, true)
     }
 
-    fn insert(&self, pool: usize, backend: Backend, announce: bool) -> Result<usize, ChangeError> {
+    fn insert(
+        &self,
+        pool: usize,
+        backend: Backend,
+        announce: bool,
+    ) -> Result<BackendId, ChangeError> {
         let (name, address) = (backend.name.clone(), backend.address);
         let mut inner = self.write();
         if find_in(&inner.list, &name).is_some() {
             return Err(ChangeError::Duplicate(name));
         }
-        let index = inner.list.len();
-        inner.list.push(Arc::new(backend));
+        let index = inner.list.insert(Arc::new(backend));
         let Inner { list, pools } = &mut *inner;
         if let Some(p) = pools.get_mut(pool) {
             p.members.push(index);
@@ -248,8 +276,9 @@ impl Backends {
         Ok(index)
     }
 
-    /// Removes a backend at runtime: it gets no new requests; those in flight finish.
-    pub fn remove(&self, name: &str) -> Result<usize, ChangeError> {
+    /// Removes a backend at runtime: it gets no new requests; those in flight finish. It stays
+    /// listed, as removed, until [`RETAINED_REMOVED`] later removals; then its slot is reused.
+    pub fn remove(&self, name: &str) -> Result<BackendId, ChangeError> {
         let mut inner = self.write();
         let (index, backend) =
             find_in(&inner.list, name).ok_or_else(|| ChangeError::NotFound(name.to_string()))?;
@@ -259,6 +288,7 @@ impl Backends {
             p.members.retain(|&m| m != index);
             p.rebuild(list);
         }
+        list.retire(index);
         drop(inner);
         info!("backend {name} removed");
         self.announce("remove", name);
@@ -266,7 +296,7 @@ impl Backends {
     }
 
     /// Drains (no new requests; those in flight finish) or enables a backend.
-    pub fn set_draining(&self, name: &str, draining: bool) -> Result<usize, ChangeError> {
+    pub fn set_draining(&self, name: &str, draining: bool) -> Result<BackendId, ChangeError> {
         let (index, backend) = self
             .find(name)
             .ok_or_else(|| ChangeError::NotFound(name.to_string()))?;
@@ -281,8 +311,8 @@ impl Backends {
     /// missing ones removed with their backends, policies replaced; within each pool new
     /// backend names are added, missing ones removed, a changed address, TLS, backup flag or
     /// pool is a removal and an addition, a changed weight is applied in place. Backends found
-    /// in DNS stay unless their pool goes. Returns the indexes removed.
-    pub fn reconcile(&self, pools: &[PoolConfig]) -> Vec<usize> {
+    /// in DNS stay unless their pool goes. Returns the ids removed.
+    pub fn reconcile(&self, pools: &[PoolConfig]) -> Vec<BackendId> {
         {
             let mut inner = self.write();
             let Inner {
@@ -309,10 +339,14 @@ impl Backends {
             }
         }
         let mut removed = Vec::new();
-        for (index, b) in self.snapshot().iter().enumerate() {
-            if b.state() == BackendState::Removed {
-                continue;
-            }
+        let listed: Vec<(BackendId, Arc<Backend>)> = self
+            .read()
+            .list
+            .iter()
+            .filter(|(_, b)| b.state() != BackendState::Removed)
+            .map(|(id, b)| (id, Arc::clone(b)))
+            .collect();
+        for (index, b) in listed {
             let pool = self
                 .read()
                 .pools
@@ -385,7 +419,6 @@ impl Backends {
         inner
             .list
             .iter()
-            .enumerate()
             .filter(|(_, b)| b.state() != BackendState::Removed)
             .filter_map(|(backend, b)| {
                 let pool = inner.pools.get(b.pool)?;
@@ -445,7 +478,7 @@ impl Backends {
 
     /// Takes a backend out of rotation after a failure on live traffic; active checks bring it
     /// back.
-    pub fn mark_down(&self, index: usize, reason: &str) {
+    pub fn mark_down(&self, index: BackendId, reason: &str) {
         let Some(backend) = self.get(index) else {
             return;
         };
@@ -469,11 +502,10 @@ impl Backends {
     }
 }
 
-fn find_in(list: &[Arc<Backend>], name: &str) -> Option<(usize, Arc<Backend>)> {
+fn find_in(list: &Slots, name: &str) -> Option<(BackendId, Arc<Backend>)> {
     list.iter()
-        .enumerate()
         .find(|(_, b)| b.name == name && b.state() != BackendState::Removed)
-        .map(|(i, b)| (i, Arc::clone(b)))
+        .map(|(id, b)| (id, Arc::clone(b)))
 }
 
 /// The pool `default`'s index in a set built from [`Config::pools_in_effect`], if it has one.

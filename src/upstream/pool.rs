@@ -11,6 +11,7 @@ use mio::{Interest, Registry};
 use slab::Slab;
 
 use super::h2::{Mux, Wake};
+use super::BackendId;
 use crate::token;
 use crate::transport::pipe::SharedPipe;
 use crate::transport::Transport;
@@ -32,12 +33,17 @@ enum Lease {
 }
 
 struct Conn {
-    backend: usize,
+    backend: BackendId,
     lease: Lease,
 }
 
 /// Every backend connection, in use or idle, and the idle ones per backend (most recently used
 /// last).
+///
+/// The per-backend tables are indexed by slot, and a slot may hold a later backend than the one
+/// a connection was opened to (removals reach only the first reactor's pool, and a slot is
+/// reused once its backend is forgotten): every lookup compares the whole id, and a connection
+/// to a slot's earlier backend is closed when found.
 ///
 /// A connection is registered with the poll once, when it is opened, under a token naming its
 /// slot here; leasing it to a session or parking it changes only this table. That saves the
@@ -74,7 +80,7 @@ impl Pool {
     /// lease's id, the exchange's pipe, and whether the connection was already there.
     pub fn open_stream(
         &mut self,
-        backend: usize,
+        backend: BackendId,
         session: usize,
         registry: &Registry,
         now: Instant,
@@ -83,9 +89,10 @@ impl Pool {
     ) -> io::Result<(usize, SharedPipe, bool)> {
         let existing = self
             .mux_by_backend
-            .get(backend)
+            .get(backend.slot())
             .copied()
             .flatten()
+            .filter(|&id| self.conns.get(id).is_some_and(|c| c.backend == backend))
             .filter(|&id| self.mux(id).is_some_and(|m| m.takes_streams()));
         let (mux_id, reused) = match existing {
             Some(id) => (id, true),
@@ -102,10 +109,11 @@ impl Pool {
                     backend,
                     lease: Lease::Mux(Box::new(Mux::new(backend, transport, now, connect_timeout))),
                 });
-                if self.mux_by_backend.len() <= backend {
-                    self.mux_by_backend.resize(backend + 1, None);
+                let slot = backend.slot();
+                if self.mux_by_backend.len() <= slot {
+                    self.mux_by_backend.resize(slot + 1, None);
                 }
-                self.mux_by_backend[backend] = Some(id);
+                self.mux_by_backend[slot] = Some(id);
                 self.muxes.push(id);
                 (id, false)
             }
@@ -197,7 +205,7 @@ impl Pool {
             return;
         };
         self.muxes.retain(|&m| m != id);
-        if let Some(slot) = self.mux_by_backend.get_mut(conn.backend) {
+        if let Some(slot) = self.mux_by_backend.get_mut(conn.backend.slot()) {
             if *slot == Some(id) {
                 *slot = None;
             }
@@ -209,7 +217,7 @@ impl Pool {
     pub fn open(
         &mut self,
         stream: &mut TcpStream,
-        backend: usize,
+        backend: BackendId,
         session: usize,
         registry: &Registry,
     ) -> io::Result<usize> {
@@ -229,12 +237,23 @@ impl Pool {
 
     /// Leases the most recently parked connection to `backend` (the one least likely to have
     /// been closed by the backend's own idle timeout) to `session`.
-    pub fn take(&mut self, backend: usize, session: usize) -> Option<(Transport, usize)> {
-        let queue = self.idle_by_backend.get_mut(backend)?;
+    pub fn take(&mut self, backend: BackendId, session: usize) -> Option<(Transport, usize)> {
+        let queue = self.idle_by_backend.get_mut(backend.slot())?;
         while let Some(id) = queue.pop_back() {
             let Some(conn) = self.conns.get_mut(id) else {
                 continue;
             };
+            if !matches!(conn.lease, Lease::Idle { .. }) {
+                // A stale entry: the connection went and its id serves another now.
+                continue;
+            }
+            if conn.backend != backend {
+                if conn.backend.slot() == backend.slot() {
+                    // Opened to the slot's earlier backend, which is gone.
+                    self.conns.remove(id);
+                }
+                continue;
+            }
             if let Lease::Idle { stream, .. } =
                 std::mem::replace(&mut conn.lease, Lease::Session(session))
             {
@@ -253,16 +272,16 @@ impl Pool {
             // A stream is not kept: the next exchange opens its own on the same connection.
             return self.release(id);
         }
-        let backend = conn.backend;
+        let slot = conn.backend.slot();
         if self.max_idle == 0 {
             self.conns.remove(id);
             return;
         }
-        if self.idle_by_backend.len() <= backend {
+        if self.idle_by_backend.len() <= slot {
             // A backend added at runtime.
-            self.idle_by_backend.resize_with(backend + 1, VecDeque::new);
+            self.idle_by_backend.resize_with(slot + 1, VecDeque::new);
         }
-        let queue = &mut self.idle_by_backend[backend];
+        let queue = &mut self.idle_by_backend[slot];
         while queue.len() >= self.max_idle {
             match queue.pop_front() {
                 Some(oldest) => {
@@ -323,9 +342,9 @@ impl Pool {
         if stream.idle_input_is_harmless() {
             return;
         }
-        let backend = *backend;
+        let slot = backend.slot();
         self.conns.remove(id);
-        if let Some(queue) = self.idle_by_backend.get_mut(backend) {
+        if let Some(queue) = self.idle_by_backend.get_mut(slot) {
             queue.retain(|&k| k != id);
         }
     }
@@ -378,15 +397,58 @@ impl Pool {
     }
 
     /// Closes every idle connection to a backend (it was removed).
-    pub fn forget(&mut self, backend: usize) {
+    pub fn forget(&mut self, backend: BackendId) {
+        let conns = &self.conns;
+        let is_to = |id: &usize| conns.get(*id).is_some_and(|c| c.backend == backend);
         // Streams under way on its multiplexed connection finish; no new one goes there.
-        if let Some(slot) = self.mux_by_backend.get_mut(backend) {
-            *slot = None;
+        if let Some(slot) = self.mux_by_backend.get_mut(backend.slot()) {
+            if slot.as_ref().is_some_and(is_to) {
+                *slot = None;
+            }
         }
-        if let Some(queue) = self.idle_by_backend.get_mut(backend) {
-            for id in queue.drain(..) {
+        let idle_to = |id: &usize| {
+            conns
+                .get(*id)
+                .is_some_and(|c| c.backend == backend && matches!(c.lease, Lease::Idle { .. }))
+        };
+        if let Some(queue) = self.idle_by_backend.get_mut(backend.slot()) {
+            let (gone, kept): (Vec<usize>, Vec<usize>) = queue.drain(..).partition(idle_to);
+            queue.extend(kept);
+            for id in gone {
                 self.conns.try_remove(id);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_connection_parked_for_a_slots_earlier_backend_is_not_lent_to_its_successor() {
+        let poll = mio::Poll::new().unwrap();
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let old = BackendId::initial(3);
+        let new = old.successor();
+        let mut pool = Pool::new(0, 8, Duration::from_secs(60));
+        let now = Instant::now();
+        let park = |pool: &mut Pool, backend| {
+            let mut stream = TcpStream::connect(addr).unwrap();
+            let id = pool.open(&mut stream, backend, 0, poll.registry()).unwrap();
+            pool.put(id, Transport::Plain(stream), now);
+            id
+        };
+        park(&mut pool, old);
+        assert!(pool.take(new, 1).is_none());
+        assert!(pool.take(old, 1).is_none(), "closed when found");
+        let fresh = park(&mut pool, new);
+        assert_eq!(pool.take(new, 1).map(|(_, id)| id), Some(fresh));
+
+        // Forgetting the old backend leaves the new one's connections alone.
+        let fresh = park(&mut pool, new);
+        pool.forget(old);
+        assert_eq!(pool.take(new, 2).map(|(_, id)| id), Some(fresh));
     }
 }

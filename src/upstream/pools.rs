@@ -11,7 +11,7 @@ use crate::balance::slow_start;
 use crate::balance::{Balancer, Candidate};
 use crate::config::{Algorithm, BackendProtocol, HashKey, HealthConfig, PoolConfig, StickyConfig};
 
-use super::Backend;
+use super::{BackendId, Slots};
 
 /// What a pool does with its requests, as configured (top-level values filled in).
 #[derive(Debug, Clone, PartialEq)]
@@ -61,8 +61,8 @@ pub struct Affinity {
 pub struct PoolState {
     pub name: String,
     pub policy: Arc<PoolPolicy>,
-    /// Global indexes of its backends that are not removed, in the order they joined.
-    pub(super) members: Vec<usize>,
+    /// Its backends that are not removed, in the order they joined.
+    pub(super) members: Vec<BackendId>,
     balancer: Balancer,
     /// Taken out by a reload: no route leads here any more; the slot stays so that indexes
     /// held by routes and requests in flight stay valid.
@@ -93,7 +93,7 @@ impl PoolState {
 
     /// A reload's new policy; a new algorithm (or slow start turned on or off, which changes
     /// whether round-robin weighs) starts a new balancer.
-    pub(super) fn set_policy(&mut self, config: &PoolConfig, list: &[Arc<Backend>]) {
+    pub(super) fn set_policy(&mut self, config: &PoolConfig, list: &Slots) {
         let policy = PoolPolicy::of(config);
         if *self.policy == policy {
             return;
@@ -108,7 +108,7 @@ impl PoolState {
     }
 
     /// The members or their weights changed: the hash ring follows.
-    pub(super) fn rebuild(&mut self, list: &[Arc<Backend>]) {
+    pub(super) fn rebuild(&mut self, list: &Slots) {
         let members: Vec<Member> = self
             .members
             .iter()
@@ -126,14 +126,14 @@ impl PoolState {
         self.balancer.rebuild(&members);
     }
 
-    /// The member for a request, none of `exclude` (global indexes).
+    /// The member for a request, none of `exclude`.
     pub(super) fn choose(
         &self,
-        list: &[Arc<Backend>],
+        list: &Slots,
         affinity: Affinity,
-        exclude: &[usize],
+        exclude: &[BackendId],
         now: Instant,
-    ) -> Option<usize> {
+    ) -> Option<BackendId> {
         let member = |i: usize| list.get(self.members[i]).map(|b| (self.members[i], b));
         if let (Some(id), Some(_)) = (affinity.sticky, &self.policy.sticky) {
             let named = (0..self.members.len())

@@ -31,7 +31,7 @@ fn dead(name: &str) -> BackendConfig {
 }
 
 fn state(proxy: &Proxy, index: usize) -> BackendState {
-    proxy.backends.get(index).expect("backend").state()
+    proxy.backends.in_slot(index).expect("backend").state()
 }
 
 #[test]
@@ -48,7 +48,7 @@ fn dead_backend_is_skipped_and_marked_down() {
     assert!(served.iter().all(|b| b == "b1" || b == "b3"), "{served:?}");
     assert_eq!(state(&proxy, 1), BackendState::Down);
     // Once down it gets no more tries: the one redispatch was the request that found it dead.
-    let b2 = proxy.backends.get(1).expect("b2");
+    let b2 = proxy.backends.in_slot(1).expect("b2");
     assert_eq!(b2.redispatches.load(Ordering::Relaxed), 1);
 }
 
@@ -106,7 +106,7 @@ fn garbage_backend_gives_502_and_a_get_goes_elsewhere() {
     assert_eq!(r.backend(), "good");
     let redispatched = proxy
         .backends
-        .get(0)
+        .in_slot(0)
         .expect("garbage")
         .redispatches
         .load(Ordering::Relaxed);
@@ -254,7 +254,7 @@ fn health_checks_flip_on_the_nth_result_and_bring_a_backend_back() {
     });
     let passed = probes.load(Ordering::SeqCst) - passing_from;
     assert!((3..=4).contains(&passed), "came back after {passed} probes");
-    let health = proxy.backends.get(0).expect("flaky").health();
+    let health = proxy.backends.in_slot(0).expect("flaky").health();
     assert_eq!(health.flips, 2);
     assert_eq!(health.last_ok, Some(true));
     assert_eq!(health.last_detail, "status 200");
@@ -280,7 +280,12 @@ fn health_check_timeouts_take_a_hanging_backend_down() {
         state(&proxy, 0) == BackendState::Down
     });
     assert_eq!(
-        proxy.backends.get(0).expect("hang").health().last_detail,
+        proxy
+            .backends
+            .in_slot(0)
+            .expect("hang")
+            .health()
+            .last_detail,
         "timeout"
     );
     for _ in 0..4 {

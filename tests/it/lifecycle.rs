@@ -243,3 +243,167 @@ fn two_workers_share_the_port_the_backends_and_the_round_robin() {
     let status = proxy.wait_exit(Duration::from_secs(5));
     assert!(status.success(), "{status:?}");
 }
+
+/// The state the admin API gives each backend whose name starts with `prefix`.
+fn states_of(admin: SocketAddr, prefix: &str) -> Vec<(String, String)> {
+    let doc: serde_json::Value =
+        serde_json::from_slice(&get(admin, "/api/state").body).expect("state JSON");
+    doc["backends"]
+        .as_array()
+        .expect("backends")
+        .iter()
+        .filter_map(|b| Some((b["name"].as_str()?, b["state"].as_str()?)))
+        .filter(|(name, _)| name.starts_with(prefix))
+        .map(|(name, state)| (name.to_string(), state.to_string()))
+        .collect()
+}
+
+#[test]
+fn sighup_starts_and_ends_dns_discovery_of_an_entry() {
+    let fixed = DemoBackend::start("fixed");
+    let d1 = DemoBackend::start("d1");
+    let d2 = DemoBackend::start("d2");
+    let dns = DnsServer::start(Zone::srv_of("_http._tcp.app.test", "app.test", &[&d1, &d2]));
+    let without = format!(
+        "[health]\ninterval = \"50ms\"\nrise = 1\n\
+         [discovery]\nresolve_interval = \"100ms\"\nresolvers = [\"{}\"]\n{}",
+        dns.addr,
+        backend_table(&fixed)
+    );
+    let with =
+        format!("{without}[[backend]]\nname = \"app\"\ndiscover = \"_http._tcp.app.test\"\n");
+    let path = config_file("discover", &without);
+    let proxy = ProxyProcess::start(&["--config", path.to_str().expect("path")]);
+    let admin = proxy.admin_addr();
+    assert_eq!(served_by(proxy.addr), "fixed");
+    assert_eq!(dns.queries.load(std::sync::atomic::Ordering::SeqCst), 0);
+
+    std::fs::write(&path, &with).expect("rewrite config");
+    signal(&proxy, libc::SIGHUP);
+    let mut seen = std::collections::HashSet::new();
+    wait_until("the discovered backends to take requests", || {
+        seen.insert(served_by(proxy.addr));
+        seen.contains("d1") && seen.contains("d2")
+    });
+    let names = |states: Vec<(String, String)>| {
+        let mut names: Vec<String> = states.into_iter().map(|(n, _)| n).collect();
+        names.sort();
+        names
+    };
+    let mut expected = [format!("app@{}", d1.addr), format!("app@{}", d2.addr)];
+    expected.sort();
+    assert_eq!(names(states_of(admin, "app@")), expected);
+
+    std::fs::write(&path, &without).expect("rewrite config");
+    signal(&proxy, libc::SIGHUP);
+    wait_until("the discovered backends to be removed", || {
+        states_of(admin, "app@").iter().all(|(_, s)| s == "removed")
+    });
+    for _ in 0..10 {
+        assert_eq!(served_by(proxy.addr), "fixed");
+    }
+    // No more lookups for an entry that is gone (200 ms: two resolve intervals).
+    let asked = dns.queries.load(std::sync::atomic::Ordering::SeqCst);
+    let until = Instant::now() + Duration::from_millis(200);
+    while Instant::now() < until {
+        assert_eq!(served_by(proxy.addr), "fixed");
+    }
+    assert_eq!(dns.queries.load(std::sync::atomic::Ordering::SeqCst), asked);
+}
+
+/// Reads `stream` until it ends, at most `within`; returns what came and whether it ended.
+fn read_until_end(stream: &mut TcpStream, within: Duration) -> (String, bool) {
+    use std::io::Read;
+    let deadline = Instant::now() + within;
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    while Instant::now() < deadline {
+        stream
+            .set_read_timeout(Some(Duration::from_millis(50)))
+            .expect("timeout");
+        match stream.read(&mut buf) {
+            Ok(0) => return (String::from_utf8_lossy(&got).into_owned(), true),
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
+            // A reset ends it too.
+            Err(_) => return (String::from_utf8_lossy(&got).into_owned(), true),
+        }
+    }
+    (String::from_utf8_lossy(&got).into_owned(), false)
+}
+
+#[test]
+fn sigterm_ends_event_streams_and_admin_connections_and_exits_zero_promptly() {
+    let backend = DemoBackend::start("b");
+    let path = config_file("stop-admin", &backend_table(&backend));
+    let mut proxy = ProxyProcess::start(&["--config", path.to_str().expect("path")]);
+    let admin = proxy.admin_addr();
+    // A dashboard's event stream, live.
+    let mut events = connect(admin);
+    events
+        .write_all(b"GET /api/events HTTP/1.1\r\nHost: admin\r\nAccept: text/event-stream\r\n\r\n")
+        .expect("write");
+    let head = String::from_utf8(read_head(&mut events)).expect("head");
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(head.contains("text/event-stream"), "{head}");
+    let mut first = String::new();
+    wait_until("the first stats event", || {
+        let (more, ended) = read_until_end(&mut events, Duration::from_millis(100));
+        assert!(!ended, "the stream ended early");
+        first.push_str(&more);
+        first.contains("event: stats")
+    });
+    // A client that connected and never sent its request: its thread waits in a read.
+    let mut silent = connect(admin);
+    // Connections are taken in order: once this is answered, the silent one has its thread.
+    assert_eq!(get(admin, "/api/health").status, 200);
+
+    let started = Instant::now();
+    signal(&proxy, libc::SIGTERM);
+    let (_, ended) = read_until_end(&mut events, Duration::from_secs(3));
+    assert!(ended, "the event stream did not end");
+    let (_, ended) = read_until_end(&mut silent, Duration::from_secs(3));
+    assert!(ended, "the silent admin connection was not closed");
+    let status = proxy.wait_exit(Duration::from_secs(3));
+    assert!(status.success(), "{status:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+    let line = proxy.wait_for_log("stopped: admin API");
+    assert!(
+        line.contains("event streams, health checks, discovery"),
+        "{line}"
+    );
+}
+
+#[test]
+fn sigterm_does_not_wait_for_a_dns_server_that_never_answers() {
+    let backend = DemoBackend::start("b");
+    // Bound, never read: every query to it goes unanswered until the 30 s timeout.
+    let silent = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind udp");
+    let body = format!(
+        "[discovery]\ntimeout = \"30s\"\nresolvers = [\"{}\"]\n{}\
+         [[backend]]\nname = \"app\"\ndiscover = \"app.test:80\"\n",
+        silent.local_addr().expect("addr"),
+        backend_table(&backend)
+    );
+    let path = config_file("stop-dns", &body);
+    let mut proxy = ProxyProcess::start(&["--config", path.to_str().expect("path")]);
+    assert_eq!(served_by(proxy.addr), "b");
+    let started = Instant::now();
+    signal(&proxy, libc::SIGTERM);
+    let status = proxy.wait_exit(Duration::from_secs(6));
+    assert!(status.success(), "{status:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "{:?}",
+        started.elapsed()
+    );
+    proxy.wait_for_log("the discovery thread did not stop in time");
+}

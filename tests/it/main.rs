@@ -5,6 +5,7 @@ mod support;
 mod access_log;
 mod admin;
 mod basics;
+mod churn;
 mod config;
 mod discovery;
 mod errors;

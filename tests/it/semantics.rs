@@ -990,7 +990,7 @@ fn backend_connections_are_reused() {
     );
     let opened = proxy
         .backends
-        .get(0)
+        .in_slot(0)
         .map(|bk| bk.connections.load(Ordering::Relaxed));
     assert_eq!(opened, Some(connections));
 }

@@ -26,6 +26,7 @@ use crate::h2::hpack::{HeaderDecoder, HeaderEncoder};
 use crate::h2::{ErrorCode, H2Error, PREFACE};
 use crate::transport::pipe::SharedPipe;
 use crate::transport::{Readiness, Transport};
+use crate::upstream::BackendId;
 use stream::{MuxStream, STREAM_WINDOW};
 
 /// The connection window we open at once: memory is bounded per stream by its own window.
@@ -61,7 +62,7 @@ enum State {
 }
 
 pub struct Mux {
-    pub backend: usize,
+    pub backend: BackendId,
     transport: Transport,
     tls: bool,
     pub ready: Readiness,
@@ -97,7 +98,7 @@ pub struct Mux {
 impl Mux {
     /// A connection being opened (the connect has been started).
     pub fn new(
-        backend: usize,
+        backend: BackendId,
         transport: Transport,
         now: Instant,
         connect_timeout: Duration,

@@ -46,7 +46,7 @@ fn requests_reach_a_tls_backend_over_one_reused_connection() {
     assert_eq!(body, b"hello");
     // The terminating lb saw TLS: it says so to the demo backend.
     assert!(head.contains("X-Forwarded-Proto: https"), "{head}");
-    let backend = proxy.backends.get(0).expect("backend");
+    let backend = proxy.backends.in_slot(0).expect("backend");
     assert_eq!(
         backend.connections.load(Ordering::Relaxed),
         1,
@@ -80,7 +80,7 @@ fn a_certificate_for_another_name_or_from_another_ca_is_refused_and_a_post_goes_
         assert_eq!(echo_parts(&resp).1, b"hi");
     }
     for index in [0, 1] {
-        let b = proxy.backends.get(index).expect("backend");
+        let b = proxy.backends.in_slot(index).expect("backend");
         assert_eq!(b.state(), BackendState::Down, "{}", b.name);
         assert!(b.errors.load(Ordering::Relaxed) >= 1, "{}", b.name);
     }
@@ -100,11 +100,11 @@ fn health_checks_speak_tls_to_a_tls_backend() {
         c.health.fall = 1;
     });
     wait_until("a passing TLS probe and a failing one", || {
-        let good = proxy.backends.get(0).expect("good").health();
-        let untrusted = proxy.backends.get(1).expect("untrusted");
+        let good = proxy.backends.in_slot(0).expect("good").health();
+        let untrusted = proxy.backends.in_slot(1).expect("untrusted");
         good.last_ok == Some(true) && untrusted.state() == BackendState::Down
     });
-    let good = proxy.backends.get(0).expect("good");
+    let good = proxy.backends.in_slot(0).expect("good");
     assert_eq!(good.state(), BackendState::Up);
     assert_eq!(good.health().last_detail, "status 200");
 }
