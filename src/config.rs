@@ -247,6 +247,8 @@ pub struct Config {
     pub access_log_path: Option<std::path::PathBuf>,
     /// Requests without an `X-Request-Id` get one (and every request's is logged).
     pub request_id: bool,
+    /// TCP_DEFER_ACCEPT on the listeners: a connection is accepted once its first bytes are in.
+    pub tcp_defer_accept: bool,
     /// Poll without sleeping: each reactor keeps a CPU busy, and in exchange is never woken
     /// from an idle CPU, which on virtual machines can take milliseconds (HAProxy's
     /// `busy-polling`).
@@ -507,6 +509,7 @@ impl Default for Config {
             access_log_format: AccessLogFormat::Text,
             access_log_path: None,
             request_id: false,
+            tcp_defer_accept: false,
             busy_poll: DEFAULT_BUSY_POLL,
             retries: DEFAULT_RETRIES,
             proxy_protocol_from: Vec::new(),

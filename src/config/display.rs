@@ -35,6 +35,7 @@ impl fmt::Display for Config {
                 .map_or("stderr".into(), |p| p.display().to_string())
         )?;
         writeln!(f, "request_id  {}", self.request_id)?;
+        writeln!(f, "tcp_defer_accept {}", self.tcp_defer_accept)?;
         writeln!(f, "busy_poll   {}", self.busy_poll)?;
         writeln!(f, "retries     {}", self.retries)?;
         writeln!(

@@ -144,3 +144,26 @@ fn sockaddr(addr: SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
     };
     (storage, len as libc::socklen_t)
 }
+
+/// `tcp_defer_accept`: the kernel hands a connection over only once its first bytes are in, so
+/// accepting it and reading its request take one wake-up instead of two. A client that sends
+/// nothing for `wait` is never seen by the balancer at all (the kernel drops it), which is why
+/// it is an option, as nginx's `deferred` and HAProxy's `defer-accept` are.
+pub(super) fn defer_accept(listener: &TcpListener, wait: std::time::Duration) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let secs = libc::c_int::try_from(wait.as_secs().max(1)).unwrap_or(libc::c_int::MAX);
+    // SAFETY: the option value is a live c_int of the size passed, on a socket we own.
+    let rc = unsafe {
+        libc::setsockopt(
+            listener.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_DEFER_ACCEPT,
+            &secs as *const libc::c_int as *const libc::c_void,
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}

@@ -217,9 +217,18 @@ impl Reactor {
     ) -> io::Result<Reactor> {
         let poll = Poll::new()?;
         let plain = Listener::register(listener, &poll, token::LISTENER, false)?;
+        if config.tcp_defer_accept {
+            listener::defer_accept(&plain.socket, config.timeouts.client_header)?;
+        }
         let local_addr = plain.addr;
         let tls_side = match (tls_listener, &shared.tls) {
-            (Some(l), Some(_)) => Some(Listener::register(l, &poll, token::TLS_LISTENER, true)?),
+            (Some(l), Some(_)) => {
+                let l = Listener::register(l, &poll, token::TLS_LISTENER, true)?;
+                if config.tcp_defer_accept {
+                    listener::defer_accept(&l.socket, config.timeouts.client_header)?;
+                }
+                Some(l)
+            }
             _ => None,
         };
         let tls_addr = tls_side.as_ref().map(|l| l.addr);

@@ -169,13 +169,14 @@ fn a_hundred_concurrent_streams_on_one_connection_each_reach_their_routed_pool()
             "stream {id} for {path}"
         );
     }
-    assert_eq!(
+    // The access log reaches stderr within its flush interval.
+    wait_until("100 access log lines", || {
         lb.log()
             .iter()
             .filter(|l| l.contains("HTTP/2.0\" 200"))
-            .count(),
-        100
-    );
+            .count()
+            == 100
+    });
 }
 
 #[test]
