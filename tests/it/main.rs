@@ -6,6 +6,7 @@ mod admin;
 mod basics;
 mod config;
 mod discovery;
+mod early;
 mod errors;
 mod failover;
 mod fleet;

@@ -3,6 +3,7 @@
 //! request head.
 
 pub mod framing;
+mod partial;
 pub mod request;
 pub mod response;
 pub mod routing;
