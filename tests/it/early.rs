@@ -4,7 +4,7 @@
 //! the rest, and no backend hears anything.
 //!
 //! What stays valid is not refused early: heads a byte at a time, empty lines before a request,
-//! pipelined requests, and the HTTP/2 preface with h2c.
+//! pipelined requests, a PROXY header, and the HTTP/2 preface with h2c.
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
@@ -229,6 +229,41 @@ fn a_client_that_half_closed_still_hears_the_answer() {
     let resp = answer_then_close(&mut s, Instant::now(), "HTTP/0.9 then FIN");
     assert_refusal(&resp, 400, "HTTP/0.9 then FIN");
     assert_only_the_sentinel_reached_the_backend(&proxy, &recorder);
+}
+
+#[test]
+fn after_a_proxy_header_and_in_a_bad_one() {
+    let recorder = Recorder::start();
+    let trusted: ipnet::IpNet = "127.0.0.1/32".parse().expect("net");
+    let proxy = start_proxy(&recorder, |c| c.proxy_protocol_from = vec![trusted]);
+    let rows: [(&[u8], &str); 4] = [
+        (
+            b"PROXY TCP4 203.0.113.7 10.0.0.1 5000 80\r\nGET /\r\n",
+            "bad-request",
+        ),
+        (
+            b"PROXY TCP4 203.0.113.7 10.0.0.1 5000 80\n",
+            "bad-proxy-header",
+        ),
+        (b"PROXY UDP4 ", "bad-proxy-header"),
+        (b"\r\n\r\n\x00\r\nQUIT\n\x11", "bad-proxy-header"),
+    ];
+    for (bytes, cause) in rows {
+        let what = format!("{:?}", String::from_utf8_lossy(bytes));
+        let mut s = connect(proxy.addr);
+        s.write_all(bytes).expect("write");
+        let resp = answer_then_close(&mut s, Instant::now(), &what);
+        assert_refusal(&resp, 400, &what);
+        assert_eq!(resp.header("x-lb-error"), Some(cause), "{what}");
+    }
+    // Trusted, the sentinel needs a header of its own.
+    let mut s = connect(proxy.addr);
+    s.write_all(b"PROXY UNKNOWN\r\nGET /sentinel HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+        .expect("write");
+    assert_eq!(read_response(&mut s, false).status, 200);
+    let conns = recorder.connections();
+    assert_eq!(conns.len(), 1, "{conns:?}");
+    assert!(conns[0].bytes.starts_with(b"GET /sentinel "), "{conns:?}");
 }
 
 #[test]
