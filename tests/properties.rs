@@ -4,6 +4,8 @@
 //!   found over growing prefixes, then `request::parse`; the body scanner fed in pieces);
 //! - `request::parse`, `response::parse`, `check_partial`, `find_head_end`,
 //!   `leading_empty_lines` and `BodyScanner::scan` never panic, whatever the bytes;
+//! - a head still arriving is refused the same however its bytes are split, and only when the
+//!   full parse refuses the complete head too;
 //! - a head the proxy accepts is forwarded as one that re-parses (httparse) to the same method,
 //!   target and framing, and carries no hop-by-hop header but the proxy's own.
 //!
@@ -131,7 +133,8 @@ fn target() -> impl Strategy<Value = String> {
 /// Header lines that do not touch framing: ordinary ones, hop-by-hop ones the proxy must drop,
 /// and a `Connection` that names one of them.
 fn headers() -> impl Strategy<Value = Vec<(String, String)>> {
-    let ordinary = (token(), "[!-~]([ -~]{0,20}[!-~])?")
+    // Values with HTAB and obs-text (é in UTF-8) inside too.
+    let ordinary = (token(), "[!-~]([ -~\t\u{e9}]{0,20}[!-~])?")
         .prop_map(|(n, v)| (format!("X-{n}"), v))
         .boxed();
     let hop = prop_oneof![
@@ -240,6 +243,7 @@ fn parse_incrementally(bytes: &[u8], cuts: &[usize]) -> (usize, Request, Vec<u8>
     let mut buf: Vec<u8> = Vec::new();
     let mut dropped = 0;
     let mut searched = 0;
+    let mut checked = request::PartialHead::default();
     let mut out = Vec::new();
     for w in cuts.windows(2) {
         buf.extend_from_slice(&bytes[w[0]..w[1]]);
@@ -248,8 +252,12 @@ fn parse_incrementally(bytes: &[u8], cuts: &[usize]) -> (usize, Request, Vec<u8>
             buf.drain(..blank);
             dropped += blank;
             searched = 0;
+            checked = request::PartialHead::default();
         }
         if http::find_head_end(&buf, &mut searched).is_none() {
+            checked
+                .check(&buf, &LIMITS)
+                .expect("a valid head within limits");
             request::check_partial(&buf, &LIMITS).expect("a valid head within limits");
             continue;
         }
@@ -377,6 +385,13 @@ proptest! {
         prop_assert_eq!(blank + whole.head_len, head.len());
         prop_assert_eq!(whole.body, req.kind());
 
+        // Byte by byte, no prefix of the head is refused.
+        let mut checked = request::PartialHead::default();
+        for len in 1..whole.head_len {
+            let verdict = checked.check(&bytes[blank..blank + len], &LIMITS);
+            prop_assert!(verdict.is_ok(), "{:?} after {} bytes", verdict, len);
+        }
+
         let (dropped, split, split_out, _) = parse_incrementally(&bytes, &cuts(bytes.len(), &at));
         prop_assert_eq!(dropped, blank);
         prop_assert_eq!(summary(&split), summary(&whole));
@@ -451,6 +466,45 @@ proptest! {
         }
     }
 
+    /// A head still arriving gets the same verdict however its bytes came, and is refused only
+    /// if the full parse refuses it once complete.
+    #[test]
+    fn partial_heads_are_refused_soundly(
+        bytes in prop_oneof![
+            prop::collection::vec(any::<u8>(), 0..300),
+            httpish(),
+        ],
+        at in prop::collection::vec(any::<Index>(), 0..10),
+    ) {
+        let buf = &bytes[http::leading_empty_lines(&bytes)..];
+        let mut searched = 0;
+        let head_end = http::find_head_end(buf, &mut searched);
+        // The lengths a session checks: up to the head's end, which it parses instead.
+        let arriving = head_end.map_or(buf.len(), |end| end - 1);
+        let verdicts: Vec<_> = (0..=arriving)
+            .map(|len| request::check_partial(&buf[..len], &LIMITS))
+            .collect();
+        let mut checked = request::PartialHead::default();
+        for &len in cuts(arriving, &at).iter().skip(1) {
+            let verdict = checked.check(&buf[..len], &LIMITS);
+            prop_assert_eq!(verdict, verdicts[len], "at {}", len);
+            if verdict.is_err() {
+                break;
+            }
+        }
+        let refused = verdicts.iter().position(Result::is_err);
+        if let (Some(len), Some(_)) = (refused, head_end) {
+            let full = request::parse(buf, &LIMITS, CLIENT, false, &mut Vec::new());
+            prop_assert!(
+                full.is_err(),
+                "refused at {} ({:?}) but the full parse gives {:?}",
+                len,
+                verdicts[len],
+                full
+            );
+        }
+    }
+
     /// The chunked scanner's answer does not depend on how its input is split, valid or not.
     #[test]
     fn chunked_scan_ignores_splits(
@@ -492,6 +546,10 @@ fn httpish() -> impl Strategy<Value = Vec<u8>> {
         "http://a/",
         "HTTP/1.1",
         "HTTP/1.0",
+        "HTTP/2.0",
+        "HTTP/1.2",
+        "HTTP/3",
+        "PRI * HTTP/2.0",
         "HTTP/1.1 200 OK",
         "HTTP/1.1 101 Switching",
         "HTTP/1.1 204 No",

@@ -4,8 +4,8 @@ use std::fmt;
 use std::time::Duration;
 
 use super::{
-    format_duration, BackendConfig, Config, DiscoverConfig, DiscoverTarget, HashKey, RouteAction,
-    StickyConfig,
+    format_duration, BackendConfig, BackendTls, Config, DiscoverConfig, DiscoverTarget, HashKey,
+    RouteAction, StickyConfig,
 };
 use crate::route::{HostMatch, PathMatch};
 
@@ -38,6 +38,23 @@ impl fmt::Display for Config {
         writeln!(f, "tcp_defer_accept {}", self.tcp_defer_accept)?;
         writeln!(f, "busy_poll   {}", self.busy_poll)?;
         writeln!(f, "retries     {}", self.retries)?;
+        // The token itself is a secret: only whether there is one.
+        let token = if self.admin_token.is_some() {
+            "set"
+        } else {
+            "unset"
+        };
+        writeln!(f, "admin_token {token}")?;
+        if self.proxy_protocol_from.is_empty() {
+            writeln!(f, "proxy_protocol false")?;
+        } else {
+            let from: Vec<String> = self
+                .proxy_protocol_from
+                .iter()
+                .map(|n| n.to_string())
+                .collect();
+            writeln!(f, "proxy_protocol true, from {}", from.join(", "))?;
+        }
         writeln!(
             f,
             "health      GET {} every {}, timeout {}, rise {}, fall {}, expect {}",
@@ -69,6 +86,30 @@ impl fmt::Display for Config {
             l.max_headers,
             l.max_target_bytes,
             l.pool_max_idle
+        )?;
+        let h2 = &self.http2;
+        writeln!(
+            f,
+            "http2       enabled {}, h2c {}, max_concurrent_streams {}, initial_window_size {}, \
+             max_header_list_size {}",
+            h2.enabled,
+            h2.h2c,
+            h2.max_concurrent_streams,
+            h2.initial_window_size,
+            h2.max_header_list_size
+        )?;
+        let ds = &self.discovery;
+        let resolvers = if ds.resolvers.is_empty() {
+            "those of /etc/resolv.conf".to_string()
+        } else {
+            let each: Vec<String> = ds.resolvers.iter().map(|r| r.to_string()).collect();
+            each.join(", ")
+        };
+        writeln!(
+            f,
+            "discovery   resolve_interval {}, timeout {}, resolvers {resolvers}",
+            d(ds.resolve_interval),
+            d(ds.timeout)
         )?;
         if let Some(tls) = &self.tls {
             writeln!(
@@ -231,12 +272,7 @@ fn write_backends(
             "\n{indent}{}  {}  weight {}",
             b.name, b.address, b.weight
         )?;
-        if let Some(tls) = &b.tls {
-            write!(f, "  tls {}", tls.server_name)?;
-            if let Some(ca) = &tls.ca {
-                write!(f, " (ca {})", ca.display())?;
-            }
-        }
+        write_backend_tls(f, b.tls.as_ref())?;
         if b.backup {
             write!(f, "  backup")?;
         }
@@ -253,8 +289,19 @@ fn write_backends(
             format_duration(config.discovery.resolve_interval),
             entry.weight
         )?;
+        write_backend_tls(f, entry.tls.as_ref())?;
         if entry.backup {
             write!(f, "  backup")?;
+        }
+    }
+    Ok(())
+}
+
+fn write_backend_tls(f: &mut fmt::Formatter<'_>, tls: Option<&BackendTls>) -> fmt::Result {
+    if let Some(tls) = tls {
+        write!(f, "  tls {}", tls.server_name)?;
+        if let Some(ca) = &tls.ca {
+            write!(f, " (ca {})", ca.display())?;
         }
     }
     Ok(())

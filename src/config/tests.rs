@@ -324,9 +324,30 @@ fn summary_lists_effective_values() {
         "tunnel 1h",
         "client_idle 1m",
         "backend-1  127.0.0.1:8001  weight 1",
+        "admin_token unset",
+        "proxy_protocol false",
+        "http2       enabled true, h2c false, max_concurrent_streams 100, \
+         initial_window_size 65535, max_header_list_size 32768",
+        "discovery   resolve_interval 5s, timeout 1s, resolvers those of /etc/resolv.conf",
     ] {
         assert!(summary.contains(expected), "{expected:?} not in\n{summary}");
     }
+    // Set, they show as set; the admin token only as being there.
+    let cfg = parse(&format!(
+        "admin_token = \"s3cret\"\nproxy_protocol = true\nproxy_protocol_from = [\"10.0.0.0/8\", \
+         \"127.0.0.1\"]\n{DOCUMENTED_EXAMPLE}\n[http2]\nh2c = true\n\
+         [discovery]\nresolvers = [\"127.0.0.53:53\"]\n"
+    ));
+    let summary = cfg.to_string();
+    for expected in [
+        "admin_token set",
+        "proxy_protocol true, from 10.0.0.0/8, 127.0.0.1/32",
+        "http2       enabled true, h2c true,",
+        "resolvers 127.0.0.53:53",
+    ] {
+        assert!(summary.contains(expected), "{expected:?} not in\n{summary}");
+    }
+    assert!(!summary.contains("s3cret"), "{summary}");
 }
 
 // --- durations -------------------------------------------------------------
@@ -510,7 +531,7 @@ fn proxy_protocol_needs_its_trusted_sources() {
 fn discover_entries_and_discovery_settings() {
     let cfg = Config::from_toml_str(
         "[discovery]\nresolve_interval = \"2s\"\nresolvers = [\"127.0.0.1:5353\", \"10.0.0.2\"]\n\
-         [[backend]]\nname = \"api\"\ndiscover = \"api.internal:8080\"\n\
+         [[backend]]\nname = \"api\"\ndiscover = \"api.internal:8080\"\ntls = true\n\
          [[backend]]\nname = \"web\"\ndiscover = \"_http._tcp.web.service.consul\"\nweight = 2\n",
     )
     .unwrap();
@@ -536,6 +557,14 @@ fn discover_entries_and_discovery_settings() {
             "10.0.0.2:53".parse().unwrap()
         ]
     );
+    let summary = cfg.to_string();
+    for shown in [
+        "discovery   resolve_interval 2s, timeout 1s, resolvers 127.0.0.1:5353, 10.0.0.2:53",
+        "api  discover api.internal:8080 every 2s  weight 1  tls api.internal",
+        "web  discover SRV _http._tcp.web.service.consul every 2s  weight 2",
+    ] {
+        assert!(summary.contains(shown), "{shown:?} missing from\n{summary}");
+    }
     for (bad, key) in [
         (
             "[[backend]]\ndiscover = \"api.internal\"\n",

@@ -43,6 +43,27 @@ pub fn parse(buf: &[u8]) -> Result<Option<ProxyHeader>, ProxyHeaderError> {
 }
 
 fn parse_v1(buf: &[u8]) -> Result<Option<ProxyHeader>, ProxyHeaderError> {
+    // A line that cannot become a valid one is refused as soon as it shows, rather than when
+    // the header timeout gives up on its CRLF: a byte that is not text, or a protocol that is
+    // not one of the three.
+    let line = &buf[..buf.len().min(V1_MAX)];
+    if let Some(i) = line.iter().position(|b| !(b' '..=b'~').contains(b)) {
+        if line[i] != b'\r' || line.get(i + 1).is_some_and(|&b| b != b'\n') {
+            return Err(ProxyHeaderError("PROXY v1 line is not text"));
+        }
+    }
+    let rest = &line[line.len().min(6)..];
+    let protocol = rest
+        .split(|&b| b == b' ' || b == b'\r')
+        .next()
+        .unwrap_or_default();
+    // Ended by a space or CR, the protocol must be one; still arriving, the start of one.
+    let ended = protocol.len() < rest.len();
+    let known = [&b"TCP4"[..], b"TCP6", b"UNKNOWN"];
+    let fits = |k: &&[u8]| *k == protocol || (!ended && k.starts_with(protocol));
+    if !known.iter().any(fits) {
+        return Err(ProxyHeaderError("unknown PROXY v1 protocol"));
+    }
     let Some(end) = buf.windows(2).take(V1_MAX - 1).position(|w| w == b"\r\n") else {
         return if buf.len() >= V1_MAX {
             Err(ProxyHeaderError("PROXY v1 line too long"))
@@ -93,13 +114,19 @@ fn parse_v1(buf: &[u8]) -> Result<Option<ProxyHeader>, ProxyHeaderError> {
 }
 
 fn parse_v2(buf: &[u8]) -> Result<Option<ProxyHeader>, ProxyHeaderError> {
+    // The version and command are judged as soon as their byte is in, not after the rest.
+    if let Some(&version_command) = buf.get(12) {
+        if version_command >> 4 != 2 {
+            return Err(ProxyHeaderError("PROXY v2 with a version other than 2"));
+        }
+        if version_command & 0x0f > 1 {
+            return Err(ProxyHeaderError("unknown PROXY v2 command"));
+        }
+    }
     if buf.len() < 16 {
         return Ok(None);
     }
     let version_command = buf[12];
-    if version_command >> 4 != 2 {
-        return Err(ProxyHeaderError("PROXY v2 with a version other than 2"));
-    }
     let length = usize::from(u16::from_be_bytes([buf[14], buf[15]]));
     let total = 16 + length;
     if buf.len() < total {
@@ -181,6 +208,14 @@ mod tests {
     fn v1_refuses_malformed_lines() {
         for bad in [
             &b"GET / HTTP/1.1\r\n"[..],
+            // Refused before the line ends.
+            b"PROXY TCP4 1.2.3.4 5.6.7.8 1 2\n",
+            b"PROXY TCP4 1.2.3.4\x00",
+            b"PROXY TCP4 1.2.3.4\rX",
+            b"PROXY UDP",
+            b"PROXY UDP4 ",
+            b"PROXY TCP44",
+            b"PROXY TCP4\t",
             b"PROXY TCP4 1.2.3.4 5.6.7.8 1\r\n",
             b"PROXY TCP4 1.2.3.4 5.6.7.8 1 2 3\r\n",
             b"PROXY TCP4 ::1 5.6.7.8 1 2\r\n",
@@ -236,5 +271,8 @@ mod tests {
         assert!(parse(&v2(0x2, 0x11, &[0; 12])).is_err());
         assert!(parse(&v2(1, 0x11, &[0; 4])).is_err());
         assert!(parse(&v2(1, 0x99, &[0; 12])).is_err());
+        // The version and command byte is judged as soon as it is in.
+        assert!(parse(&bad_version[..13]).is_err());
+        assert!(parse(&v2(0x2, 0x11, &[0; 12])[..13]).is_err());
     }
 }

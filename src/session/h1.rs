@@ -89,6 +89,7 @@ impl Session {
         if blank > 0 {
             self.req_in.consume(blank);
             self.head_searched = 0;
+            self.head_checked = request::PartialHead::default();
             return Ok(true);
         }
         if self.head_searched == 0 && self.served_any {
@@ -97,14 +98,17 @@ impl Session {
         let limits = &ctx.settings.head_limits;
         let data = self.req_in.data();
         let Some(_) = http::find_head_end(data, &mut self.head_searched) else {
+            // A head that can no longer become valid is answered now, not when the header
+            // timeout ends the wait for the rest; even after a half-close, as the client may
+            // still read.
+            if let Err(e) = self.head_checked.check(data, limits) {
+                return self.refuse_head(ctx, e);
+            }
             if self.client_eof {
                 // The client half-closed mid-head: the rest will never come.
                 return Err(Closed);
             }
-            return match request::check_partial(data, limits) {
-                Ok(()) => Ok(false),
-                Err(e) => self.refuse_head(ctx, e),
-            };
+            return Ok(false);
         };
         ctx.bufs.lend_head(&mut self.to_backend);
         ctx.bufs.lend_head(&mut self.to_client);
@@ -134,6 +138,7 @@ impl Session {
         }
         self.req_in.consume(request.head_len);
         self.head_searched = 0;
+        self.head_checked = request::PartialHead::default();
         self.to_backend_pos = 0;
         self.req_released = 0;
         self.req_written = 0;

@@ -210,6 +210,8 @@ pub struct Session {
     req_phase: RequestPhase,
     req_scanner: BodyScanner,
     head_searched: usize,
+    /// How far the head still arriving has been checked for bytes that make it invalid.
+    head_checked: crate::http::request::PartialHead,
     /// Bytes at the front of `req_in` that belong to the message being forwarded.
     req_released: usize,
     /// Of those, how many were already written to the backend (kept for a replay).
@@ -310,6 +312,7 @@ impl Session {
             req_phase: RequestPhase::Head,
             req_scanner: BodyScanner::new(BodyKind::None),
             head_searched: 0,
+            head_checked: Default::default(),
             req_released: 0,
             req_written: 0,
             replayable: false,

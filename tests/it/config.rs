@@ -152,6 +152,80 @@ fn check_accepts_the_repository_lb_toml() {
 }
 
 #[test]
+fn version_prints_the_package_version() {
+    for flag in ["--version", "-V"] {
+        let out = run_lb(&[flag]);
+        assert!(out.status.success(), "{flag}: {}", stderr(&out));
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout),
+            format!("lb {}\n", env!("CARGO_PKG_VERSION")),
+            "{flag}"
+        );
+        assert!(out.stderr.is_empty(), "{flag}: {}", stderr(&out));
+    }
+}
+
+#[test]
+fn check_prints_every_setting_with_its_default() {
+    let path = temp_file(
+        "check-defaults.toml",
+        "[[backend]]\naddress = \"127.0.0.1:9\"\n",
+    );
+    let out = run_lb(&["--config", path.to_str().expect("utf-8 path"), "--check"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(out.stderr.is_empty(), "{}", stderr(&out));
+    let summary = String::from_utf8_lossy(&out.stdout).into_owned();
+    let expected = [
+        "listen      127.0.0.1:8000",
+        "admin       127.0.0.1:8004",
+        "algorithm   round_robin",
+        "workers     1",
+        "log_level   info",
+        "access_log  true",
+        "busy_poll   false",
+        "retries     2",
+        "admin_token unset",
+        "proxy_protocol false",
+        "health      GET /health every 5s, timeout 1s, rise 2, fall 2, expect 2xx",
+        "timeouts    connect 2s, client_header 10s, client_idle 1m, backend_response 30s, \
+         backend_idle 30s, tunnel 1h, drain 30s",
+        "limits      max_connections 10000, max_header_bytes 32768, max_headers 100, \
+         max_target_bytes 8192, pool_max_idle 64",
+        "http2       enabled true, h2c false, max_concurrent_streams 100, \
+         initial_window_size 65535, max_header_list_size 32768",
+        "discovery   resolve_interval 5s, timeout 1s, resolvers those of /etc/resolv.conf",
+        "backends    1",
+        "  backend-1  127.0.0.1:9  weight 1",
+    ];
+    assert_eq!(summary, format!("{}\n", expected.join("\n")));
+
+    // What the file sets replaces the default it would have shown, and nothing else moves.
+    let path = temp_file(
+        "check-values.toml",
+        "admin_token = \"s3cret\"\nproxy_protocol = true\nproxy_protocol_from = [\"10.0.0.0/8\"]\n\
+         [timeouts]\nclient_header = \"30s\"\n[http2]\nh2c = true\nmax_concurrent_streams = 250\n\
+         [discovery]\nresolvers = [\"127.0.0.53\"]\n[[backend]]\naddress = \"127.0.0.1:9\"\n",
+    );
+    let out = run_lb(&["--config", path.to_str().expect("utf-8 path"), "--check"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let summary = String::from_utf8_lossy(&out.stdout).into_owned();
+    for shown in [
+        "\nadmin_token set\n",
+        "\nproxy_protocol true, from 10.0.0.0/8\n",
+        "connect 2s, client_header 30s, client_idle 1m,",
+        "\nhttp2       enabled true, h2c true, max_concurrent_streams 250, initial_window_size 65535,",
+        "resolvers 127.0.0.53:53\n",
+    ] {
+        assert!(summary.contains(shown), "{shown:?} missing from\n{summary}");
+    }
+    assert!(
+        !summary.contains("s3cret"),
+        "the token is a secret:\n{summary}"
+    );
+    assert_eq!(summary.lines().count(), expected.len(), "{summary}");
+}
+
+#[test]
 fn check_shows_command_line_overrides() {
     let path = repo_lb_toml();
     let out = run_lb(&[

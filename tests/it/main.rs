@@ -8,6 +8,7 @@ mod basics;
 mod churn;
 mod config;
 mod discovery;
+mod early;
 mod errors;
 mod failover;
 mod fleet;

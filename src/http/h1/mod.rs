@@ -3,6 +3,7 @@
 //! request head.
 
 pub mod framing;
+mod partial;
 pub mod request;
 pub mod request_id;
 pub mod response;

@@ -5,6 +5,7 @@ use std::fmt;
 use std::mem::MaybeUninit;
 use std::net::IpAddr;
 
+pub use super::partial::{check_partial, PartialHead};
 use super::routing::{self, Headers, Routed};
 use crate::http::{
     list_elements, parse_content_length, push_all, trim_ows, BodyKind, ConnectionOptions,
@@ -59,7 +60,7 @@ pub enum Method {
 }
 
 impl Method {
-    fn from_token(token: &str) -> Method {
+    pub(super) fn from_token(token: &str) -> Method {
         match token {
             "GET" => Method::Get,
             "HEAD" => Method::Head,
@@ -114,22 +115,6 @@ impl fmt::Display for RequestError {
             RequestError::VersionNotSupported => f.write_str("HTTP version not supported"),
         }
     }
-}
-
-/// Checks a head that is still arriving against the limits, so an endless head is refused
-/// before the buffer fills.
-pub fn check_partial(buf: &[u8], limits: &HeadLimits) -> Result<(), RequestError> {
-    // The request line is the method, the target and "HTTP/1.1": 64 bytes of slack cover a long
-    // method.
-    let line_limit = limits.max_target_bytes + 64;
-    let line_end = buf.iter().position(|&b| b == b'\n');
-    if line_end.is_none_or(|end| end > line_limit) && buf.len() > line_limit {
-        return Err(RequestError::TargetTooLong);
-    }
-    if buf.len() >= limits.max_header_bytes {
-        return Err(RequestError::HeadTooLarge);
-    }
-    Ok(())
 }
 
 /// Who sent a request and how, for the `X-Forwarded-*` fields.
@@ -441,7 +426,7 @@ pub fn parse_routed(
 }
 
 /// A request target split for forwarding.
-struct TargetParts<'a> {
+pub(super) struct TargetParts<'a> {
     /// The authority of an absolute-form target.
     authority: Option<&'a [u8]>,
     /// What goes to the backend: the path and query, without scheme and authority (a backend
@@ -450,7 +435,7 @@ struct TargetParts<'a> {
 }
 
 /// Accepts origin-form, absolute-form and `OPTIONS *`.
-fn check_target(method: Method, target: &str) -> Result<TargetParts<'_>, RequestError> {
+pub(super) fn check_target(method: Method, target: &str) -> Result<TargetParts<'_>, RequestError> {
     let whole = TargetParts {
         authority: None,
         origin: target.as_bytes(),
@@ -503,13 +488,19 @@ fn is_authority(value: &[u8]) -> bool {
 }
 
 /// Whether the request line is well formed but for its version, `HTTP/D.D` with a major
-/// version of 2 or more: that deserves 505 (RFC 9110 §15.6.6), not 400.
+/// version of 2 or more: that deserves 505 (RFC 9110 §15.6.6), not 400. httparse got as far as
+/// the version, so the method and the target before it are sound; a third space means junk in
+/// the version (`GET /a b HTTP/2.0`), which is not a version at all.
 fn names_another_major_version(buf: &[u8]) -> bool {
+    let buf = &buf[crate::http::leading_empty_lines(buf)..];
     let line_end = buf
         .iter()
         .position(|&b| b == b'\r' || b == b'\n')
         .unwrap_or(buf.len());
     let line = &buf[..line_end];
+    if line.iter().filter(|&&b| b == b' ').count() != 2 {
+        return false;
+    }
     let Some(space) = line.iter().rposition(|&b| b == b' ') else {
         return false;
     };
