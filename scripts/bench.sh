@@ -20,6 +20,9 @@
 #              access log (buffer=64k flush=100ms, the same as lb's) into a file, with a format
 #              holding what lb's text line holds; ka64 (and instr, but for nginx-log). The files are emptied
 #              after every run.
+#   lb-defer haproxy-defer  lb with tcp_defer_accept = true and HAProxy with defer-accept on its
+#              bind line (TCP_DEFER_ACCEPT: a connection is accepted once its request is in);
+#              close and sysclose only
 #   lb-before  the lb binary BENCH_BEFORE_BIN (an earlier build, e.g. from a worktree of an older
 #              commit) on lb's configuration, to compare a change against the same machine in
 #              the same minute; ka64 and instr only, and only when BENCH_BEFORE_BIN is set
@@ -310,6 +313,12 @@ targets() {
                     verdict(a >= 0.95 * b, sprintf("%s at 64 keep-alive with the access log on (%s) within 5%% of lb without: %s %.0f, lb %.0f (%.3fx)", (m == 1) ? "req/s" : "requests per proxy CPU-second", (i == 1) ? "text" : "json", lc[i], a, b, a / b))
             }
         }
+        a = median("lb-defer" SUBSEP "close.rps"); h = median("haproxy" SUBSEP "close.rps")
+        if (a != "" && h != "")
+            verdict(a >= h, sprintf("req/s with a new connection per request and tcp_defer_accept >= HAProxy (defaults): lb-defer %.0f, HAProxy %.0f (%.2fx)", a, h, a / h))
+        a = median("lb-defer" SUBSEP "close.rps"); h = median("haproxy-defer" SUBSEP "close.rps")
+        if (a != "" && h != "")
+            printf "  (both with TCP_DEFER_ACCEPT: lb-defer %.0f, haproxy-defer %.0f req/s, %.2fx)\n", a, h, a / h
         a = median("nginx-log" SUBSEP "ka64.rpc"); b = median("nginx" SUBSEP "ka64.rpc")
         if (a != "" && b != "")
             printf "  (nginx with its buffered access log: %.0f requests per CPU-second against %.0f without, %.3fx)\n", a, b, a / b
@@ -610,6 +619,11 @@ for f in text json; do
     grep -q '^access_log = true' "$work/$name.toml"
     "$bin/lb" --config "$work/$name.toml" --check >/dev/null
 done
+# lb-defer and haproxy-defer: TCP_DEFER_ACCEPT on the listener.
+sed "1a tcp_defer_accept = true" "$work/lb-1.toml" >"$work/lb-defer.toml"
+"$bin/lb" --config "$work/lb-defer.toml" --check | grep -q "^tcp_defer_accept true"
+sed "s|^  bind 127.0.0.1:$port\$|  bind 127.0.0.1:$port defer-accept|" "$work/haproxy-1.cfg" >"$work/haproxy-defer.cfg"
+grep -q "defer-accept" "$work/haproxy-defer.cfg"
 # nginx-log: nginx's 1-worker configuration with a buffered access log.
 awk -v logconf="  log_format lb '\$remote_addr:\$remote_port [\$time_iso8601] \"\$request\" \$status \$body_bytes_sent \$upstream_addr \$request_time';
   access_log $work/access-nginx-log.log lb buffer=64k flush=100ms;" \
@@ -808,7 +822,8 @@ start_contestant() { # name [command prefix; default: taskset to the proxy's CPU
         lb) "${prefix[@]}" "$bin/lb" --config "$work/lb-$conf.toml" 2>>"$work/lb.log" & ;;
         lb-routes) "${prefix[@]}" "$bin/lb" --config "$work/lb-routes.toml" 2>>"$work/lb.log" & ;;
         lb-before) "${prefix[@]}" "$BENCH_BEFORE_BIN" --config "$work/lb-1.toml" 2>>"$work/lb.log" & ;;
-        lb-log | lb-json) "${prefix[@]}" "$bin/lb" --config "$work/$kind.toml" 2>>"$work/lb.log" & ;;
+        lb-log | lb-json | lb-defer) "${prefix[@]}" "$bin/lb" --config "$work/$kind.toml" 2>>"$work/lb.log" & ;;
+        haproxy-defer) "${prefix[@]}" haproxy -db -f "$work/haproxy-defer.cfg" 2>>"$work/haproxy.log" & ;;
         nginx-log) "${prefix[@]}" nginx -p "$work" -e "$work/nginx.err" -c "${nginx_conf/nginx-1/nginx-log}" & ;;
         nginx) "${prefix[@]}" nginx -p "$work" -e "$work/nginx.err" -c "$nginx_conf" & ;;
         haproxy) "${prefix[@]}" haproxy -db -f "$work/haproxy-$conf.cfg" 2>>"$work/haproxy.log" & ;;
@@ -1171,6 +1186,10 @@ for s in "${runs[@]}"; do
         for c in "${contestants[@]}"; do
             if case $c in lb-routes | lb-before | lb-log | lb-json | nginx-log) true ;; *) false ;; esac \
                 && [ "$s" != ka64 ] && [ "$s" != instr ]; then
+                continue
+            fi
+            if case $c in lb-defer | haproxy-defer) true ;; *) false ;; esac \
+                && [ "$s" != close ] && [ "$s" != sysclose ]; then
                 continue
             fi
             if [ "$c" = lb-before ] && [ -z "${BENCH_BEFORE_BIN:-}" ]; then
