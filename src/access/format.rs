@@ -134,9 +134,22 @@ fn push_json_opt(out: &mut Vec<u8>, value: Option<&str>) {
     }
 }
 
+/// Bytes a JSON string cannot hold as they are: control characters, `"` and `\\`.
+const NEEDS_ESCAPE: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut b = 0;
+    while b < 0x20 {
+        table[b] = true;
+        b += 1;
+    }
+    table[b'"' as usize] = true;
+    table[b'\\' as usize] = true;
+    table
+};
+
 /// `value` as a JSON string.
 fn push_json_str(out: &mut Vec<u8>, value: &str) {
-    let plain = value.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\');
+    let plain = !value.bytes().any(|b| NEEDS_ESCAPE[usize::from(b)]);
     if plain {
         push_all(out, &[b"\"", value.as_bytes(), b"\""]);
     } else if serde_json::to_writer(&mut *out, value).is_err() {
@@ -184,11 +197,15 @@ fn push_octet(out: &mut Vec<u8>, n: u8) {
 
 /// `d` in milliseconds with three decimals.
 fn push_millis(out: &mut Vec<u8>, d: Duration) {
-    let micros = d.as_micros();
+    // In u64: `as_micros` is a u128, whose division is a call into the runtime.
+    let micros = d
+        .as_secs()
+        .saturating_mul(1_000_000)
+        .saturating_add(u64::from(d.subsec_micros()));
     push_decimal(out, micros / 1000);
-    out.push(b'.');
     let frac = (micros % 1000) as u16;
     out.extend_from_slice(&[
+        b'.',
         b'0' + (frac / 100) as u8,
         b'0' + (frac / 10 % 10) as u8,
         b'0' + (frac % 10) as u8,
