@@ -35,7 +35,7 @@ use crate::stats::Totals;
 use crate::token::{self, Target};
 use crate::transport::tls::TlsAcceptor;
 use crate::upstream::h2::Wake;
-use crate::upstream::{Backends, ChangeError, Pool};
+use crate::upstream::{Backends, ChangeError, IdleExchange, Pool};
 
 /// How often idle pooled connections are checked against their timeout.
 const POOL_SWEEP: Duration = Duration::from_secs(1);
@@ -154,6 +154,8 @@ pub struct Shared {
     pub tls: Option<Arc<TlsAcceptor>>,
     /// The routes in effect, for the admin API.
     pub routes: Arc<Published>,
+    /// Every reactor's idle backend connections, so that one takes another's before opening.
+    pub idle: Arc<IdleExchange>,
 }
 
 impl Shared {
@@ -174,6 +176,7 @@ impl Shared {
             events,
             totals: Arc::new(Totals::default()),
             routes: Arc::new(Published::new(&config.routes)),
+            idle: Arc::default(),
         })
     }
 }
@@ -221,7 +224,9 @@ impl Reactor {
             totals,
             tls,
             routes,
+            idle,
         } = shared;
+        let shelves = idle.join(poll.registry().try_clone()?);
         let limits = &config.limits;
         Ok(Reactor {
             poll,
@@ -234,11 +239,7 @@ impl Reactor {
             routes,
             max_header_bytes: limits.max_header_bytes,
             sessions: Slab::new(),
-            pool: Pool::new(
-                backends.len(),
-                limits.pool_max_idle,
-                config.timeouts.backend_idle,
-            ),
+            pool: Pool::new(shelves, limits.pool_max_idle, config.timeouts.backend_idle),
             backends,
             events,
             totals,

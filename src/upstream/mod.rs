@@ -19,7 +19,7 @@ mod pool;
 mod pools;
 
 pub use backend::{Backend, BackendState, HealthStatus};
-pub use pool::Pool;
+pub use pool::{IdleExchange, Pool};
 pub use pools::{Affinity, PoolPolicy, PoolState};
 
 use crate::config::{
