@@ -132,8 +132,8 @@ pub const DEFAULT_MAX_HEADER_BYTES: usize = 32_768;
 pub const DEFAULT_MAX_HEADERS: usize = 100;
 /// `limits.max_target_bytes`: request target length limit (longer gets 414).
 pub const DEFAULT_MAX_TARGET_BYTES: usize = 8192;
-/// `limits.pool_max_idle`: idle keep-alive connections kept per backend;
-/// 0 disables connection reuse.
+/// `limits.pool_max_idle`: idle keep-alive connections kept per backend, by all
+/// the reactors together; 0 disables connection reuse.
 pub const DEFAULT_POOL_MAX_IDLE: usize = 64;
 /// Smallest accepted `limits.max_header_bytes`: below this, ordinary browser
 /// requests would already be rejected.

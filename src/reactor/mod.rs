@@ -35,7 +35,7 @@ use crate::stats::Totals;
 use crate::token::{self, Target};
 use crate::transport::tls::TlsAcceptor;
 use crate::upstream::h2::Wake;
-use crate::upstream::{BackendId, Backends, ChangeError, Pool};
+use crate::upstream::{BackendId, Backends, ChangeError, IdleExchange, Pool};
 
 /// How often idle pooled connections are checked against their timeout.
 const POOL_SWEEP: Duration = Duration::from_secs(1);
@@ -159,6 +159,8 @@ pub struct Shared {
     pub routes: Arc<Published>,
     /// The access log's writer thread.
     pub access: Arc<Sink>,
+    /// Every reactor's idle backend connections, so that one takes another's before opening.
+    pub idle: Arc<IdleExchange>,
 }
 
 impl Shared {
@@ -187,6 +189,7 @@ impl Shared {
             events,
             totals,
             routes: Arc::new(Published::new(&config.routes)),
+            idle: Arc::default(),
         })
     }
 }
@@ -244,7 +247,9 @@ impl Reactor {
             tls,
             routes,
             access,
+            idle,
         } = shared;
+        let shelves = idle.join(poll.registry().try_clone()?);
         let limits = &config.limits;
         Ok(Reactor {
             poll,
@@ -257,11 +262,7 @@ impl Reactor {
             routes,
             max_header_bytes: limits.max_header_bytes,
             sessions: Slab::new(),
-            pool: Pool::new(
-                backends.slots(),
-                limits.pool_max_idle,
-                config.timeouts.backend_idle,
-            ),
+            pool: Pool::new(shelves, limits.pool_max_idle, config.timeouts.backend_idle),
             backends,
             events,
             totals,

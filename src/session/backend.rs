@@ -69,7 +69,7 @@ impl Session {
             };
             ex.tries += 1;
             ex.backend = Some(index);
-            if let Some((stream, id)) = ctx.pool.take(index, self.slot) {
+            if let Some((stream, id)) = ctx.pool.take(index, self.slot, ctx.registry, ctx.now) {
                 self.attach(ctx, stream, id, index, true);
                 return true;
             }

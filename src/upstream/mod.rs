@@ -21,7 +21,7 @@ mod pools;
 mod slots;
 
 pub use backend::{Backend, BackendState, HealthStatus};
-pub use pool::Pool;
+pub use pool::{IdleExchange, Pool};
 pub use pools::{Affinity, PoolPolicy, PoolState};
 pub use slots::{BackendId, RETAINED_REMOVED};
 

@@ -1,8 +1,8 @@
 //! The pool of backend connections: every one in use or idle, the idle ones per backend for
-//! reuse, and their expiry; and for `protocol = "h2"` pools, each backend's multiplexed
-//! connection and the exchanges' streams on it.
+//! reuse (on shelves the other reactors can take from: `idle`), and their expiry; and for
+//! `protocol = "h2"` pools, each backend's multiplexed connection and the exchanges' streams on
+//! it.
 
-use std::collections::VecDeque;
 use std::io;
 use std::time::{Duration, Instant};
 
@@ -15,6 +15,10 @@ use super::BackendId;
 use crate::token;
 use crate::transport::pipe::SharedPipe;
 use crate::transport::Transport;
+pub use idle::IdleExchange;
+use idle::{Parked, Shelves};
+
+mod idle;
 
 /// How many request bytes an exchange may write ahead of its stream's framing.
 const STREAM_PIPE_LIMIT: usize = 64 * 1024;
@@ -23,8 +27,9 @@ const STREAM_PIPE_LIMIT: usize = 64 * 1024;
 enum Lease {
     /// The session in this slot is using it.
     Session(usize),
-    /// Parked in the pool since `since`.
-    Idle { stream: Transport, since: Instant },
+    /// Parked on the shelves, which hold its socket (or another reactor took it, and this
+    /// slot waits for the sweep). `suspect`: an event came while it was idle.
+    Parked { suspect: bool },
     /// A multiplexed HTTP/2 connection, shared by the exchanges whose streams it carries.
     Mux(Box<Mux>),
     /// An exchange's stream on the multiplexed connection in slot `mux`, leased to the session
@@ -40,18 +45,18 @@ struct Conn {
 /// Every backend connection, in use or idle, and the idle ones per backend (most recently used
 /// last).
 ///
-/// The per-backend tables are indexed by slot, and a slot may hold a later backend than the one
-/// a connection was opened to (removals reach only the first reactor's pool, and a slot is
-/// reused once its backend is forgotten): every lookup compares the whole id, and a connection
-/// to a slot's earlier backend is closed when found.
-///
-/// A connection is registered with the poll once, when it is opened, under a token naming its
-/// slot here; leasing it to a session or parking it changes only this table. That saves the
-/// four `epoll_ctl` calls per request that re-registering on every take and put would cost.
-/// Closing its socket removes it from the poll.
+/// A connection is registered with the poll once, when it is opened (or taken from another
+/// reactor), under a token naming its slot here; leasing it to a session or parking it changes
+/// only this table. That saves the four `epoll_ctl` calls per request that re-registering on
+/// every take and put would cost. Closing its socket removes it from the poll.
 pub struct Pool {
     conns: Slab<Conn>,
-    idle_by_backend: Vec<VecDeque<usize>>,
+    shelves: Shelves,
+    /// Per backend: no connection on its shelf was parked before this (none, when it was last
+    /// seen empty), so a sweep can tell that none has expired without looking.
+    parked_since: Vec<Option<Instant>>,
+    /// Per backend: an event came for one of its idle connections; the sweep looks at them.
+    suspects: Vec<bool>,
     max_idle: usize,
     idle_timeout: Duration,
     /// The multiplexed connection new streams to each backend go on.
@@ -63,10 +68,12 @@ pub struct Pool {
 }
 
 impl Pool {
-    pub fn new(backends: usize, max_idle: usize, idle_timeout: Duration) -> Pool {
+    pub fn new(shelves: Shelves, max_idle: usize, idle_timeout: Duration) -> Pool {
         Pool {
             conns: Slab::new(),
-            idle_by_backend: (0..backends).map(|_| VecDeque::new()).collect(),
+            shelves,
+            parked_since: Vec::new(),
+            suspects: Vec::new(),
             max_idle,
             idle_timeout,
             mux_by_backend: Vec::new(),
@@ -236,29 +243,60 @@ impl Pool {
     }
 
     /// Leases the most recently parked connection to `backend` (the one least likely to have
-    /// been closed by the backend's own idle timeout) to `session`.
-    pub fn take(&mut self, backend: BackendId, session: usize) -> Option<(Transport, usize)> {
-        let queue = self.idle_by_backend.get_mut(backend.slot())?;
-        while let Some(id) = queue.pop_back() {
-            let Some(conn) = self.conns.get_mut(id) else {
+    /// been closed by the backend's own idle timeout) to `session`; with none here, the oldest
+    /// idle one of another reactor, registered with `registry` (the caller's poll).
+    pub fn take(
+        &mut self,
+        backend: BackendId,
+        session: usize,
+        registry: &Registry,
+        now: Instant,
+    ) -> Option<(Transport, usize)> {
+        let slot = backend.slot();
+        while let Some(mut p) = self.shelves.pop(slot) {
+            let Some(conn) = self.conns.get_mut(p.slot) else {
                 continue;
             };
-            if !matches!(conn.lease, Lease::Idle { .. }) {
-                // A stale entry: the connection went and its id serves another now.
+            let Lease::Parked { suspect } = conn.lease else {
+                continue;
+            };
+            let dead = suspect && !p.stream.idle_input_is_harmless();
+            // Opened to the slot's earlier backend, which is gone: closed when found.
+            let earlier = p.backend != backend;
+            if dead || earlier || now.duration_since(p.since) >= self.idle_timeout {
+                self.conns.remove(p.slot);
                 continue;
             }
-            if conn.backend != backend {
-                if conn.backend.slot() == backend.slot() {
-                    // Opened to the slot's earlier backend, which is gone.
-                    self.conns.remove(id);
-                }
-                continue;
-            }
-            if let Lease::Idle { stream, .. } =
-                std::mem::replace(&mut conn.lease, Lease::Session(session))
+            conn.lease = Lease::Session(session);
+            return Some((p.stream, p.slot));
+        }
+        // Before a new connection, one that another reactor is not using: with N reactors the
+        // backend then sees about as many connections as with one.
+        while let Some(mut p) = self.shelves.take_from_others(slot) {
+            // Its owner's poll would have told it of a close, but not this poll: look.
+            if p.backend != backend
+                || now.duration_since(p.since) >= self.idle_timeout
+                || !p.stream.idle_input_is_harmless()
             {
-                return Some((stream, id));
+                continue;
             }
+            let entry = self.conns.vacant_entry();
+            let id = entry.key();
+            let Ok(socket) = p.stream.socket_mut() else {
+                continue;
+            };
+            let interest = Interest::READABLE | Interest::WRITABLE;
+            if registry
+                .register(socket, token::backend(id), interest)
+                .is_err()
+            {
+                continue;
+            }
+            entry.insert(Conn {
+                backend,
+                lease: Lease::Session(session),
+            });
+            return Some((p.stream, id));
         }
         None
     }
@@ -272,28 +310,54 @@ impl Pool {
             // A stream is not kept: the next exchange opens its own on the same connection.
             return self.release(id);
         }
-        let slot = conn.backend.slot();
-        if self.max_idle == 0 {
+        let backend = conn.backend;
+        let slot = backend.slot();
+        if !self.make_room(slot) {
             self.conns.remove(id);
             return;
         }
-        if self.idle_by_backend.len() <= slot {
-            // A backend added at runtime.
-            self.idle_by_backend.resize_with(slot + 1, VecDeque::new);
-        }
-        let queue = &mut self.idle_by_backend[slot];
-        while queue.len() >= self.max_idle {
-            match queue.pop_front() {
-                Some(oldest) => {
-                    self.conns.try_remove(oldest);
-                }
-                None => break,
-            }
-        }
         if let Some(conn) = self.conns.get_mut(id) {
-            conn.lease = Lease::Idle { stream, since: now };
-            queue.push_back(id);
+            conn.lease = Lease::Parked { suspect: false };
+            if self.parked_since.len() <= slot {
+                // A backend added at runtime.
+                self.parked_since.resize(slot + 1, None);
+            }
+            self.parked_since[slot].get_or_insert(now);
+            self.shelves.push(
+                slot,
+                Parked {
+                    slot: id,
+                    backend,
+                    stream,
+                    since: now,
+                },
+            );
         }
+    }
+
+    /// Whether one more idle connection to `backend` may be kept, closing this reactor's
+    /// oldest ones if that makes room. `max_idle` bounds the whole process: each reactor may
+    /// always keep its share of it, and more only while the others leave room.
+    fn make_room(&mut self, backend: usize) -> bool {
+        if self.max_idle == 0 {
+            return false;
+        }
+        let share = self.shelves.share(self.max_idle);
+        let mut local = self.shelves.len(backend);
+        if local < share {
+            return true;
+        }
+        // Past its share: a rare case, worth counting every reactor's.
+        let mut total = self.shelves.total(backend);
+        while total >= self.max_idle && local >= share {
+            let Some(oldest) = self.shelves.oldest(backend) else {
+                break;
+            };
+            self.conns.try_remove(oldest.slot);
+            local -= 1;
+            total -= 1;
+        }
+        total < self.max_idle || local < share
     }
 
     /// Forgets a connection its session closes (dropping its socket takes it off the poll).
@@ -310,10 +374,11 @@ impl Pool {
             }
             return self.queue(mux);
         }
+        // A parked one's slot goes with its socket, off the shelf: never while it is there.
         if matches!(
             self.conns.get(id),
             Some(Conn {
-                lease: Lease::Session(_) | Lease::Idle { .. },
+                lease: Lease::Session(_),
                 ..
             })
         ) {
@@ -325,33 +390,46 @@ impl Pool {
     pub fn session_of(&self, id: usize) -> Option<usize> {
         match self.conns.get(id)?.lease {
             Lease::Session(slot) | Lease::Stream { session: slot, .. } => Some(slot),
-            Lease::Idle { .. } | Lease::Mux(_) => None,
+            Lease::Parked { .. } | Lease::Mux(_) => None,
         }
     }
 
-    /// An idle connection became readable: the backend closed it or sent bytes nobody asked
-    /// for. Either way it is useless.
+    /// An idle connection became readable: the backend closed it, or sent bytes nobody asked
+    /// for. Its socket is on the shelf, out of reach here: it is looked at before it is used,
+    /// and by the next sweep.
     pub fn on_idle_event(&mut self, id: usize) {
         let Some(Conn {
             backend,
-            lease: Lease::Idle { stream, .. },
+            lease: Lease::Parked { suspect },
         }) = self.conns.get_mut(id)
         else {
             return;
         };
-        if stream.idle_input_is_harmless() {
-            return;
-        }
+        *suspect = true;
         let slot = backend.slot();
-        self.conns.remove(id);
-        if let Some(queue) = self.idle_by_backend.get_mut(slot) {
-            queue.retain(|&k| k != id);
+        if self.suspects.len() <= slot {
+            self.suspects.resize(slot + 1, false);
         }
+        self.suspects[slot] = true;
     }
 
-    /// Closes connections idle for longer than the idle timeout, and multiplexed ones stuck
-    /// connecting.
+    /// Frees the slots of connections other reactors took; closes connections idle for longer
+    /// than the idle timeout, closed by their backend, or past a lowered `max_idle`, and
+    /// multiplexed ones stuck connecting.
     pub fn expire(&mut self, now: Instant) {
+        // Every event fetched before those connections left this poll has been handled.
+        let taken: Vec<usize> = self.shelves.taken().collect();
+        for slot in taken {
+            if matches!(
+                self.conns.get(slot),
+                Some(Conn {
+                    lease: Lease::Parked { .. },
+                    ..
+                })
+            ) {
+                self.conns.remove(slot);
+            }
+        }
         for id in self.muxes.clone() {
             let idle = self.idle_timeout;
             let Some(m) = self.mux_mut(id) else {
@@ -364,30 +442,72 @@ impl Pool {
                 self.queue(id);
             }
         }
-        for queue in &mut self.idle_by_backend {
-            while let Some(&oldest) = queue.front() {
-                let expired = match self.conns.get(oldest) {
-                    Some(Conn {
-                        lease: Lease::Idle { since, .. },
-                        ..
-                    }) => now.duration_since(*since) >= self.idle_timeout,
-                    _ => true,
-                };
-                if !expired {
-                    break;
+        for backend in 0..self.shelves.backends() {
+            self.sweep_shelf(backend, now);
+        }
+    }
+
+    /// Goes through `backend`'s shelf when something on it may have to go; a shelf is
+    /// emptied and refilled in order, so for that moment other reactors find it empty.
+    fn sweep_shelf(&mut self, backend: usize, now: Instant) {
+        let len = self.shelves.len(backend);
+        let since = self.parked_since.get(backend).copied().flatten();
+        let suspect = self.suspects.get(backend).copied().unwrap_or(false);
+        if let Some(s) = self.suspects.get_mut(backend) {
+            *s = false;
+        }
+        if len == 0 {
+            if let Some(s) = self.parked_since.get_mut(backend) {
+                *s = None;
+            }
+            return;
+        }
+        let stale = since.is_none_or(|t| now.duration_since(t) >= self.idle_timeout);
+        let share = self.shelves.share(self.max_idle);
+        let others = if len > share {
+            self.shelves.total(backend).saturating_sub(len)
+        } else {
+            0
+        };
+        let over = len > share && others + len > self.max_idle;
+        if !(stale || suspect || over) {
+            return;
+        }
+        let mut kept = Vec::with_capacity(len);
+        for mut p in self.shelves.drain(backend) {
+            let suspect = matches!(
+                self.conns.get(p.slot),
+                Some(Conn {
+                    lease: Lease::Parked { suspect: true },
+                    ..
+                })
+            );
+            if now.duration_since(p.since) >= self.idle_timeout
+                || (suspect && !p.stream.idle_input_is_harmless())
+            {
+                self.conns.try_remove(p.slot);
+            } else {
+                if let Some(conn) = self.conns.get_mut(p.slot) {
+                    conn.lease = Lease::Parked { suspect: false };
                 }
-                queue.pop_front();
-                if matches!(
-                    self.conns.get(oldest),
-                    Some(Conn {
-                        lease: Lease::Idle { .. },
-                        ..
-                    })
-                ) {
-                    self.conns.remove(oldest);
-                }
+                kept.push(p);
             }
         }
+        // Oldest first: the excess over the bound goes from the front.
+        let excess = if kept.len() > share {
+            (others + kept.len())
+                .saturating_sub(self.max_idle)
+                .min(kept.len() - share)
+        } else {
+            0
+        };
+        for p in kept.drain(..excess) {
+            self.conns.try_remove(p.slot);
+        }
+        if let Some(s) = self.parked_since.get_mut(backend) {
+            *s = kept.first().map(|p| p.since);
+        }
+        self.shelves.restore(backend, kept);
     }
 
     /// New limits (a reload); idle connections beyond them go at the next put or sweep.
@@ -399,56 +519,24 @@ impl Pool {
     /// Closes every idle connection to a backend (it was removed).
     pub fn forget(&mut self, backend: BackendId) {
         let conns = &self.conns;
-        let is_to = |id: &usize| conns.get(*id).is_some_and(|c| c.backend == backend);
         // Streams under way on its multiplexed connection finish; no new one goes there.
-        if let Some(slot) = self.mux_by_backend.get_mut(backend.slot()) {
-            if slot.as_ref().is_some_and(is_to) {
-                *slot = None;
+        if let Some(mux) = self.mux_by_backend.get_mut(backend.slot()) {
+            if mux.is_some_and(|id| conns.get(id).is_some_and(|c| c.backend == backend)) {
+                *mux = None;
             }
         }
-        let idle_to = |id: &usize| {
-            conns
-                .get(*id)
-                .is_some_and(|c| c.backend == backend && matches!(c.lease, Lease::Idle { .. }))
-        };
-        if let Some(queue) = self.idle_by_backend.get_mut(backend.slot()) {
-            let (gone, kept): (Vec<usize>, Vec<usize>) = queue.drain(..).partition(idle_to);
-            queue.extend(kept);
-            for id in gone {
-                self.conns.try_remove(id);
-            }
+        // The slot's shelf may hold a later backend's connections too: those stay.
+        let (gone, kept): (Vec<Parked>, Vec<Parked>) = self
+            .shelves
+            .drain(backend.slot())
+            .into_iter()
+            .partition(|p| p.backend == backend);
+        for p in gone {
+            self.conns.try_remove(p.slot);
         }
+        self.shelves.restore(backend.slot(), kept);
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_connection_parked_for_a_slots_earlier_backend_is_not_lent_to_its_successor() {
-        let poll = mio::Poll::new().unwrap();
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = listener.local_addr().unwrap();
-        let old = BackendId::initial(3);
-        let new = old.successor();
-        let mut pool = Pool::new(0, 8, Duration::from_secs(60));
-        let now = Instant::now();
-        let park = |pool: &mut Pool, backend| {
-            let mut stream = TcpStream::connect(addr).unwrap();
-            let id = pool.open(&mut stream, backend, 0, poll.registry()).unwrap();
-            pool.put(id, Transport::Plain(stream), now);
-            id
-        };
-        park(&mut pool, old);
-        assert!(pool.take(new, 1).is_none());
-        assert!(pool.take(old, 1).is_none(), "closed when found");
-        let fresh = park(&mut pool, new);
-        assert_eq!(pool.take(new, 1).map(|(_, id)| id), Some(fresh));
-
-        // Forgetting the old backend leaves the new one's connections alone.
-        let fresh = park(&mut pool, new);
-        pool.forget(old);
-        assert_eq!(pool.take(new, 2).map(|(_, id)| id), Some(fresh));
-    }
-}
+mod tests;

@@ -34,7 +34,7 @@ impl BackendId {
 
     /// The id a backend put in slot `slot` of a new table gets.
     #[cfg(test)]
-    pub(crate) fn initial(slot: usize) -> BackendId {
+    pub(crate) const fn initial(slot: usize) -> BackendId {
         BackendId {
             slot: slot as u32,
             generation: 0,

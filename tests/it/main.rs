@@ -15,6 +15,7 @@ mod fleet;
 mod h2;
 mod lifecycle;
 mod limits;
+mod pools;
 mod proxy_protocol;
 mod routing;
 mod semantics;
