@@ -621,7 +621,8 @@ for f in text json; do
 done
 # lb-defer and haproxy-defer: TCP_DEFER_ACCEPT on the listener.
 sed "1a tcp_defer_accept = true" "$work/lb-1.toml" >"$work/lb-defer.toml"
-"$bin/lb" --config "$work/lb-defer.toml" --check | grep -q "^tcp_defer_accept true"
+"$bin/lb" --config "$work/lb-defer.toml" --check >"$work/lb-defer-check.txt"
+grep -q "^tcp_defer_accept true" "$work/lb-defer-check.txt"
 sed "s|^  bind 127.0.0.1:$port\$|  bind 127.0.0.1:$port defer-accept|" "$work/haproxy-1.cfg" >"$work/haproxy-defer.cfg"
 grep -q "defer-accept" "$work/haproxy-defer.cfg"
 # nginx-log: nginx's 1-worker configuration with a buffered access log.

@@ -29,7 +29,9 @@ fn main() -> ExitCode {
         }
     };
     if cli.check {
-        println!("{config}");
+        // A reader that stops early (`lb --check | head`) is not an error worth a panic.
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout().lock(), "{config}");
         return ExitCode::SUCCESS;
     }
     init_logging(config.log_level);
