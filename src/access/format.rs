@@ -42,7 +42,8 @@ pub fn text(out: &mut Vec<u8>, stamp: &[u8], r: &Record) {
         out.extend_from_slice(b" id=");
         push_token(out, id);
     }
-    if r.h2 && r.request_line.is_none() {
+    // A refused HTTP/2 stream has no request line to say what the client spoke.
+    if r.protocol == "HTTP/2" && r.request_line.is_none() {
         out.extend_from_slice(b" h2");
     }
     if r.aborted {
@@ -265,7 +266,7 @@ mod tests {
             cause: Some("bad-request"),
             request_id: Some("a b\"c"),
             tls: Some(("TLSv1.3", "TLS13_AES_128_GCM_SHA256")),
-            h2: true,
+            protocol: "HTTP/2",
             ..Record::default()
         };
         let mut out = Vec::new();

@@ -57,8 +57,6 @@ pub struct Record<'a> {
     pub termination: &'a str,
     /// The connection closed with the exchange unfinished.
     pub aborted: bool,
-    /// An HTTP/2 stream (the text format marks refusals of streams with `h2`).
-    pub h2: bool,
 }
 
 /// The method and the target of a request line (`-` for what is missing).

@@ -63,11 +63,7 @@ impl Reactor {
             listener.pending = true;
         }
         self.accept(now);
-        for listener in &mut self.listeners {
-            if let Some(mut l) = listener.take() {
-                let _ = self.poll.registry().deregister(&mut l.socket);
-            }
-        }
+        self.close_listeners();
         let slots: Vec<usize> = self.sessions.iter().map(|(slot, _)| slot).collect();
         for slot in slots {
             self.with_session(slot, now, Connection::begin_drain);

@@ -181,15 +181,20 @@ impl Reactor {
         }
     }
 
-    /// The reactor returns: connections still open end now (their exchanges logged as cut by
-    /// the stop), and the access log's last lines go to the writer.
-    pub(super) fn stop(&mut self, now: Instant) {
-        // Closing sessions must not accept new ones.
+    /// Closes the listeners: new clients go elsewhere (another instance, the kernel's refusal).
+    pub(super) fn close_listeners(&mut self) {
         for listener in &mut self.listeners {
             if let Some(mut l) = listener.take() {
                 let _ = self.poll.registry().deregister(&mut l.socket);
             }
         }
+    }
+
+    /// The reactor returns: connections still open end now (their exchanges logged as cut by
+    /// the stop), and the access log's last lines go to the writer.
+    pub(super) fn stop(&mut self, now: Instant) {
+        // Closing sessions must not accept new ones.
+        self.close_listeners();
         let slots: Vec<usize> = self.sessions.iter().map(|(slot, _)| slot).collect();
         for slot in slots {
             self.with_session(slot, now, |c, ctx| {

@@ -108,7 +108,6 @@ impl Session {
                 cause: ex.error_cause.or(ex.termination),
                 termination,
                 aborted,
-                h2: self.h2_stream != 0,
             },
         );
     }
@@ -168,7 +167,6 @@ pub(super) fn refusal<'a>(
         head: Some(head),
         cause: Some(cause),
         termination: cause,
-        h2: protocol == "HTTP/2",
         ..Record::default()
     }
 }

@@ -61,26 +61,14 @@ fn answer_then_close_after(
             ),
         }
     }
-    let mut slots = [httparse::EMPTY_HEADER; 32];
-    let mut parsed = httparse::Response::new(&mut slots);
-    let head_len = match parsed.parse(&all) {
-        Ok(httparse::Status::Complete(n)) => n,
-        other => panic!("{what}: {other:?} in {:?}", String::from_utf8_lossy(&all)),
+    let Some((mut resp, head_len)) = parse_head(&all) else {
+        panic!(
+            "{what}: no complete head in {:?}",
+            String::from_utf8_lossy(&all)
+        );
     };
-    Response {
-        status: parsed.code.unwrap_or(0),
-        headers: parsed
-            .headers
-            .iter()
-            .map(|h| {
-                (
-                    h.name.to_string(),
-                    String::from_utf8_lossy(h.value).into_owned(),
-                )
-            })
-            .collect(),
-        body: all[head_len..].to_vec(),
-    }
+    resp.body = all[head_len..].to_vec();
+    resp
 }
 
 /// Asserts that `resp` is the proxy's own refusal with `status`, whole, and saying it closes.

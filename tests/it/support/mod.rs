@@ -385,20 +385,8 @@ pub fn read_response_buffered(
 ) -> Response {
     let mut chunk = [0u8; 16384];
     let (status, headers, head_len) = loop {
-        let mut slots = [httparse::EMPTY_HEADER; 128];
-        let mut resp = httparse::Response::new(&mut slots);
-        if let Ok(httparse::Status::Complete(n)) = resp.parse(pending) {
-            let headers = resp
-                .headers
-                .iter()
-                .map(|h| {
-                    (
-                        h.name.to_string(),
-                        String::from_utf8_lossy(h.value).into_owned(),
-                    )
-                })
-                .collect::<Vec<_>>();
-            break (resp.code.unwrap_or(0), headers, n);
+        if let Some((head, n)) = parse_head(pending) {
+            break (head.status, head.headers, n);
         }
         let n = stream.read(&mut chunk).expect("read response head");
         assert!(
@@ -597,4 +585,30 @@ pub fn temp_file(name: &str, text: &str) -> std::path::PathBuf {
     let path = dir.join(format!("{}-{name}", std::process::id()));
     std::fs::write(&path, text).expect("write temp file");
     path
+}
+
+/// The response head at the start of `raw` (its body left empty) and its length, once it is
+/// complete.
+pub fn parse_head(raw: &[u8]) -> Option<(Response, usize)> {
+    let mut slots = [httparse::EMPTY_HEADER; 128];
+    let mut parsed = httparse::Response::new(&mut slots);
+    let Ok(httparse::Status::Complete(n)) = parsed.parse(raw) else {
+        return None;
+    };
+    let headers = parsed
+        .headers
+        .iter()
+        .map(|h| {
+            (
+                h.name.to_string(),
+                String::from_utf8_lossy(h.value).into_owned(),
+            )
+        })
+        .collect();
+    let head = Response {
+        status: parsed.code.unwrap_or(0),
+        headers,
+        body: Vec::new(),
+    };
+    Some((head, n))
 }
