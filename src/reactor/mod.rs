@@ -142,6 +142,8 @@ pub struct Reactor {
     accept_failures: u64,
     accept_failing_since: Option<Instant>,
     next_pool_sweep: Instant,
+    /// The backend removals this reactor's pool has caught up with.
+    seen_removals: u64,
     commands: Receiver<Command>,
     handle: Handle,
 }
@@ -298,6 +300,7 @@ impl Reactor {
             accept_failures: 0,
             accept_failing_since: None,
             next_pool_sweep: Instant::now() + POOL_SWEEP,
+            seen_removals: 0,
             commands,
             handle: Handle { sender, waker },
         })
@@ -407,6 +410,7 @@ impl Reactor {
             self.run_yielded(now);
             self.fire_timers(now);
             if now >= self.next_pool_sweep {
+                self.forget_removed_backends();
                 self.pool.expire(now);
                 self.next_pool_sweep = now + POOL_SWEEP;
             }
@@ -430,6 +434,16 @@ impl Reactor {
                     return Ok(());
                 }
             }
+        }
+    }
+
+    /// Another reactor may have removed backends this one still holds idle connections to.
+    fn forget_removed_backends(&mut self) {
+        let removals = self.backends.removals();
+        if removals != self.seen_removals {
+            self.seen_removals = removals;
+            let backends = &self.backends;
+            self.pool.forget_gone(|id| backends.is_live(id));
         }
     }
 

@@ -8,7 +8,7 @@
 //! - `pools`: a pool's policy and the choice among its members;
 //! - `pool`: the idle keep-alive connections.
 
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Instant, SystemTime};
 
@@ -41,6 +41,9 @@ use crate::health::{ProbeResult, ProbeTarget};
 pub struct Backends {
     inner: RwLock<Inner>,
     events: Arc<EventBus>,
+    /// Removals so far: a reactor that sees it move drops its idle connections to backends
+    /// that are gone, whichever reactor carried out the removal.
+    removals: AtomicU64,
 }
 
 #[derive(Debug)]
@@ -96,6 +99,7 @@ impl Backends {
                 pools: pools.iter().map(PoolState::new).collect(),
             }),
             events,
+            removals: AtomicU64::new(0),
         };
         for (pool, config) in pools.iter().enumerate() {
             for backend in &config.backends {
@@ -138,6 +142,19 @@ impl Backends {
 
     pub fn is_empty(&self) -> bool {
         self.live_count() == 0
+    }
+
+    /// How many backends were removed so far (see [`Backends::is_live`]).
+    pub fn removals(&self) -> u64 {
+        self.removals.load(Ordering::Acquire)
+    }
+
+    /// Whether `id` names a backend that was not removed.
+    pub fn is_live(&self, id: BackendId) -> bool {
+        self.read()
+            .list
+            .get(id)
+            .is_some_and(|b| b.state() != BackendState::Removed)
     }
 
     /// The backend `id` names; `None` once it is gone from the table, even if its slot holds
@@ -290,6 +307,7 @@ impl Backends {
         }
         list.retire(index);
         drop(inner);
+        self.removals.fetch_add(1, Ordering::Release);
         info!("backend {name} removed");
         self.announce("remove", name);
         Ok(index)

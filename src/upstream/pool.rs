@@ -518,23 +518,39 @@ impl Pool {
 
     /// Closes every idle connection to a backend (it was removed).
     pub fn forget(&mut self, backend: BackendId) {
+        self.forget_in(backend.slot(), |id| id == backend);
+    }
+
+    /// Closes the idle connections to every backend that is no longer live: another reactor
+    /// removed it, and this one only sees the removal in the shared table.
+    pub fn forget_gone(&mut self, is_live: impl Fn(BackendId) -> bool) {
+        let slots = self.shelves.backends().max(self.mux_by_backend.len());
+        for slot in 0..slots {
+            self.forget_in(slot, |id| !is_live(id));
+        }
+    }
+
+    fn forget_in(&mut self, slot: usize, gone: impl Fn(BackendId) -> bool) {
         let conns = &self.conns;
         // Streams under way on its multiplexed connection finish; no new one goes there.
-        if let Some(mux) = self.mux_by_backend.get_mut(backend.slot()) {
-            if mux.is_some_and(|id| conns.get(id).is_some_and(|c| c.backend == backend)) {
+        if let Some(mux) = self.mux_by_backend.get_mut(slot) {
+            if mux.is_some_and(|id| conns.get(id).is_some_and(|c| gone(c.backend))) {
                 *mux = None;
             }
+        }
+        if self.shelves.len(slot) == 0 {
+            return;
         }
         // The slot's shelf may hold a later backend's connections too: those stay.
         let (gone, kept): (Vec<Parked>, Vec<Parked>) = self
             .shelves
-            .drain(backend.slot())
+            .drain(slot)
             .into_iter()
-            .partition(|p| p.backend == backend);
+            .partition(|p| gone(p.backend));
         for p in gone {
             self.conns.try_remove(p.slot);
         }
-        self.shelves.restore(backend.slot(), kept);
+        self.shelves.restore(slot, kept);
     }
 }
 

@@ -10,8 +10,8 @@ use std::sync::{Arc, Barrier};
 use std::thread;
 
 use crate::support::{
-    connect, connections_to, read_response, temp_file, wait_until, DemoBackend, ProxyProcess,
-    TCP_ESTABLISHED,
+    connect, connections_to, read_response, roundtrip, temp_file, wait_until, DemoBackend,
+    ProxyProcess, TCP_ESTABLISHED,
 };
 
 /// Client connections at once in each wave.
@@ -99,4 +99,30 @@ fn pool_max_idle_bounds_the_process_not_each_worker() {
     }
     let (conns_last, _) = backend.stats();
     assert_eq!(conns_last - conns_after - 1, 0, "new backend connections");
+}
+
+#[test]
+fn removing_a_backend_closes_its_idle_connections_in_every_worker() {
+    // Eight slow requests at once leave idle connections parked by both reactors. The removal
+    // is carried out by one of them; the other must close its own within a pool sweep, not
+    // keep them until the (here five-minute) idle timeout.
+    let backend = DemoBackend::start("removed");
+    let proxy = two_workers("removed", &backend, "[timeouts]\nbackend_idle = \"300s\"");
+    let admin = proxy.admin_addr();
+    wave(proxy.addr, CLIENTS, "/delay/300", 1);
+    wait_until("every backend connection to be idle and open", || {
+        connections_to(backend.addr, &[TCP_ESTABLISHED]) == CLIENTS
+    });
+    let answer = roundtrip(
+        admin,
+        format!(
+            "DELETE /api/backends/{} HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n",
+            backend.name
+        )
+        .as_bytes(),
+    );
+    assert_eq!(answer.status, 200, "{}", answer.text());
+    wait_until("the removed backend's idle connections to close", || {
+        connections_to(backend.addr, &[TCP_ESTABLISHED]) == 0
+    });
 }
