@@ -279,10 +279,28 @@ mod tests {
     }
 
     #[test]
+    fn milliseconds_have_three_decimals() {
+        for (micros, text) in [
+            (0, "0.000"),
+            (7, "0.007"),
+            (999, "0.999"),
+            (1_000, "1.000"),
+            (23_281, "23.281"),
+            (u64::MAX, "18446744073709551.615"),
+        ] {
+            let mut out = Vec::new();
+            push_millis(&mut out, Duration::from_micros(micros));
+            assert_eq!(String::from_utf8(out).unwrap(), text);
+        }
+    }
+
+    #[test]
     fn addresses_read_as_std_writes_them() {
         for addr in [
             "0.9.10.99:0",
             "100.255.1.200:65535",
+            "255.255.255.255:65535",
+            "0.0.0.0:1",
             "[::1]:443",
             "[2001:db8::7]:8080",
         ] {
