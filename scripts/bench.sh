@@ -267,23 +267,26 @@ report() {
 # The issue's targets for lb at one reactor against nginx and HAProxy at one worker.
 targets() {
     awk -F'\t' -v idle="$idle_conns" '
-    function median(k,   n, i, j, t, x) {
+    # The median of x[1..n] (sorted in place).
+    function middle(x, n,   i, j, t) {
+        for (i = 2; i <= n; i++) { t = x[i]; for (j = i - 1; j >= 1 && x[j] > t; j--) x[j + 1] = x[j]; x[j + 1] = t }
+        return (n % 2) ? x[(n + 1) / 2] : (x[n / 2] + x[n / 2 + 1]) / 2
+    }
+    function median(k,   n, i, x) {
         n = cnt[k]
         if (n == 0) return ""
         for (i = 1; i <= n; i++) x[i] = val[k, i]
-        for (i = 2; i <= n; i++) { t = x[i]; for (j = i - 1; j >= 1 && x[j] > t; j--) x[j + 1] = x[j]; x[j + 1] = t }
-        return (n % 2) ? x[(n + 1) / 2] : (x[n / 2] + x[n / 2 + 1]) / 2
+        return middle(x, n)
     }
     # The median over the rounds of a/b within each round: the rounds interleave the
     # contestants, so this cancels the drift of a shared machine from one round to the next,
     # which the ratio of the two medians keeps.
-    function paired(a, b, key,   ka, kb, n, i, j, t, x) {
+    function paired(a, b, key,   ka, kb, n, i, x) {
         ka = a SUBSEP key; kb = b SUBSEP key
         n = cnt[ka] < cnt[kb] ? cnt[ka] : cnt[kb]
         if (n == 0) return ""
         for (i = 1; i <= n; i++) x[i] = (val[kb, i] > 0) ? val[ka, i] / val[kb, i] : 0
-        for (i = 2; i <= n; i++) { t = x[i]; for (j = i - 1; j >= 1 && x[j] > t; j--) x[j + 1] = x[j]; x[j + 1] = t }
-        return (n % 2) ? x[(n + 1) / 2] : (x[n / 2] + x[n / 2 + 1]) / 2
+        return middle(x, n)
     }
     function verdict(ok, text) {
         printf "- %s: %s\n", ok ? "met" : "NOT MET", text

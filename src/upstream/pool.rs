@@ -542,12 +542,12 @@ impl Pool {
             return;
         }
         // The slot's shelf may hold a later backend's connections too: those stay.
-        let (gone, kept): (Vec<Parked>, Vec<Parked>) = self
+        let (dropped, kept): (Vec<Parked>, Vec<Parked>) = self
             .shelves
             .drain(slot)
             .into_iter()
             .partition(|p| gone(p.backend));
-        for p in gone {
+        for p in dropped {
             self.conns.try_remove(p.slot);
         }
         self.shelves.restore(slot, kept);

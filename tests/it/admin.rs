@@ -247,43 +247,21 @@ impl Drop for Sse {
 fn try_read_response(stream: &mut TcpStream, pending: &mut Vec<u8>) -> Result<Response, String> {
     let mut chunk = [0u8; 16384];
     loop {
-        let mut slots = [httparse::EMPTY_HEADER; 32];
-        let mut parsed = httparse::Response::new(&mut slots);
-        match parsed.parse(pending) {
-            Ok(httparse::Status::Complete(head_len)) => {
-                let headers: Vec<(String, String)> = parsed
-                    .headers
-                    .iter()
-                    .map(|h| {
-                        (
-                            h.name.to_string(),
-                            String::from_utf8_lossy(h.value).into_owned(),
-                        )
-                    })
-                    .collect();
-                let status = parsed.code.unwrap_or(0);
-                let mut response = Response {
-                    status,
-                    headers,
-                    body: Vec::new(),
-                };
-                let length: usize = response
-                    .header("content-length")
-                    .and_then(|v| v.trim().parse().ok())
-                    .ok_or_else(|| format!("no Content-Length in {:?}", response.headers))?;
-                while pending.len() < head_len + length {
-                    let n = stream.read(&mut chunk).map_err(|e| e.to_string())?;
-                    if n == 0 {
-                        return Err("closed mid-body".into());
-                    }
-                    pending.extend_from_slice(&chunk[..n]);
+        if let Some((mut response, head_len)) = try_parse_head(pending)? {
+            let length: usize = response
+                .header("content-length")
+                .and_then(|v| v.trim().parse().ok())
+                .ok_or_else(|| format!("no Content-Length in {:?}", response.headers))?;
+            while pending.len() < head_len + length {
+                let n = stream.read(&mut chunk).map_err(|e| e.to_string())?;
+                if n == 0 {
+                    return Err("closed mid-body".into());
                 }
-                response.body = pending[head_len..head_len + length].to_vec();
-                pending.drain(..head_len + length);
-                return Ok(response);
+                pending.extend_from_slice(&chunk[..n]);
             }
-            Ok(httparse::Status::Partial) => {}
-            Err(e) => return Err(format!("bad response head: {e}")),
+            response.body = pending[head_len..head_len + length].to_vec();
+            pending.drain(..head_len + length);
+            return Ok(response);
         }
         let n = stream.read(&mut chunk).map_err(|e| e.to_string())?;
         if n == 0 {

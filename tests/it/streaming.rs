@@ -43,22 +43,14 @@ impl BodyReader {
     /// Reads the head; returns the status and headers.
     fn head(&mut self) -> (u16, Vec<(String, String)>) {
         loop {
-            let mut slots = [httparse::EMPTY_HEADER; 64];
-            let mut resp = httparse::Response::new(&mut slots);
-            if let Ok(httparse::Status::Complete(n)) = resp.parse(&self.buf) {
+            if let Some((resp, n)) = parse_head(&self.buf) {
                 let headers = resp
                     .headers
-                    .iter()
-                    .map(|h| {
-                        (
-                            h.name.to_ascii_lowercase(),
-                            String::from_utf8_lossy(h.value).into_owned(),
-                        )
-                    })
+                    .into_iter()
+                    .map(|(name, value)| (name.to_ascii_lowercase(), value))
                     .collect();
-                let status = resp.code.unwrap_or(0);
                 self.buf.drain(..n);
-                return (status, headers);
+                return (resp.status, headers);
             }
             assert!(self.fill() > 0, "closed before the response head");
         }

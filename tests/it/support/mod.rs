@@ -590,10 +590,18 @@ pub fn temp_file(name: &str, text: &str) -> std::path::PathBuf {
 /// The response head at the start of `raw` (its body left empty) and its length, once it is
 /// complete.
 pub fn parse_head(raw: &[u8]) -> Option<(Response, usize)> {
+    try_parse_head(raw).ok().flatten()
+}
+
+/// As [`parse_head`], telling a head still arriving (`Ok(None)`) from one that is not a
+/// response head at all.
+pub fn try_parse_head(raw: &[u8]) -> Result<Option<(Response, usize)>, String> {
     let mut slots = [httparse::EMPTY_HEADER; 128];
     let mut parsed = httparse::Response::new(&mut slots);
-    let Ok(httparse::Status::Complete(n)) = parsed.parse(raw) else {
-        return None;
+    let n = match parsed.parse(raw) {
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(e) => return Err(format!("bad response head: {e}")),
     };
     let headers = parsed
         .headers
@@ -610,5 +618,5 @@ pub fn parse_head(raw: &[u8]) -> Option<(Response, usize)> {
         headers,
         body: Vec::new(),
     };
-    Some((head, n))
+    Ok(Some((head, n)))
 }
