@@ -249,6 +249,9 @@ pub struct Config {
     pub request_id: bool,
     /// TCP_DEFER_ACCEPT on the listeners: a connection is accepted once its first bytes are in.
     pub tcp_defer_accept: bool,
+    /// TCP_QUICKACK off on the listeners: the ACK of a request goes out with its response
+    /// rather than in a packet of its own (HAProxy's `tcp-smart-accept`).
+    pub tcp_smart_accept: bool,
     /// Poll without sleeping: each reactor keeps a CPU busy, and in exchange is never woken
     /// from an idle CPU, which on virtual machines can take milliseconds (HAProxy's
     /// `busy-polling`).
@@ -510,6 +513,7 @@ impl Default for Config {
             access_log_path: None,
             request_id: false,
             tcp_defer_accept: false,
+            tcp_smart_accept: true,
             busy_poll: DEFAULT_BUSY_POLL,
             retries: DEFAULT_RETRIES,
             proxy_protocol_from: Vec::new(),

@@ -36,6 +36,7 @@ impl fmt::Display for Config {
         )?;
         writeln!(f, "request_id  {}", self.request_id)?;
         writeln!(f, "tcp_defer_accept {}", self.tcp_defer_accept)?;
+        writeln!(f, "tcp_smart_accept {}", self.tcp_smart_accept)?;
         writeln!(f, "busy_poll   {}", self.busy_poll)?;
         writeln!(f, "retries     {}", self.retries)?;
         // The token itself is a secret: only whether there is one.

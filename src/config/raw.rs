@@ -26,6 +26,7 @@ pub(super) struct RawConfig {
     pub access_log_path: Option<Spanned<String>>,
     pub request_id: Option<bool>,
     pub tcp_defer_accept: Option<bool>,
+    pub tcp_smart_accept: Option<bool>,
     pub busy_poll: Option<bool>,
     pub retries: Option<Spanned<i64>>,
     pub proxy_protocol: Option<bool>,
@@ -331,7 +332,7 @@ fn expectation(key: &str) -> Option<&'static str> {
         "workers" | "retries" | "health.rise" | "health.fall" | "backend.weight" => INTEGER,
         "log_level" => "a string: off, error, warn, info, debug or trace",
         "access_log" | "busy_poll" | "proxy_protocol" | "request_id" | "tcp_defer_accept"
-        | "health.grpc" => {
+        | "tcp_smart_accept" | "health.grpc" => {
             "true or false"
         }
         "access_log_format" => "a string: \"text\" or \"json\"",

@@ -69,6 +69,7 @@ pub(super) fn build(raw: RawConfig, text: &str, dir: &Path) -> Result<Config, Co
     };
     let request_id = raw.request_id.unwrap_or(false);
     let tcp_defer_accept = raw.tcp_defer_accept.unwrap_or(false);
+    let tcp_smart_accept = raw.tcp_smart_accept.unwrap_or(true);
     let busy_poll = raw.busy_poll.unwrap_or(DEFAULT_BUSY_POLL);
     let retries = v.int("retries", raw.retries.as_ref(), DEFAULT_RETRIES, 0)?;
     let mut proxy_protocol_from = Vec::new();
@@ -288,6 +289,7 @@ pub(super) fn build(raw: RawConfig, text: &str, dir: &Path) -> Result<Config, Co
         access_log_path,
         request_id,
         tcp_defer_accept,
+        tcp_smart_accept,
         busy_poll,
         retries,
         proxy_protocol_from,

@@ -167,3 +167,24 @@ pub(super) fn defer_accept(listener: &TcpListener, wait: std::time::Duration) ->
     }
     Ok(())
 }
+
+/// TCP_QUICKACK off on the listener, inherited by what it accepts: the kernel then holds the
+/// ACK of a request and sends it with the response, as HAProxy's `tcp-smart-accept` does.
+pub(super) fn delay_first_ack(listener: &TcpListener) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let off: libc::c_int = 0;
+    // SAFETY: the option value is a live c_int of the size passed, on a socket we own.
+    let rc = unsafe {
+        libc::setsockopt(
+            listener.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_QUICKACK,
+            &off as *const libc::c_int as *const libc::c_void,
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}

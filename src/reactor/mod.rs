@@ -222,6 +222,9 @@ impl Reactor {
     ) -> io::Result<Reactor> {
         let poll = Poll::new()?;
         let plain = Listener::register(listener, &poll, token::LISTENER, false)?;
+        if config.tcp_smart_accept {
+            listener::delay_first_ack(&plain.socket)?;
+        }
         if config.tcp_defer_accept {
             listener::defer_accept(&plain.socket, config.timeouts.client_header)?;
         }
@@ -231,6 +234,9 @@ impl Reactor {
                 let l = Listener::register(l, &poll, token::TLS_LISTENER, true)?;
                 if config.tcp_defer_accept {
                     listener::defer_accept(&l.socket, config.timeouts.client_header)?;
+                }
+                if config.tcp_smart_accept {
+                    listener::delay_first_ack(&l.socket)?;
                 }
                 Some(l)
             }

@@ -184,6 +184,17 @@ impl Session {
         }
     }
 
+    /// The listener's sockets hold a request's ACK to send it with the response
+    /// (`tcp_smart_accept`); that saves a packet only when the whole request came at once. A
+    /// client whose request (or HTTP/2 preface) arrives in parts may be waiting for that ACK
+    /// to send the rest, so from then on this connection ACKs at once.
+    pub(super) fn ack_promptly(&mut self) {
+        if !self.acks_promptly {
+            self.acks_promptly = true;
+            self.client.ack_promptly();
+        }
+    }
+
     /// Our side is done: flush, then half-close and read until the client closes too.
     pub(super) fn begin_closing(&mut self, ctx: &mut Ctx) {
         self.req_phase = RequestPhase::Closing;

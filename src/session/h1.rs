@@ -108,6 +108,7 @@ impl Session {
                 // The client half-closed mid-head: the rest will never come.
                 return Err(Closed);
             }
+            self.ack_promptly();
             return Ok(false);
         };
         ctx.bufs.lend_head(&mut self.to_backend);
@@ -130,7 +131,10 @@ impl Session {
             // httparse wants more than what looked like a head's end: wait for it (the header
             // timeout still runs).
             Ok(None) if self.client_eof => return Err(Closed),
-            Ok(None) => return Ok(false),
+            Ok(None) => {
+                self.ack_promptly();
+                return Ok(false);
+            }
             Err(e) => return self.refuse_head(ctx, e),
         };
         if let Some(port) = ctx.settings.redirect_https.filter(|_| !origin.https) {
@@ -147,6 +151,7 @@ impl Session {
         self.req_phase = if self.req_scanner.is_done() {
             RequestPhase::Complete
         } else {
+            self.ack_promptly();
             RequestPhase::Body
         };
         self.resp_phase = ResponsePhase::Head;
@@ -207,8 +212,13 @@ impl Session {
             if data.starts_with(crate::h2::PREFACE) {
                 self.wants_h2 = true;
             } else if crate::h2::PREFACE.starts_with(data) && !self.client_eof {
+                self.ack_promptly();
                 return true;
             }
+        }
+        if self.wants_h2 {
+            // An HTTP/2 connection lives long and its frames come apart from their answers.
+            self.ack_promptly();
         }
         self.wants_h2
     }

@@ -234,6 +234,8 @@ pub struct Session {
     backend: Option<BackendConn>,
     /// Close the client connection once the current response is out.
     close_after: bool,
+    /// The client's ACKs are no longer held for the response (see [`Session::ack_promptly`]).
+    acks_promptly: bool,
     /// The balancer is stopping: the request under way (or arriving) is the last.
     draining: bool,
     /// A PROXY protocol header must come before the first request (the peer is a trusted
@@ -328,6 +330,7 @@ impl Session {
             exchange: None,
             backend: None,
             close_after: false,
+            acks_promptly: false,
             draining: false,
             awaiting_proxy_header: false,
             armed: None,

@@ -195,6 +195,29 @@ impl Transport {
         }
     }
 
+    /// TCP_QUICKACK back on (`tcp_smart_accept` turned it off for the listener's sockets): the
+    /// pending ACK goes out now, and later ones without delay. A peer that waits for our ACK to
+    /// send more (Nagle's algorithm holding a request's second write) must not wait for the
+    /// delayed-ACK timer.
+    pub fn ack_promptly(&self) {
+        use std::os::fd::AsRawFd;
+        let Ok(socket) = self.socket() else {
+            return;
+        };
+        let on: libc::c_int = 1;
+        // SAFETY: the option value is a live c_int of the size passed, on a socket we own;
+        // failing leaves the ACKs delayed, which costs time and nothing else.
+        unsafe {
+            libc::setsockopt(
+                socket.as_raw_fd(),
+                libc::IPPROTO_TCP,
+                libc::TCP_QUICKACK,
+                &on as *const libc::c_int as *const libc::c_void,
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            );
+        }
+    }
+
     /// Ends our direction of the stream once every byte handed over is out.
     pub fn shutdown_write(&mut self) {
         match self {

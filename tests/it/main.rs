@@ -3,6 +3,7 @@
 mod support;
 
 mod access_log;
+mod acks;
 mod admin;
 mod basics;
 mod churn;
