@@ -249,7 +249,7 @@ pub struct Config {
     pub request_id: bool,
     /// TCP_DEFER_ACCEPT on the listeners: a connection is accepted once its first bytes are in.
     pub tcp_defer_accept: bool,
-    /// TCP_QUICKACK off on the listeners: the ACK of a request goes out with its response
+    /// TCP_QUICKACK off on the plain listener: the ACK of a request goes out with its response
     /// rather than in a packet of its own (HAProxy's `tcp-smart-accept`).
     pub tcp_smart_accept: bool,
     /// Poll without sleeping: each reactor keeps a CPU busy, and in exchange is never woken

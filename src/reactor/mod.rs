@@ -222,6 +222,9 @@ impl Reactor {
     ) -> io::Result<Reactor> {
         let poll = Poll::new()?;
         let plain = Listener::register(listener, &poll, token::LISTENER, false)?;
+        // Not on the TLS listener: a ClientHello larger than a segment (post-quantum key
+        // shares) comes in two, and a client with Nagle's algorithm on would hold the second
+        // until the delayed ACK of the first; a handshake saves nothing from the packet.
         if config.tcp_smart_accept {
             listener::delay_first_ack(&plain.socket)?;
         }
@@ -234,9 +237,6 @@ impl Reactor {
                 let l = Listener::register(l, &poll, token::TLS_LISTENER, true)?;
                 if config.tcp_defer_accept {
                     listener::defer_accept(&l.socket, config.timeouts.client_header)?;
-                }
-                if config.tcp_smart_accept {
-                    listener::delay_first_ack(&l.socket)?;
                 }
                 Some(l)
             }
