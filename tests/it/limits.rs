@@ -458,10 +458,22 @@ fn busy_poll_keeps_the_reactor_awake_and_serving() {
         None,
     );
     assert_eq!(request_on(&mut connect(proxy.addr)), 200);
-    // Idle, it still polls all the time (an idle default reactor uses 0–2 ticks here; other
-    // tests share the CPUs, so only a clear share is asked for).
-    let used = cpu_over(proxy.child.id(), Duration::from_millis(500));
-    assert!(used >= 10, "{used} ticks in 500 ms with busy_poll on");
+    // Idle, it still polls all the time (an idle default reactor uses 0–2 ticks in 500 ms
+    // here). Other tests share the two CPUs and can starve it for a while, so it has six
+    // windows to show a clear share in one of them.
+    let used: Vec<_> = (0..6)
+        .scan(false, |shown, _| {
+            (!*shown).then(|| {
+                let used = cpu_over(proxy.child.id(), Duration::from_millis(500));
+                *shown = used >= 10;
+                used
+            })
+        })
+        .collect();
+    assert!(
+        used.last().is_some_and(|&u| u >= 10),
+        "ticks per 500 ms with busy_poll on: {used:?}"
+    );
     let mut s = connect(proxy.addr);
     for _ in 0..3 {
         assert_eq!(request_on(&mut s), 200);
