@@ -8,6 +8,8 @@ use std::net::SocketAddr;
 use mio::net::TcpListener;
 use mio::{Interest, Poll, Token};
 
+use crate::transport::set_socket_option;
+
 /// A listening socket the reactor accepts from.
 pub(super) struct Listener {
     pub socket: TcpListener,
@@ -69,34 +71,9 @@ pub fn bind_listener(addr: SocketAddr, reuse_port: bool) -> io::Result<std::net:
         use std::os::fd::FromRawFd;
         std::net::TcpListener::from_raw_fd(fd)
     };
-    let one: libc::c_int = 1;
-    // SAFETY: the option value is a live c_int of the size passed.
-    let rc = unsafe {
-        libc::setsockopt(
-            fd,
-            libc::SOL_SOCKET,
-            libc::SO_REUSEADDR,
-            &one as *const libc::c_int as *const libc::c_void,
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
-    if rc < 0 {
-        return Err(io::Error::last_os_error());
-    }
+    set_socket_option(fd, libc::SOL_SOCKET, libc::SO_REUSEADDR, 1)?;
     if reuse_port {
-        // SAFETY: as above.
-        let rc = unsafe {
-            libc::setsockopt(
-                fd,
-                libc::SOL_SOCKET,
-                libc::SO_REUSEPORT,
-                &one as *const libc::c_int as *const libc::c_void,
-                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-            )
-        };
-        if rc < 0 {
-            return Err(io::Error::last_os_error());
-        }
+        set_socket_option(fd, libc::SOL_SOCKET, libc::SO_REUSEPORT, 1)?;
     }
     let (storage, len) = sockaddr(addr);
     // SAFETY: storage holds a valid sockaddr of length len.
@@ -152,39 +129,22 @@ fn sockaddr(addr: SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
 pub(super) fn defer_accept(listener: &TcpListener, wait: std::time::Duration) -> io::Result<()> {
     use std::os::fd::AsRawFd;
     let secs = libc::c_int::try_from(wait.as_secs().max(1)).unwrap_or(libc::c_int::MAX);
-    // SAFETY: the option value is a live c_int of the size passed, on a socket we own.
-    let rc = unsafe {
-        libc::setsockopt(
-            listener.as_raw_fd(),
-            libc::IPPROTO_TCP,
-            libc::TCP_DEFER_ACCEPT,
-            &secs as *const libc::c_int as *const libc::c_void,
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
-    if rc < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
+    set_socket_option(
+        listener.as_raw_fd(),
+        libc::IPPROTO_TCP,
+        libc::TCP_DEFER_ACCEPT,
+        secs,
+    )
 }
 
 /// TCP_QUICKACK off on the listener, inherited by what it accepts: the kernel then holds the
 /// ACK of a request and sends it with the response, as HAProxy's `tcp-smart-accept` does.
 pub(super) fn delay_first_ack(listener: &TcpListener) -> io::Result<()> {
     use std::os::fd::AsRawFd;
-    let off: libc::c_int = 0;
-    // SAFETY: the option value is a live c_int of the size passed, on a socket we own.
-    let rc = unsafe {
-        libc::setsockopt(
-            listener.as_raw_fd(),
-            libc::IPPROTO_TCP,
-            libc::TCP_QUICKACK,
-            &off as *const libc::c_int as *const libc::c_void,
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
-    if rc < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
+    set_socket_option(
+        listener.as_raw_fd(),
+        libc::IPPROTO_TCP,
+        libc::TCP_QUICKACK,
+        0,
+    )
 }

@@ -201,20 +201,9 @@ impl Transport {
     /// delayed-ACK timer.
     pub fn ack_promptly(&self) {
         use std::os::fd::AsRawFd;
-        let Ok(socket) = self.socket() else {
-            return;
-        };
-        let on: libc::c_int = 1;
-        // SAFETY: the option value is a live c_int of the size passed, on a socket we own;
-        // failing leaves the ACKs delayed, which costs time and nothing else.
-        unsafe {
-            libc::setsockopt(
-                socket.as_raw_fd(),
-                libc::IPPROTO_TCP,
-                libc::TCP_QUICKACK,
-                &on as *const libc::c_int as *const libc::c_void,
-                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-            );
+        if let Ok(socket) = self.socket() {
+            // Failing leaves the ACKs delayed, which costs time and nothing else.
+            let _ = set_socket_option(socket.as_raw_fd(), libc::IPPROTO_TCP, libc::TCP_QUICKACK, 1);
         }
     }
 
@@ -229,6 +218,31 @@ impl Transport {
             Transport::Mux(p) => p.lock().shutdown_write(),
         }
     }
+}
+
+/// Sets an integer socket option that std and mio do not offer (`level` is `SOL_SOCKET`,
+/// `IPPROTO_TCP`, ...) on socket `fd`.
+pub fn set_socket_option(
+    fd: std::os::fd::RawFd,
+    level: libc::c_int,
+    option: libc::c_int,
+    value: libc::c_int,
+) -> io::Result<()> {
+    // SAFETY: the option value is a live c_int of the size passed; a descriptor that is not a
+    // TCP socket makes the call fail, and nothing else.
+    let rc = unsafe {
+        libc::setsockopt(
+            fd,
+            level,
+            option,
+            &value as *const libc::c_int as *const libc::c_void,
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 impl Source for Transport {
