@@ -25,7 +25,8 @@
 #              close and sysclose only
 #   lb-before  the lb binary BENCH_BEFORE_BIN (an earlier build, e.g. from a worktree of an older
 #              commit) on lb's configuration, to compare a change against the same machine in
-#              the same minute; ka64 and instr only, and only when BENCH_BEFORE_BIN is set
+#              the same minute; ka64, instr, close and sysclose, and only when BENCH_BEFORE_BIN
+#              is set
 # Scenarios (each run on a freshly started contestant, after a warm-up):
 #   ka64 ka256   keep-alive GETs from 64 / 256 connections (wrk, closed loop)
 #   close        a new connection per request, 64 at a time (wrk -H 'Connection: close')
@@ -54,7 +55,9 @@
 # "accepts" of the backend) and still holds (ss), its RSS (VmRSS of its processes, the peak of
 # samples every 0.25 s), how long its threads and the backend's waited for a CPU
 # (/proc/PID/task/*/schedstat: the other work on the machine), and errors (socket errors,
-# non-2xx answers, connections lost). Rounds are interleaved per scenario: for each scenario,
+# non-2xx answers, connections lost), and with a new connection per request the TCP segments
+# sent per request on the whole host (/proc/net/snmp OutSegs: both ends of the client's and
+# the backend's connections). Rounds are interleaved per scenario: for each scenario,
 # round 1 runs every contestant, then round 2 ..., so machine drift hits everyone alike; each
 # figure is the median over the rounds with min-max. The final table gives every median's ratio
 # to HAProxy's at the same worker count (direct is compared with 1-thread HAProxy), then checks
@@ -184,6 +187,7 @@ report() {
         f[++nf] = "close.rps";  l[nf] = "new connection per request, 64 at a time: req/s"; d[nf] = "↑"
         f[++nf] = "close.p99";  l[nf] = "new connection per request: p99 ms"; d[nf] = "↓"
         f[++nf] = "close.rpc";  l[nf] = "new connection per request: req per proxy CPU-second"; d[nf] = "↑"
+        f[++nf] = "close.segs"; l[nf] = "new connection per request: TCP segments per request (client, proxy and backend sides)"; d[nf] = "↓"
         f[++nf] = "close.bconn"; l[nf] = "new connection per request: backend connections opened/s"; d[nf] = "↓"
         f[++nf] = "big.rps";    l[nf] = "1 MiB responses, 16 conns: MiB/s"; d[nf] = "↑"
         f[++nf] = "big.rpc";    l[nf] = "1 MiB responses: MiB per proxy CPU-second"; d[nf] = "↑"
@@ -335,6 +339,9 @@ targets() {
             if (a != "" && h != "")
                 verdict(p >= 1, sprintf("req/s with a new connection per request%s >= HAProxy (defaults): %.3fx, the median of the round-by-round ratios (medians %s %.0f, HAProxy %.0f: %.2fx)", (i == 2) ? " and tcp_defer_accept" : "", p, cc[i], a, h, a / h))
         }
+        a = median("lb" SUBSEP "close.rps"); b = median("lb-before" SUBSEP "close.rps")
+        if (a != "" && b != "")
+            printf "  (lb against the earlier build (BENCH_BEFORE_BIN) with a new connection per request: %.3fx req/s, the median of the round-by-round ratios; medians %.0f and %.0f)\n", paired("lb", "lb-before", "close.rps"), a, b
         a = median("lb-defer" SUBSEP "close.rps"); h = median("haproxy-defer" SUBSEP "close.rps")
         if (a != "" && h != "")
             printf "  (both with TCP_DEFER_ACCEPT: lb-defer %.0f, haproxy-defer %.0f req/s, %.2fx)\n", a, h, a / h
@@ -812,6 +819,8 @@ wrk_errors() {
          /Non-2xx or 3xx responses:/ { n += $NF }
          END { print n + 0 }' "$1"
 }
+# TCP segments sent on the whole host so far, both ends of every loopback connection.
+tcp_out_segments() { awk '$1 == "Tcp:" && $12 ~ /^[0-9]+$/ { print $12 }' /proc/net/snmp; }
 wrk_requests() { awk '/ requests in / { print $1 }' "$1"; }
 wrk_rps() { awk '/^Requests\/sec:/ { print $2 }' "$1"; }
 
@@ -898,6 +907,8 @@ closed_loop() { # scenario contestant round connections path [wrk args]
     [ -z "$cpid" ] || { t0=$(cpu_ticks "$cpid"); w0=$(wait_ns "$cpid"); }
     bw0=$(wait_ns "$backend_pid")
     a0=$(backend_accepts)
+    local g0 g1
+    g0=$(tcp_out_segments)
     wrk_run "$o" "$conns" "$duration" "$path" "$@" &
     local wpid=$!
     pids+=("$wpid")
@@ -910,6 +921,7 @@ closed_loop() { # scenario contestant round connections path [wrk args]
     done
     wait "$wpid" || { echo "wrk failed:" >&2; cat "$o" >&2; exit 1; }
     forget "$wpid"
+    g1=$(tcp_out_segments)
     a1=$(backend_accepts)
     [ -z "$cpid" ] || { t1=$(cpu_ticks "$cpid"); w1=$(wait_ns "$cpid"); }
     bw1=$(wait_ns "$backend_pid")
@@ -922,6 +934,7 @@ closed_loop() { # scenario contestant round connections path [wrk args]
     rec "$s" "$c" "$r" rps "$rps"
     rec "$s" "$c" "$r" p99 "$(wrk_p99 "$o")"
     rec "$s" "$c" "$r" errors "$(wrk_errors "$o")"
+    rec "$s" "$c" "$r" segs "$(awk -v g="$((g1 - g0))" -v n="$n" 'BEGIN { printf "%.2f", g / n }')"
     rec "$s" "$c" "$r" bwait "$(awk -v w="$((bw1 - bw0))" -v s="$secs" 'BEGIN { printf "%.1f", w / 1e9 / s * 100 }')"
     if [ -n "$cpid" ]; then
         rec "$s" "$c" "$r" wait "$(awk -v w="$((w1 - w0))" -v s="$secs" 'BEGIN { printf "%.1f", w / 1e9 / s * 100 }')"
@@ -1204,8 +1217,11 @@ for s in "${runs[@]}"; do
     for r in $(seq 1 "$n_rounds"); do
         echo "== $s, round $r/$n_rounds"
         for c in "${contestants[@]}"; do
-            if case $c in lb-routes | lb-before | lb-log | lb-json | nginx-log) true ;; *) false ;; esac \
+            if case $c in lb-routes | lb-log | lb-json | nginx-log) true ;; *) false ;; esac \
                 && [ "$s" != ka64 ] && [ "$s" != instr ]; then
+                continue
+            fi
+            if [ "$c" = lb-before ] && case $s in ka64 | instr | close | sysclose) false ;; *) true ;; esac; then
                 continue
             fi
             if case $c in lb-defer | haproxy-defer) true ;; *) false ;; esac \

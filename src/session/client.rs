@@ -3,7 +3,9 @@
 
 use log::debug;
 
-use super::{interrupted, would_block, Closed, Ctx, RequestPhase, Session, Step, LINGER};
+use super::{
+    interrupted, would_block, Closed, Ctx, RequestPhase, ResponsePhase, Session, Step, LINGER,
+};
 
 impl Session {
     pub(super) fn read_client(&mut self, ctx: &mut Ctx) -> Step {
@@ -102,6 +104,12 @@ impl Session {
             }
             let head = &self.to_client[self.to_client_pos..];
             let body = &self.resp_in.data()[..self.resp_released];
+            // The response is all read and the connection ends with it: these are the last
+            // bytes, and the FIN can travel with them.
+            let last = self.close_after
+                && self.resp_phase == ResponsePhase::Complete
+                && self.resp_released == self.resp_in.len()
+                && self.client.is_plain();
             if head.is_empty() && body.is_empty() {
                 if !self.client.has_pending_output() {
                     break;
@@ -123,7 +131,9 @@ impl Session {
                 }
                 continue;
             }
-            let result = if head.is_empty() {
+            let result = if last {
+                self.client.write_last(head, body)
+            } else if head.is_empty() {
                 self.client.write(body)
             } else if body.is_empty() {
                 self.client.write(head)
@@ -135,7 +145,8 @@ impl Session {
                 Ok(n) => {
                     progress = true;
                     self.last_client_write = ctx.now;
-                    if n < head.len() + body.len() {
+                    let all_taken = n == head.len() + body.len();
+                    if !all_taken {
                         // The send buffer is full: an edge will say when it has room again.
                         self.client_ready.writable = false;
                     }
@@ -150,6 +161,11 @@ impl Session {
                     }
                     if let Some(ex) = &mut self.exchange {
                         ex.bytes_to_client += n as u64;
+                    }
+                    if last && all_taken {
+                        // Pushes the held tail out with the FIN, before a close that might
+                        // reset the connection could discard it.
+                        self.shut_client_write_when_flushed();
                     }
                 }
                 Err(e) if would_block(&e) => self.client_ready.writable = false,

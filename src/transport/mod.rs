@@ -98,6 +98,10 @@ impl Transport {
         }
     }
 
+    pub fn is_plain(&self) -> bool {
+        matches!(self, Transport::Plain(_))
+    }
+
     pub fn is_tls(&self) -> bool {
         match self {
             Transport::Plain(_) => false,
@@ -151,6 +155,25 @@ impl Transport {
             Transport::Tls(t) => t.write_pair(head, body),
             Transport::Stream(p) => p.write_pair(head, body),
             Transport::Mux(p) => p.lock().write_pair(head, body),
+        }
+    }
+
+    /// Writes the last bytes our side will ever send, head and body as in
+    /// [`write_pair`](Self::write_pair) (either may be empty), to be followed by
+    /// [`shutdown_write`](Self::shutdown_write) once all are taken. A plain socket holds them
+    /// with `MSG_MORE` so the FIN rides in their segment: the client's ACK of the response
+    /// and our lone FIN are two packets fewer per closing connection (a TLS record is sealed
+    /// on its own and goes out as `write_pair` does).
+    #[inline]
+    pub fn write_last(&mut self, head: &[u8], body: &[u8]) -> io::Result<usize> {
+        match self {
+            Transport::Plain(s) => {
+                use std::os::fd::AsRawFd;
+                send_more(s.as_raw_fd(), head, body)
+            }
+            _ if body.is_empty() => self.write(head),
+            _ if head.is_empty() => self.write(body),
+            _ => self.write_pair(head, body),
         }
     }
 
@@ -218,6 +241,31 @@ impl Transport {
             Transport::Mux(p) => p.lock().shutdown_write(),
         }
     }
+}
+
+/// `sendmsg` of `head` then `body` with `MSG_MORE`: the kernel sends full segments and keeps
+/// the tail for the next write or the FIN.
+fn send_more(fd: std::os::fd::RawFd, head: &[u8], body: &[u8]) -> io::Result<usize> {
+    let mut parts = [IoSlice::new(head), IoSlice::new(body)];
+    let parts: &mut [IoSlice] = if body.is_empty() {
+        &mut parts[..1]
+    } else if head.is_empty() {
+        &mut parts[1..]
+    } else {
+        &mut parts[..]
+    };
+    // SAFETY: msghdr is plain data; all-zero is no address, no control data, no flags.
+    let mut message: libc::msghdr = unsafe { std::mem::zeroed() };
+    // IoSlice is guaranteed ABI-compatible with iovec on Unix.
+    message.msg_iov = parts.as_mut_ptr().cast::<libc::iovec>();
+    message.msg_iovlen = parts.len() as _;
+    // SAFETY: the iovecs point into `head` and `body`, which outlive the call; the kernel only
+    // reads them.
+    let sent = unsafe { libc::sendmsg(fd, &message, libc::MSG_MORE | libc::MSG_NOSIGNAL) };
+    if sent < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(sent as usize)
 }
 
 /// Sets an integer socket option that std and mio do not offer (`level` is `SOL_SOCKET`,

@@ -1,7 +1,8 @@
-//! `tcp_smart_accept`: the ACK of a request that came whole rides with its response, and a
-//! client whose request comes in parts is ACKed at once so that it can send the rest.
+//! Packets saved on the client's side: with `tcp_smart_accept` the ACK of a request that came
+//! whole rides with its response (and a client whose request comes in parts is ACKed at once so
+//! that it can send the rest), and the last response of a closing connection carries the FIN.
 
-use std::io::Write;
+use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
@@ -115,5 +116,64 @@ fn a_body_written_after_its_head_with_nagle_on_is_not_held_for_the_delayed_ack()
     assert!(
         best < Duration::from_millis(40),
         "fastest exchange: {best:?}"
+    );
+}
+
+/// The segments a new connection received by the time the balancer closed it after one
+/// `Connection: close` exchange, with what was read.
+fn closing_exchange(proxy: &Proxy, target: &str) -> (u32, Vec<u8>) {
+    let mut s = connect(proxy.addr);
+    s.set_nodelay(true).expect("nodelay");
+    // One write: a request in parts would switch the quick ACKs back on.
+    let request = format!("GET {target} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n");
+    s.write_all(request.as_bytes()).expect("write");
+    let mut all = Vec::new();
+    s.read_to_end(&mut all)
+        .expect("read until the balancer closes");
+    (segments_in(&s), all)
+}
+
+#[test]
+fn the_last_response_of_a_closing_connection_carries_the_fin() {
+    let b1 = DemoBackend::start("b1");
+    let proxy = Proxy::start(&[&b1]);
+    // SYN-ACK, then the response with the FIN in its segment; a FIN of its own would make
+    // three. A delayed ACK of the request (a loaded machine, see above) also makes three, so
+    // one connection in five must show two.
+    let seen: Vec<u32> = (0..5)
+        .map(|_| {
+            let (segments, all) = closing_exchange(&proxy, "/");
+            let (r, len) = parse_head(&all).expect("a response head");
+            assert_eq!((r.status, r.backend()), (200, "b1"));
+            assert_eq!(r.header("connection"), Some("close"));
+            let body = &all[len..];
+            let declared: usize = r
+                .header("content-length")
+                .and_then(|v| v.parse().ok())
+                .expect("length");
+            assert_eq!(body.len(), declared, "the whole body, then the close");
+            segments
+        })
+        .collect();
+    assert!(
+        seen.contains(&2),
+        "segments received per closing exchange: {seen:?}"
+    );
+}
+
+#[test]
+fn a_closing_response_larger_than_the_socket_buffers_arrives_whole() {
+    let b1 = DemoBackend::start("b1");
+    let proxy = Proxy::start(&[&b1]);
+    // Far more than loopback's send and receive buffers hold: the last writes are partial,
+    // and the held tail must still go out before the FIN.
+    let n = 8 << 20;
+    let (_, all) = closing_exchange(&proxy, &format!("/bytes/{n}"));
+    let (r, len) = parse_head(&all).expect("a response head");
+    assert_eq!(r.status, 200);
+    assert_eq!(all.len() - len, n, "body length");
+    assert!(
+        all[len..] == pattern(n)[..],
+        "body bytes differ from the backend's"
     );
 }
