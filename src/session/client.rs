@@ -104,12 +104,6 @@ impl Session {
             }
             let head = &self.to_client[self.to_client_pos..];
             let body = &self.resp_in.data()[..self.resp_released];
-            // The response is all read and the connection ends with it: these are the last
-            // bytes, and the FIN can travel with them.
-            let last = self.close_after
-                && self.resp_phase == ResponsePhase::Complete
-                && self.resp_released == self.resp_in.len()
-                && self.client.is_plain();
             if head.is_empty() && body.is_empty() {
                 if !self.client.has_pending_output() {
                     break;
@@ -131,6 +125,12 @@ impl Session {
                 }
                 continue;
             }
+            // The response is all read and the connection ends with it: these are the last
+            // bytes, and the FIN can travel with them.
+            let last = self.close_after
+                && self.resp_phase == ResponsePhase::Complete
+                && self.resp_released == self.resp_in.len()
+                && self.client.is_plain();
             let result = if last {
                 self.client.write_last(head, body)
             } else if head.is_empty() {

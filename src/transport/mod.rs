@@ -246,14 +246,8 @@ impl Transport {
 /// `sendmsg` of `head` then `body` with `MSG_MORE`: the kernel sends full segments and keeps
 /// the tail for the next write or the FIN.
 fn send_more(fd: std::os::fd::RawFd, head: &[u8], body: &[u8]) -> io::Result<usize> {
+    // An empty slice is allowed and sends nothing.
     let mut parts = [IoSlice::new(head), IoSlice::new(body)];
-    let parts: &mut [IoSlice] = if body.is_empty() {
-        &mut parts[..1]
-    } else if head.is_empty() {
-        &mut parts[1..]
-    } else {
-        &mut parts[..]
-    };
     // SAFETY: msghdr is plain data; all-zero is no address, no control data, no flags.
     let mut message: libc::msghdr = unsafe { std::mem::zeroed() };
     // IoSlice is guaranteed ABI-compatible with iovec on Unix.
