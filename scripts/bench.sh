@@ -23,6 +23,9 @@
 #   lb-defer haproxy-defer  lb with tcp_defer_accept = true and HAProxy with defer-accept on its
 #              bind line (TCP_DEFER_ACCEPT: a connection is accepted once its request is in);
 #              close and sysclose only
+#   lb-nospin  lb with idle_spin = "0s": a reactor that sleeps as soon as it runs out of work, as
+#              lb did before idle_spin (on by default since the seventh session of issue #14);
+#              ka64, close, rate and sysclose
 #   lb-before  the lb binary BENCH_BEFORE_BIN (an earlier build, e.g. from a worktree of an older
 #              commit) on lb's configuration, to compare a change against the same machine in
 #              the same minute; ka64, instr, close and sysclose, and only when BENCH_BEFORE_BIN
@@ -105,7 +108,7 @@ rate=${BENCH_RATE:-5000}
 rate_spin=${BENCH_RATE_SPIN:-0}
 busy_poll=${BENCH_BUSY_POLL:-0}
 idle_conns=${BENCH_IDLE_CONNS:-10000}
-read -r -a contestants <<<"${BENCH_CONTESTANTS:-direct relay lb lb-routes nginx haproxy lb-2 nginx-2 haproxy-2}"
+read -r -a contestants <<<"${BENCH_CONTESTANTS:-direct relay lb lb-nospin lb-routes nginx haproxy lb-2 nginx-2 haproxy-2}"
 read -r -a scenarios <<<"${BENCH_SCENARIOS:-ka64 ka256 close big rate idle sys sysclose instr}"
 port=${BENCH_PORT:-8120}
 admin_port=$((port + 1))
@@ -342,6 +345,13 @@ targets() {
         a = median("lb" SUBSEP "close.rps"); b = median("lb-before" SUBSEP "close.rps")
         if (a != "" && b != "")
             printf "  (lb against the earlier build (BENCH_BEFORE_BIN) with a new connection per request: %.3fx req/s, the median of the round-by-round ratios; medians %.0f and %.0f)\n", paired("lb", "lb-before", "close.rps"), a, b
+        split("close.rps rate.rpc ka64.rps", ns, " ")
+        split("req/s with a new connection per request,requests per proxy CPU-second at the fixed rate,req/s at 64 keep-alive", nl, ",")
+        for (i = 1; i <= 3; i++) {
+            a = median("lb" SUBSEP ns[i]); b = median("lb-nospin" SUBSEP ns[i])
+            if (a != "" && b != "")
+                printf "  (idle_spin, lb against lb-nospin: %s %.3fx, the median of the round-by-round ratios; medians %.0f and %.0f)\n", nl[i], paired("lb", "lb-nospin", ns[i]), a, b
+        }
         a = median("lb-defer" SUBSEP "close.rps"); h = median("haproxy-defer" SUBSEP "close.rps")
         if (a != "" && h != "")
             printf "  (both with TCP_DEFER_ACCEPT: lb-defer %.0f, haproxy-defer %.0f req/s, %.2fx)\n", a, h, a / h
@@ -645,6 +655,10 @@ for f in text json; do
     grep -q '^access_log = true' "$work/$name.toml"
     "$bin/lb" --config "$work/$name.toml" --check >/dev/null
 done
+# lb-nospin: no polling on before a sleep.
+sed "1a idle_spin = \"0s\"" "$work/lb-1.toml" >"$work/lb-nospin.toml"
+"$bin/lb" --config "$work/lb-nospin.toml" --check >"$work/lb-nospin-check.txt"
+grep -q "^idle_spin   0s" "$work/lb-nospin-check.txt"
 # lb-defer and haproxy-defer: TCP_DEFER_ACCEPT on the listener.
 sed "1a tcp_defer_accept = true" "$work/lb-1.toml" >"$work/lb-defer.toml"
 "$bin/lb" --config "$work/lb-defer.toml" --check >"$work/lb-defer-check.txt"
@@ -851,7 +865,7 @@ start_contestant() { # name [command prefix; default: taskset to the proxy's CPU
         lb) "${prefix[@]}" "$bin/lb" --config "$work/lb-$conf.toml" 2>>"$work/lb.log" & ;;
         lb-routes) "${prefix[@]}" "$bin/lb" --config "$work/lb-routes.toml" 2>>"$work/lb.log" & ;;
         lb-before) "${prefix[@]}" "$BENCH_BEFORE_BIN" --config "$work/lb-1.toml" 2>>"$work/lb.log" & ;;
-        lb-log | lb-json | lb-defer) "${prefix[@]}" "$bin/lb" --config "$work/$kind.toml" 2>>"$work/lb.log" & ;;
+        lb-log | lb-json | lb-defer | lb-nospin) "${prefix[@]}" "$bin/lb" --config "$work/$kind.toml" 2>>"$work/lb.log" & ;;
         haproxy-defer) "${prefix[@]}" haproxy -db -f "$work/haproxy-defer.cfg" 2>>"$work/haproxy.log" & ;;
         nginx-log) "${prefix[@]}" nginx -p "$work" -e "$work/nginx.err" -c "${nginx_conf/nginx-1/nginx-log}" & ;;
         nginx) "${prefix[@]}" nginx -p "$work" -e "$work/nginx.err" -c "$nginx_conf" & ;;
@@ -1226,6 +1240,9 @@ for s in "${runs[@]}"; do
             fi
             if case $c in lb-defer | haproxy-defer) true ;; *) false ;; esac \
                 && [ "$s" != close ] && [ "$s" != sysclose ]; then
+                continue
+            fi
+            if [ "$c" = lb-nospin ] && case $s in ka64 | close | rate | sysclose) false ;; *) true ;; esac; then
                 continue
             fi
             if [ "$c" = lb-before ] && [ -z "${BENCH_BEFORE_BIN:-}" ]; then

@@ -174,6 +174,10 @@ pub struct Config {
     /// from an idle CPU, which on virtual machines can take milliseconds (HAProxy's
     /// `busy-polling`).
     pub busy_poll: bool,
+    /// While a reactor's own work fills at least half of its time, it polls on for this long
+    /// without sleeping once it runs out of work, so that the next event finds it awake instead
+    /// of having to wake it (see `reactor::spin`); zero never spins.
+    pub idle_spin: Duration,
     /// How many other backends a failed request may still be sent to.
     pub retries: u32,
     /// Peers that must open their connections with a PROXY protocol header (v1 or v2); empty
@@ -433,6 +437,7 @@ impl Default for Config {
             tcp_defer_accept: false,
             tcp_smart_accept: true,
             busy_poll: DEFAULT_BUSY_POLL,
+            idle_spin: DEFAULT_IDLE_SPIN,
             retries: DEFAULT_RETRIES,
             proxy_protocol_from: Vec::new(),
             health: HealthConfig::default(),

@@ -24,6 +24,10 @@ pub const DEFAULT_LOG_LEVEL: LevelFilter = LevelFilter::Info;
 pub const DEFAULT_ACCESS_LOG: bool = true;
 /// `busy_poll`: whether the reactors poll without ever sleeping.
 pub const DEFAULT_BUSY_POLL: bool = false;
+/// `idle_spin`: how long a busy reactor goes on polling, out of work, before it sleeps.
+pub const DEFAULT_IDLE_SPIN: Duration = Duration::from_micros(50);
+/// The longest `idle_spin`: beyond it, spinning is `busy_poll` under another name.
+pub const MAX_IDLE_SPIN: Duration = Duration::from_millis(10);
 
 /// `health.path`: the path probed with `GET` on each backend.
 pub const DEFAULT_HEALTH_PATH: &str = "/health";

@@ -38,6 +38,7 @@ impl fmt::Display for Config {
         writeln!(f, "tcp_defer_accept {}", self.tcp_defer_accept)?;
         writeln!(f, "tcp_smart_accept {}", self.tcp_smart_accept)?;
         writeln!(f, "busy_poll   {}", self.busy_poll)?;
+        writeln!(f, "idle_spin   {}", format_duration(self.idle_spin))?;
         writeln!(f, "retries     {}", self.retries)?;
         // The token itself is a secret: only whether there is one.
         let token = if self.admin_token.is_some() {

@@ -1,11 +1,11 @@
-//! Human-written durations: `"250ms"`, `"5s"`, `"1m"`, `"1h"`, `"1.5s"`.
+//! Human-written durations: `"50us"`, `"250ms"`, `"5s"`, `"1m"`, `"1h"`, `"1.5s"`.
 
 use std::time::Duration;
 
 /// Explanation appended to every rejected duration, so the operator sees the
 /// accepted grammar right next to the mistake.
 pub(super) const EXPECTED_DURATION: &str =
-    "expected a number followed by ms, s, m or h, like \"250ms\" or \"5s\"";
+    "expected a number followed by us, ms, s, m or h, like \"250ms\" or \"5s\"";
 
 /// Finer fractions than a nanosecond cannot be represented by `Duration`;
 /// rejecting them beats silently rounding.
@@ -13,7 +13,7 @@ const MAX_FRACTION_DIGITS: usize = 9;
 
 const NANOS_PER_SEC: u128 = 1_000_000_000;
 
-/// Parses an unsigned integer or decimal followed by `ms`, `s`, `m` or `h`.
+/// Parses an unsigned integer or decimal followed by `us`, `ms`, `s`, `m` or `h`.
 ///
 /// Zero parses fine; whether zero makes sense is up to the key it is used for.
 /// The error is the reason only; callers prefix it with the key.
@@ -25,6 +25,7 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         .unwrap_or(text.len());
     let (number, unit) = text.split_at(unit_at);
     let nanos_per_unit: u128 = match unit {
+        "us" => NANOS_PER_SEC / 1_000_000,
         "ms" => NANOS_PER_SEC / 1000,
         "s" => NANOS_PER_SEC,
         "m" => 60 * NANOS_PER_SEC,
@@ -78,8 +79,10 @@ pub fn format_duration(d: Duration) -> String {
         }
     } else if nanos.is_multiple_of(1_000_000) {
         format!("{}ms", d.as_millis())
+    } else if nanos.is_multiple_of(1000) {
+        format!("{}us", d.as_micros())
     } else {
-        // Not expressible in whole milliseconds: fall back to decimal seconds.
+        // Not expressible in whole microseconds: fall back to decimal seconds.
         let fraction = format!("{nanos:09}");
         format!("{secs}.{}s", fraction.trim_end_matches('0'))
     }

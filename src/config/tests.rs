@@ -389,7 +389,7 @@ fn durations_parse_in_the_file() {
 fn malformed_durations_are_rejected() {
     for text in [
         "", "5", "s", "5x", "5S", "5 s", " 5s", "5s ", "-1s", "+1s", "1.5.5s", "1.s", ".5s",
-        "1e3ms", "5sec", "5ms5", "1_000s", "١s",
+        "1e3ms", "5sec", "5ms5", "1_000s", "١s", "5µs", "5US", "5usec",
     ] {
         let err = parse_duration(text).expect_err(text);
         assert!(err.contains("invalid duration"), "{text:?}: {err}");
@@ -401,11 +401,13 @@ fn malformed_durations_are_rejected() {
 
 #[test]
 fn durations_format_back_to_file_notation() {
-    for text in ["250ms", "5s", "1m", "1h", "90s", "1500ms", "0s"] {
+    for text in [
+        "50us", "250ms", "5s", "1m", "1h", "90s", "1500ms", "0s", "2500us",
+    ] {
         let d = parse_duration(text).expect(text);
         assert_eq!(format_duration(d), text);
     }
-    assert_eq!(format_duration(Duration::from_micros(2500)), "0.0025s");
+    assert_eq!(format_duration(Duration::from_nanos(2500)), "0.0000025s");
 }
 
 #[test]
@@ -416,7 +418,7 @@ fn bad_duration_message_matches_the_documented_form() {
     assert_eq!(
         parse_err(&text).to_string(),
         "timeouts.connect = \"5x\" on line 12: invalid duration, expected a number \
-         followed by ms, s, m or h, like \"250ms\" or \"5s\""
+         followed by us, ms, s, m or h, like \"250ms\" or \"5s\""
     );
 }
 
@@ -592,5 +594,6 @@ fn discover_entries_and_discovery_settings() {
 mod cli;
 mod errors;
 mod http2;
+mod idle_spin;
 mod pools;
 mod tls;

@@ -71,6 +71,20 @@ pub(super) fn build(raw: RawConfig, text: &str, dir: &Path) -> Result<Config, Co
     let tcp_defer_accept = raw.tcp_defer_accept.unwrap_or(false);
     let tcp_smart_accept = raw.tcp_smart_accept.unwrap_or(true);
     let busy_poll = raw.busy_poll.unwrap_or(DEFAULT_BUSY_POLL);
+    let idle_spin = match &raw.idle_spin {
+        Some(s) => {
+            let d = parse_duration(s.get_ref()).map_err(|m| v.fail("idle_spin", s.span(), m))?;
+            if d > MAX_IDLE_SPIN {
+                return Err(v.fail(
+                    "idle_spin",
+                    s.span(),
+                    "must be at most 10ms (busy_poll = true never sleeps at all)",
+                ));
+            }
+            d
+        }
+        None => DEFAULT_IDLE_SPIN,
+    };
     let retries = v.int("retries", raw.retries.as_ref(), DEFAULT_RETRIES, 0)?;
     let mut proxy_protocol_from = Vec::new();
     if let Some(list) = &raw.proxy_protocol_from {
@@ -291,6 +305,7 @@ pub(super) fn build(raw: RawConfig, text: &str, dir: &Path) -> Result<Config, Co
         tcp_defer_accept,
         tcp_smart_accept,
         busy_poll,
+        idle_spin,
         retries,
         proxy_protocol_from,
         health,

@@ -80,6 +80,7 @@ impl Reactor {
         t.proxy_from = config.proxy_protocol_from.clone();
         t.request_id = config.request_id;
         t.busy_poll = config.busy_poll;
+        t.idle_spin = config.idle_spin;
         t.handshake_timeout = tls_handshake_timeout(config);
         t.redirect_https = redirect_port(config, self.tls_addr);
         t.http2 = config.http2.clone();

@@ -17,11 +17,13 @@ mod accept;
 mod commands;
 mod drive;
 mod listener;
+mod spin;
 
 use commands::{redirect_port, routing_table, tls_handshake_timeout};
 
 pub use listener::bind_listener;
 use listener::Listener;
+use spin::IdleSpin;
 
 use crate::access::{AccessLog, Sink};
 use crate::buffer::BufPool;
@@ -289,6 +291,7 @@ impl Reactor {
                 },
                 request_id: config.request_id,
                 busy_poll: config.busy_poll,
+                idle_spin: config.idle_spin,
                 retries: config.retries,
                 proxy_from: config.proxy_protocol_from.clone(),
                 handshake_timeout: tls_handshake_timeout(config),
@@ -364,8 +367,10 @@ impl Reactor {
             info!("tls listener on {addr}");
         }
         let mut events = Events::with_capacity(1024);
+        let mut spin = IdleSpin::new(Instant::now());
         loop {
-            let timeout = self.poll_timeout(Instant::now());
+            let now = Instant::now();
+            let timeout = spin.timeout(self.poll_timeout(now), self.settings.idle_spin, now);
             if let Err(e) = self.poll.poll(&mut events, timeout) {
                 if e.kind() == io::ErrorKind::Interrupted {
                     continue;
@@ -373,6 +378,7 @@ impl Reactor {
                 return Err(e);
             }
             let now = Instant::now();
+            spin.polled(!events.is_empty(), self.settings.idle_spin, now);
             self.access.tick();
             for event in events.iter() {
                 match token::target(event.token()) {

@@ -78,6 +78,8 @@ pub struct Settings {
     pub request_id: bool,
     /// The reactor polls without sleeping (`busy_poll`).
     pub busy_poll: bool,
+    /// How long a busy reactor polls on before it sleeps (`idle_spin`).
+    pub idle_spin: std::time::Duration,
     /// How many other backends a failed request may still go to.
     pub retries: u32,
     /// Peers whose connections open with a PROXY protocol header.

@@ -186,6 +186,7 @@ fn check_prints_every_setting_with_its_default() {
         "tcp_defer_accept false",
         "tcp_smart_accept true",
         "busy_poll   false",
+        "idle_spin   50us",
         "retries     2",
         "admin_token unset",
         "proxy_protocol false",
@@ -206,7 +207,7 @@ fn check_prints_every_setting_with_its_default() {
     let path = temp_file(
         "check-values.toml",
         "admin_token = \"s3cret\"\naccess_log_format = \"json\"\naccess_log_path = \"/tmp/a.log\"\n\
-         request_id = true\ntcp_defer_accept = true\ntcp_smart_accept = false\nproxy_protocol = true\nproxy_protocol_from = [\"10.0.0.0/8\"]\n\
+         request_id = true\ntcp_defer_accept = true\ntcp_smart_accept = false\nidle_spin = \"0s\"\nproxy_protocol = true\nproxy_protocol_from = [\"10.0.0.0/8\"]\n\
          [timeouts]\nclient_header = \"30s\"\n[http2]\nh2c = true\nmax_concurrent_streams = 250\n\
          [discovery]\nresolvers = [\"127.0.0.53\"]\n[[backend]]\naddress = \"127.0.0.1:9\"\n",
     );
@@ -219,6 +220,7 @@ fn check_prints_every_setting_with_its_default() {
         "\nrequest_id  true\n",
         "\ntcp_defer_accept true\n",
         "\ntcp_smart_accept false\n",
+        "\nidle_spin   0s\n",
         "\nproxy_protocol true, from 10.0.0.0/8\n",
         "connect 2s, client_header 30s, client_idle 1m,",
         "\nhttp2       enabled true, h2c true, max_concurrent_streams 250, initial_window_size 65535,",
