@@ -202,6 +202,8 @@ pub struct Totals {
     pub draining: std::sync::atomic::AtomicBool,
     /// Access log lines lost to a destination that did not keep up (or failed).
     pub access_log_dropped: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    /// Microseconds the reactors spent polling on instead of sleeping (`idle_spin`).
+    pub spin_micros: std::sync::atomic::AtomicU64,
 }
 
 impl Default for Totals {
@@ -215,6 +217,7 @@ impl Default for Totals {
             unattributed: Default::default(),
             draining: Default::default(),
             access_log_dropped: Default::default(),
+            spin_micros: Default::default(),
         }
     }
 }

@@ -242,6 +242,17 @@ pub fn render(admin: &Admin) -> String {
     );
     family(
         &mut out,
+        "lb_reactor_spin_seconds_total",
+        "counter",
+        "Time the reactors spent polling on instead of sleeping while busy (idle_spin): CPU given for the wake-ups it saved.",
+    );
+    let _ = writeln!(
+        out,
+        "lb_reactor_spin_seconds_total {:.6}",
+        t.spin_micros.load(Ordering::Relaxed) as f64 / 1e6
+    );
+    family(
+        &mut out,
         "lb_backend_slots",
         "gauge",
         "Slots in the backend table: the most backends held at once, live or recently removed (a removed backend's slot is reused), however many came and went.",

@@ -5,6 +5,7 @@ use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
 use std::io;
 use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -378,7 +379,12 @@ impl Reactor {
                 return Err(e);
             }
             let now = Instant::now();
-            spin.polled(!events.is_empty(), self.settings.idle_spin, now);
+            if let Some(spun) = spin.polled(!events.is_empty(), self.settings.idle_spin, now) {
+                if !spun.is_zero() {
+                    let micros = u64::try_from(spun.as_micros()).unwrap_or(u64::MAX);
+                    self.totals.spin_micros.fetch_add(micros, Ordering::Relaxed);
+                }
+            }
             self.access.tick();
             for event in events.iter() {
                 match token::target(event.token()) {

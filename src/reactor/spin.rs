@@ -9,11 +9,14 @@
 //! few microseconds before its next event, about once per request. Polling on for a short window
 //! finds that event awake.
 //!
-//! It spins only while the reactor's own work fills at least half of its time, measured over
-//! short periods with the spinning counted as idle. The spin then at most doubles the CPU the
-//! reactor already uses, and a light load, whose sleeps are long and cheap to wake from, never
-//! pays for it. This is what the guest kernel's `haltpoll` governor does for a whole CPU,
-//! done by the one thread that knows its events come close together.
+//! It spins only while the last short period (20 ms) showed three things: the reactor's own
+//! work filled at least half of its time (the spinning counted as idle); more of its idle
+//! moments ended within the window than after it; and there were at least a thousand a second
+//! of those. The spin then at most doubles the CPU the reactor already uses, and it mostly ends
+//! in an event. A light load, whose sleeps are long and cheap to wake from, never pays for it,
+//! nor does a busy keep-alive load, whose rare sleeps are long. The guest kernel's `haltpoll`
+//! governor does the same for a whole CPU; here it is done by the one thread that knows its
+//! events come close together.
 
 use std::time::{Duration, Instant};
 
@@ -23,25 +26,47 @@ const PERIOD: Duration = Duration::from_millis(20);
 /// The reactor spins only when its work took at least this share of the last period, in %.
 const BUSY_PERCENT: u128 = 50;
 
+/// The fewest idle moments within the window, per period, that make spinning worth it: a
+/// thousand wake-ups a second. A keep-alive load that keeps a reactor busy has a few hundred.
+const MIN_SHORT_PER_PERIOD: u32 = 20;
+
+/// Idle moments shorter than this are left out of the count: a sleep and its wake-up take
+/// longer here, so the poll call itself covered them, and they neither cost a wake-up worth
+/// saving nor tell whether a spin would end in an event. A busy keep-alive load has tens of
+/// thousands of them a second and only hundreds of real sleeps, most longer than the window.
+const SLEEP_FLOOR: Duration = Duration::from_micros(10);
+
 pub(super) struct IdleSpin {
-    /// The last period's work share reached `BUSY_PERCENT`.
-    busy: bool,
+    /// Whether the last period showed a load worth spinning for (see the module's doc).
+    spin: bool,
     period_began: Instant,
     /// Time spent inside polls, sleeping or spinning, since `period_began`.
     polling: Duration,
-    /// Since when the reactor has found nothing to do, while it spins.
+    /// Idle moments of this period that ended within the window (at least `SLEEP_FLOOR` long),
+    /// and those that did not.
+    short: u32,
+    long: u32,
+    /// Since when the reactor has found nothing to do.
     idle_since: Option<Instant>,
     poll_began: Instant,
+    /// The poll under way is one the spin made instead of a sleep.
+    spinning: bool,
+    /// Time spent in such polls since `period_began`.
+    spun: Duration,
 }
 
 impl IdleSpin {
     pub(super) fn new(now: Instant) -> IdleSpin {
         IdleSpin {
-            busy: false,
+            spin: false,
             period_began: now,
             polling: Duration::ZERO,
+            short: 0,
+            long: 0,
             idle_since: None,
             poll_began: now,
+            spinning: false,
+            spun: Duration::ZERO,
         }
     }
 
@@ -54,39 +79,63 @@ impl IdleSpin {
         now: Instant,
     ) -> Option<Duration> {
         self.poll_began = now;
+        self.spinning = false;
         if wanted == Some(Duration::ZERO) {
-            self.idle_since = None;
             return wanted;
         }
-        if self.busy && !window.is_zero() {
-            let since = *self.idle_since.get_or_insert(now);
-            if now.saturating_duration_since(since) < window {
-                return Some(Duration::ZERO);
-            }
+        let since = *self.idle_since.get_or_insert(now);
+        if self.spin && now.saturating_duration_since(since) < window {
+            self.spinning = true;
+            return Some(Duration::ZERO);
         }
-        self.idle_since = None;
         wanted
     }
 
-    /// After a poll: whether it brought events.
-    pub(super) fn polled(&mut self, events: bool, window: Duration, now: Instant) {
-        self.polling += now.saturating_duration_since(self.poll_began);
+    /// After a poll: whether it brought events. At the end of each period, returns how long
+    /// the reactor spun in it (for `lb_reactor_spin_seconds_total`).
+    pub(super) fn polled(
+        &mut self,
+        events: bool,
+        window: Duration,
+        now: Instant,
+    ) -> Option<Duration> {
+        let polled = now.saturating_duration_since(self.poll_began);
+        self.polling += polled;
+        if self.spinning {
+            self.spun += polled;
+        }
         if events {
-            self.idle_since = None;
+            if let Some(since) = self.idle_since.take() {
+                let idle = now.saturating_duration_since(since);
+                if idle >= window {
+                    self.long += 1;
+                } else if idle >= (window / 5).min(SLEEP_FLOOR) {
+                    self.short += 1;
+                }
+            }
         }
         let elapsed = now.saturating_duration_since(self.period_began);
         if elapsed >= PERIOD {
             let work = elapsed.saturating_sub(self.polling);
-            self.busy =
-                !window.is_zero() && work.as_micros() * 100 >= elapsed.as_micros() * BUSY_PERCENT;
+            let busy = work.as_micros() * 100 >= elapsed.as_micros() * BUSY_PERCENT;
+            // A spin that mostly runs out would cost more CPU than the wake-ups it saves, and a
+            // few saved wake-ups are not worth a spin's share of the periods in between.
+            self.spin = !window.is_zero()
+                && busy
+                && self.short > self.long
+                && self.short >= MIN_SHORT_PER_PERIOD;
             self.period_began = now;
             self.polling = Duration::ZERO;
+            self.short = 0;
+            self.long = 0;
+            return Some(std::mem::take(&mut self.spun));
         }
+        None
     }
 
     #[cfg(test)]
-    fn is_busy(&self) -> bool {
-        self.busy
+    fn spins(&self) -> bool {
+        self.spin
     }
 }
 
@@ -99,43 +148,63 @@ mod tests {
 
     /// Runs the reactor's loop on a made-up clock for `periods` load periods: each round works
     /// for `work`, then polls; an event comes `gap` after the reactor runs out of work. Returns
-    /// how many polls were allowed to sleep and how many spun.
+    /// how many polls were allowed to sleep, how many spun, and the spinning time reported.
     fn run(
         spin: &mut IdleSpin,
         start: &mut Instant,
         work: Duration,
         gap: Duration,
         periods: u32,
-    ) -> (u32, u32) {
+    ) -> Tally {
+        run_pattern(spin, start, &[(work, gap)], periods)
+    }
+
+    /// The same with rounds of (work, gap) taken from `pattern` in turn.
+    fn run_pattern(
+        spin: &mut IdleSpin,
+        start: &mut Instant,
+        pattern: &[(Duration, Duration)],
+        periods: u32,
+    ) -> Tally {
         let end = *start + PERIOD * periods;
-        let (mut sleeps, mut spins) = (0, 0);
+        let mut tally = Tally::default();
         let mut now = *start;
-        while now < end {
+        for &(work, gap) in pattern.iter().cycle() {
+            if now >= end {
+                break;
+            }
             now += work;
             let idle_from = now;
             loop {
                 match spin.timeout(SLEEP, WINDOW, now) {
                     Some(Duration::ZERO) => {
-                        spins += 1;
+                        tally.spins += 1;
                         // A zero-timeout poll takes a microsecond and finds the event once it is in.
                         now += Duration::from_micros(1);
                         let arrived = now >= idle_from + gap;
-                        spin.polled(arrived, WINDOW, now);
+                        tally.spun += spin.polled(arrived, WINDOW, now).unwrap_or_default();
                         if arrived {
                             break;
                         }
                     }
                     _ => {
-                        sleeps += 1;
+                        tally.sleeps += 1;
                         now = now.max(idle_from + gap);
-                        spin.polled(true, WINDOW, now);
+                        tally.spun += spin.polled(true, WINDOW, now).unwrap_or_default();
                         break;
                     }
                 }
             }
         }
         *start = now;
-        (sleeps, spins)
+        tally
+    }
+
+    #[derive(Default)]
+    struct Tally {
+        sleeps: u32,
+        spins: u32,
+        spun: Duration,
     }
 
     #[test]
@@ -143,16 +212,17 @@ mod tests {
         let mut start = Instant::now();
         let mut spin = IdleSpin::new(start);
         // 10 µs of work per 200 µs: 5 % busy.
-        let (sleeps, spins) = run(
+        let tally = run(
             &mut spin,
             &mut start,
             Duration::from_micros(10),
             Duration::from_micros(190),
             20,
         );
-        assert!(!spin.is_busy());
-        assert_eq!(spins, 0);
-        assert!(sleeps > 1000, "{sleeps}");
+        assert!(!spin.spins());
+        assert_eq!(tally.spins, 0);
+        assert_eq!(tally.spun, Duration::ZERO);
+        assert!(tally.sleeps > 1000, "{}", tally.sleeps);
     }
 
     #[test]
@@ -160,7 +230,7 @@ mod tests {
         let mut start = Instant::now();
         let mut spin = IdleSpin::new(start);
         // 30 µs of work, then an event 20 µs later: 60 % busy, every gap within the window.
-        let (first_sleeps, _) = run(
+        let first = run(
             &mut spin,
             &mut start,
             Duration::from_micros(30),
@@ -168,20 +238,26 @@ mod tests {
             1,
         );
         assert!(
-            first_sleeps > 0,
+            first.sleeps > 0,
             "the first period measures before it spins"
         );
-        assert!(spin.is_busy());
-        let (sleeps, spins) = run(
+        assert!(spin.spins());
+        let tally = run(
             &mut spin,
             &mut start,
             Duration::from_micros(30),
             Duration::from_micros(20),
             20,
         );
-        assert_eq!(sleeps, 0);
-        assert!(spins > 1000, "{spins}");
-        assert!(spin.is_busy(), "spinning counts as idle, not as work");
+        assert_eq!(tally.sleeps, 0);
+        assert!(tally.spins > 1000, "{}", tally.spins);
+        assert!(spin.spins(), "spinning counts as idle, not as work");
+        // The reactor spins 20 µs of every 50: 2/5 of the periods reported (all but the last).
+        let (run_time, spun) = (PERIOD * 20, tally.spun);
+        assert!(
+            spun >= run_time * 7 / 20 && spun <= run_time * 2 / 5,
+            "{spun:?} spun in {run_time:?}"
+        );
     }
 
     #[test]
@@ -195,7 +271,7 @@ mod tests {
             Duration::from_micros(20),
             2,
         );
-        assert!(spin.is_busy());
+        assert!(spin.spins());
         let now = start + Duration::from_micros(30);
         assert_eq!(spin.timeout(SLEEP, WINDOW, now), Some(Duration::ZERO));
         spin.polled(false, WINDOW, now + Duration::from_micros(1));
@@ -205,6 +281,38 @@ mod tests {
             spin.timeout(Some(Duration::ZERO), WINDOW, now),
             Some(Duration::ZERO)
         );
+    }
+
+    #[test]
+    fn a_busy_reactor_whose_idle_moments_outlast_the_window_sleeps() {
+        let mut start = Instant::now();
+        let mut spin = IdleSpin::new(start);
+        // 150 µs of work, then an event 100 µs later: 60 % busy, as a keep-alive load can be,
+        // but a spin would run out every time.
+        let tally = run(
+            &mut spin,
+            &mut start,
+            Duration::from_micros(150),
+            Duration::from_micros(100),
+            20,
+        );
+        assert!(!spin.spins());
+        assert_eq!(tally.spins, 0);
+        assert_eq!(tally.spun, Duration::ZERO);
+    }
+
+    #[test]
+    fn idle_moments_too_short_to_sleep_in_do_not_count() {
+        let mut start = Instant::now();
+        let mut spin = IdleSpin::new(start);
+        // A keep-alive load's pattern: thirty 1 µs gaps between batches of work, then a gap
+        // longer than the window; 61 % busy. Counted, the short gaps would outvote the long
+        // one, and each long one would cost a whole window of spinning.
+        let mut pattern = vec![(Duration::from_micros(8), Duration::from_micros(1)); 30];
+        pattern.push((Duration::ZERO, Duration::from_micros(120)));
+        let tally = run_pattern(&mut spin, &mut start, &pattern, 20);
+        assert!(!spin.spins());
+        assert_eq!(tally.spins, 0);
     }
 
     #[test]
@@ -218,7 +326,7 @@ mod tests {
             Duration::from_micros(20),
             3,
         );
-        assert!(spin.is_busy());
+        assert!(spin.spins());
         run(
             &mut spin,
             &mut start,
@@ -226,15 +334,15 @@ mod tests {
             Duration::from_micros(500),
             2,
         );
-        assert!(!spin.is_busy());
-        let (_, spins) = run(
+        assert!(!spin.spins());
+        let tally = run(
             &mut spin,
             &mut start,
             Duration::from_micros(10),
             Duration::from_micros(500),
             5,
         );
-        assert_eq!(spins, 0);
+        assert_eq!(tally.spins, 0);
     }
 
     #[test]
@@ -247,6 +355,6 @@ mod tests {
             now += Duration::from_micros(5);
             spin.polled(true, Duration::ZERO, now);
         }
-        assert!(!spin.is_busy());
+        assert!(!spin.spins());
     }
 }

@@ -20,6 +20,7 @@ mod pools;
 mod proxy_protocol;
 mod routing;
 mod semantics;
+mod spin;
 mod streaming;
 mod strict;
 mod supervisor;
