@@ -25,7 +25,7 @@
 #              close and sysclose only
 #   lb-nospin  lb with idle_spin = "0s": a reactor that sleeps as soon as it runs out of work, as
 #              lb did before idle_spin (on by default since the seventh session of issue #14);
-#              ka64, close, rate and sysclose
+#              ka64, close, rate, sysclose and the TLS scenarios
 #   lb-before  the lb binary BENCH_BEFORE_BIN (an earlier build, e.g. from a worktree of an older
 #              commit) on lb's configuration, to compare a change against the same machine in
 #              the same minute; ka64, instr, close and sysclose, and only when BENCH_BEFORE_BIN
@@ -710,6 +710,7 @@ cert = "$certs/$k.crt"
 key = "$certs/$k.key"
 TOML
         done
+        sed "1a idle_spin = \"0s\"" "$work/lb-1-$k.toml" >"$work/lb-nospin-$k.toml"
     done
     # Until lb terminates TLS its config check refuses the [tls] table: lb then sits the TLS
     # scenarios out instead of failing the run.
@@ -865,7 +866,8 @@ start_contestant() { # name [command prefix; default: taskset to the proxy's CPU
         lb) "${prefix[@]}" "$bin/lb" --config "$work/lb-$conf.toml" 2>>"$work/lb.log" & ;;
         lb-routes) "${prefix[@]}" "$bin/lb" --config "$work/lb-routes.toml" 2>>"$work/lb.log" & ;;
         lb-before) "${prefix[@]}" "$BENCH_BEFORE_BIN" --config "$work/lb-1.toml" 2>>"$work/lb.log" & ;;
-        lb-log | lb-json | lb-defer | lb-nospin) "${prefix[@]}" "$bin/lb" --config "$work/$kind.toml" 2>>"$work/lb.log" & ;;
+        lb-log | lb-json | lb-defer) "${prefix[@]}" "$bin/lb" --config "$work/$kind.toml" 2>>"$work/lb.log" & ;;
+        lb-nospin) "${prefix[@]}" "$bin/lb" --config "$work/lb-nospin${tls_kind:+-$tls_kind}.toml" 2>>"$work/lb.log" & ;;
         haproxy-defer) "${prefix[@]}" haproxy -db -f "$work/haproxy-defer.cfg" 2>>"$work/haproxy.log" & ;;
         nginx-log) "${prefix[@]}" nginx -p "$work" -e "$work/nginx.err" -c "${nginx_conf/nginx-1/nginx-log}" & ;;
         nginx) "${prefix[@]}" nginx -p "$work" -e "$work/nginx.err" -c "$nginx_conf" & ;;
@@ -1242,7 +1244,7 @@ for s in "${runs[@]}"; do
                 && [ "$s" != close ] && [ "$s" != sysclose ]; then
                 continue
             fi
-            if [ "$c" = lb-nospin ] && case $s in ka64 | close | rate | sysclose) false ;; *) true ;; esac; then
+            if [ "$c" = lb-nospin ] && case $s in ka64 | close | rate | sysclose | tls* | h2tls*) false ;; *) true ;; esac; then
                 continue
             fi
             if [ "$c" = lb-before ] && [ -z "${BENCH_BEFORE_BIN:-}" ]; then
@@ -1254,8 +1256,8 @@ for s in "${runs[@]}"; do
             fi
             if [ -n "$tls_kind" ]; then
                 case $c in
-                    direct | relay | lb | lb-2)
-                        if [ "${c%-2}" != lb ] || [ "$lb_tls" = 0 ]; then
+                    direct | relay | lb | lb-2 | lb-nospin)
+                        if ! case $c in lb | lb-2 | lb-nospin) true ;; *) false ;; esac || [ "$lb_tls" = 0 ]; then
                             case " $skipped " in
                                 *" $c "*) ;;
                                 *) echo "  $c: no TLS, sits the TLS scenarios out"; skipped="$skipped $c" ;;
