@@ -1257,7 +1257,7 @@ for s in "${runs[@]}"; do
             if [ -n "$tls_kind" ]; then
                 case $c in
                     direct | relay | lb | lb-2 | lb-nospin)
-                        if ! case $c in lb | lb-2 | lb-nospin) true ;; *) false ;; esac || [ "$lb_tls" = 0 ]; then
+                        if case $c in direct | relay) true ;; *) [ "$lb_tls" = 0 ] ;; esac; then
                             case " $skipped " in
                                 *" $c "*) ;;
                                 *) echo "  $c: no TLS, sits the TLS scenarios out"; skipped="$skipped $c" ;;

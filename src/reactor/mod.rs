@@ -380,10 +380,8 @@ impl Reactor {
             }
             let now = Instant::now();
             if let Some(spun) = spin.polled(!events.is_empty(), self.settings.idle_spin, now) {
-                if !spun.is_zero() {
-                    let micros = u64::try_from(spun.as_micros()).unwrap_or(u64::MAX);
-                    self.totals.spin_micros.fetch_add(micros, Ordering::Relaxed);
-                }
+                let micros = u64::try_from(spun.as_micros()).unwrap_or(u64::MAX);
+                self.totals.spin_micros.fetch_add(micros, Ordering::Relaxed);
             }
             self.access.tick();
             for event in events.iter() {

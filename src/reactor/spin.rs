@@ -91,8 +91,8 @@ impl IdleSpin {
         wanted
     }
 
-    /// After a poll: whether it brought events. At the end of each period, returns how long
-    /// the reactor spun in it (for `lb_reactor_spin_seconds_total`).
+    /// After a poll: whether it brought events. At the end of a period in which the reactor
+    /// spun, returns for how long (for `lb_reactor_spin_seconds_total`).
     pub(super) fn polled(
         &mut self,
         events: bool,
@@ -128,7 +128,8 @@ impl IdleSpin {
             self.polling = Duration::ZERO;
             self.short = 0;
             self.long = 0;
-            return Some(std::mem::take(&mut self.spun));
+            let spun = std::mem::take(&mut self.spun);
+            return (!spun.is_zero()).then_some(spun);
         }
         None
     }
@@ -146,58 +147,10 @@ mod tests {
     const WINDOW: Duration = Duration::from_micros(50);
     const SLEEP: Option<Duration> = Some(Duration::from_millis(100));
 
-    /// Runs the reactor's loop on a made-up clock for `periods` load periods: each round works
-    /// for `work`, then polls; an event comes `gap` after the reactor runs out of work. Returns
-    /// how many polls were allowed to sleep, how many spun, and the spinning time reported.
-    fn run(
-        spin: &mut IdleSpin,
-        start: &mut Instant,
-        work: Duration,
-        gap: Duration,
-        periods: u32,
-    ) -> Tally {
-        run_pattern(spin, start, &[(work, gap)], periods)
-    }
-
-    /// The same with rounds of (work, gap) taken from `pattern` in turn.
-    fn run_pattern(
-        spin: &mut IdleSpin,
-        start: &mut Instant,
-        pattern: &[(Duration, Duration)],
-        periods: u32,
-    ) -> Tally {
-        let end = *start + PERIOD * periods;
-        let mut tally = Tally::default();
-        let mut now = *start;
-        for &(work, gap) in pattern.iter().cycle() {
-            if now >= end {
-                break;
-            }
-            now += work;
-            let idle_from = now;
-            loop {
-                match spin.timeout(SLEEP, WINDOW, now) {
-                    Some(Duration::ZERO) => {
-                        tally.spins += 1;
-                        // A zero-timeout poll takes a microsecond and finds the event once it is in.
-                        now += Duration::from_micros(1);
-                        let arrived = now >= idle_from + gap;
-                        tally.spun += spin.polled(arrived, WINDOW, now).unwrap_or_default();
-                        if arrived {
-                            break;
-                        }
-                    }
-                    _ => {
-                        tally.sleeps += 1;
-                        now = now.max(idle_from + gap);
-                        tally.spun += spin.polled(true, WINDOW, now).unwrap_or_default();
-                        break;
-                    }
-                }
-            }
-        }
-        *start = now;
-        tally
+    /// The reactor's loop on a made-up clock.
+    struct Sim {
+        spin: IdleSpin,
+        now: Instant,
     }
 
     #[derive(Default)]
@@ -207,19 +160,66 @@ mod tests {
         spun: Duration,
     }
 
+    impl Sim {
+        fn new() -> Sim {
+            let now = Instant::now();
+            Sim {
+                spin: IdleSpin::new(now),
+                now,
+            }
+        }
+
+        /// `periods` load periods in which each round works for `work_us` µs, then polls; an
+        /// event comes `gap_us` µs after the reactor runs out of work. Returns how many polls
+        /// were allowed to sleep, how many spun, and the spinning time reported.
+        fn run(&mut self, work_us: u64, gap_us: u64, periods: u32) -> Tally {
+            self.run_pattern(&[(work_us, gap_us)], periods)
+        }
+
+        /// The same with rounds of (work, gap) taken from `pattern` in turn.
+        fn run_pattern(&mut self, pattern: &[(u64, u64)], periods: u32) -> Tally {
+            let end = self.now + PERIOD * periods;
+            let mut tally = Tally::default();
+            for &(work_us, gap_us) in pattern.iter().cycle() {
+                if self.now >= end {
+                    break;
+                }
+                self.now += Duration::from_micros(work_us);
+                let event_at = self.now + Duration::from_micros(gap_us);
+                loop {
+                    if self.spin.timeout(SLEEP, WINDOW, self.now) == Some(Duration::ZERO) {
+                        tally.spins += 1;
+                        // A zero-timeout poll takes a microsecond and finds the event once in.
+                        self.now += Duration::from_micros(1);
+                        let arrived = self.now >= event_at;
+                        tally.spun += self.polled(arrived);
+                        if arrived {
+                            break;
+                        }
+                    } else {
+                        tally.sleeps += 1;
+                        self.now = self.now.max(event_at);
+                        tally.spun += self.polled(true);
+                        break;
+                    }
+                }
+            }
+            tally
+        }
+
+        fn polled(&mut self, events: bool) -> Duration {
+            self.spin
+                .polled(events, WINDOW, self.now)
+                .unwrap_or_default()
+        }
+    }
+
     #[test]
     fn a_light_load_always_sleeps() {
-        let mut start = Instant::now();
-        let mut spin = IdleSpin::new(start);
+        let mut sim = Sim::new();
         // 10 µs of work per 200 µs: 5 % busy.
-        let tally = run(
-            &mut spin,
-            &mut start,
-            Duration::from_micros(10),
-            Duration::from_micros(190),
-            20,
-        );
-        assert!(!spin.spins());
+        let tally = sim.run(10, 190, 20);
+        assert!(!sim.spin.spins());
         assert_eq!(tally.spins, 0);
         assert_eq!(tally.spun, Duration::ZERO);
         assert!(tally.sleeps > 1000, "{}", tally.sleeps);
@@ -227,31 +227,18 @@ mod tests {
 
     #[test]
     fn a_busy_reactor_finds_its_next_event_awake() {
-        let mut start = Instant::now();
-        let mut spin = IdleSpin::new(start);
+        let mut sim = Sim::new();
         // 30 µs of work, then an event 20 µs later: 60 % busy, every gap within the window.
-        let first = run(
-            &mut spin,
-            &mut start,
-            Duration::from_micros(30),
-            Duration::from_micros(20),
-            1,
-        );
+        let first = sim.run(30, 20, 1);
         assert!(
             first.sleeps > 0,
             "the first period measures before it spins"
         );
-        assert!(spin.spins());
-        let tally = run(
-            &mut spin,
-            &mut start,
-            Duration::from_micros(30),
-            Duration::from_micros(20),
-            20,
-        );
+        assert!(sim.spin.spins());
+        let tally = sim.run(30, 20, 20);
         assert_eq!(tally.sleeps, 0);
         assert!(tally.spins > 1000, "{}", tally.spins);
-        assert!(spin.spins(), "spinning counts as idle, not as work");
+        assert!(sim.spin.spins(), "spinning counts as idle, not as work");
         // The reactor spins 20 µs of every 50: 2/5 of the periods reported (all but the last).
         let (run_time, spun) = (PERIOD * 20, tally.spun);
         assert!(
@@ -262,17 +249,11 @@ mod tests {
 
     #[test]
     fn a_spin_ends_after_the_window_and_the_reactor_sleeps() {
-        let mut start = Instant::now();
-        let mut spin = IdleSpin::new(start);
-        run(
-            &mut spin,
-            &mut start,
-            Duration::from_micros(30),
-            Duration::from_micros(20),
-            2,
-        );
+        let mut sim = Sim::new();
+        sim.run(30, 20, 2);
+        let spin = &mut sim.spin;
         assert!(spin.spins());
-        let now = start + Duration::from_micros(30);
+        let now = sim.now + Duration::from_micros(30);
         assert_eq!(spin.timeout(SLEEP, WINDOW, now), Some(Duration::ZERO));
         spin.polled(false, WINDOW, now + Duration::from_micros(1));
         assert_eq!(spin.timeout(SLEEP, WINDOW, now + WINDOW), SLEEP);
@@ -285,64 +266,36 @@ mod tests {
 
     #[test]
     fn a_busy_reactor_whose_idle_moments_outlast_the_window_sleeps() {
-        let mut start = Instant::now();
-        let mut spin = IdleSpin::new(start);
+        let mut sim = Sim::new();
         // 150 µs of work, then an event 100 µs later: 60 % busy, as a keep-alive load can be,
         // but a spin would run out every time.
-        let tally = run(
-            &mut spin,
-            &mut start,
-            Duration::from_micros(150),
-            Duration::from_micros(100),
-            20,
-        );
-        assert!(!spin.spins());
+        let tally = sim.run(150, 100, 20);
+        assert!(!sim.spin.spins());
         assert_eq!(tally.spins, 0);
         assert_eq!(tally.spun, Duration::ZERO);
     }
 
     #[test]
     fn idle_moments_too_short_to_sleep_in_do_not_count() {
-        let mut start = Instant::now();
-        let mut spin = IdleSpin::new(start);
+        let mut sim = Sim::new();
         // A keep-alive load's pattern: thirty 1 µs gaps between batches of work, then a gap
         // longer than the window; 61 % busy. Counted, the short gaps would outvote the long
         // one, and each long one would cost a whole window of spinning.
-        let mut pattern = vec![(Duration::from_micros(8), Duration::from_micros(1)); 30];
-        pattern.push((Duration::ZERO, Duration::from_micros(120)));
-        let tally = run_pattern(&mut spin, &mut start, &pattern, 20);
-        assert!(!spin.spins());
+        let mut pattern = vec![(8, 1); 30];
+        pattern.push((0, 120));
+        let tally = sim.run_pattern(&pattern, 20);
+        assert!(!sim.spin.spins());
         assert_eq!(tally.spins, 0);
     }
 
     #[test]
     fn the_load_falling_stops_the_spinning() {
-        let mut start = Instant::now();
-        let mut spin = IdleSpin::new(start);
-        run(
-            &mut spin,
-            &mut start,
-            Duration::from_micros(30),
-            Duration::from_micros(20),
-            3,
-        );
-        assert!(spin.spins());
-        run(
-            &mut spin,
-            &mut start,
-            Duration::from_micros(10),
-            Duration::from_micros(500),
-            2,
-        );
-        assert!(!spin.spins());
-        let tally = run(
-            &mut spin,
-            &mut start,
-            Duration::from_micros(10),
-            Duration::from_micros(500),
-            5,
-        );
-        assert_eq!(tally.spins, 0);
+        let mut sim = Sim::new();
+        sim.run(30, 20, 3);
+        assert!(sim.spin.spins());
+        sim.run(10, 500, 2);
+        assert!(!sim.spin.spins());
+        assert_eq!(sim.run(10, 500, 5).spins, 0);
     }
 
     #[test]

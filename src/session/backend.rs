@@ -291,13 +291,7 @@ impl Session {
             if head.is_empty() && body.is_empty() {
                 break;
             }
-            let result = if head.is_empty() {
-                b.stream.write(body)
-            } else if body.is_empty() {
-                b.stream.write(head)
-            } else {
-                b.stream.write_pair(head, body)
-            };
+            let result = b.stream.write_parts(head, body);
             match result {
                 Ok(n) => {
                     progress = true;

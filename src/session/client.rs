@@ -133,12 +133,8 @@ impl Session {
                 && self.client.is_plain();
             let result = if last {
                 self.client.write_last(head, body)
-            } else if head.is_empty() {
-                self.client.write(body)
-            } else if body.is_empty() {
-                self.client.write(head)
             } else {
-                self.client.write_pair(head, body)
+                self.client.write_parts(head, body)
             };
             match result {
                 Ok(0) => return Err(Closed),

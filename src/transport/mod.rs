@@ -158,12 +158,25 @@ impl Transport {
         }
     }
 
+    /// Writes a head and a body, either of which may be empty (not both): one slice goes out
+    /// with `write`, which costs less than a vectored write of two.
+    #[inline]
+    pub fn write_parts(&mut self, head: &[u8], body: &[u8]) -> io::Result<usize> {
+        if head.is_empty() {
+            self.write(body)
+        } else if body.is_empty() {
+            self.write(head)
+        } else {
+            self.write_pair(head, body)
+        }
+    }
+
     /// Writes the last bytes our side will ever send, head and body as in
-    /// [`write_pair`](Self::write_pair) (either may be empty), to be followed by
+    /// [`write_parts`](Self::write_parts), to be followed by
     /// [`shutdown_write`](Self::shutdown_write) once all are taken. A plain socket holds them
     /// with `MSG_MORE` so the FIN rides in their segment: the client's ACK of the response
     /// and our lone FIN are two packets fewer per closing connection (a TLS record is sealed
-    /// on its own and goes out as `write_pair` does).
+    /// on its own and goes out as `write_parts` sends it).
     #[inline]
     pub fn write_last(&mut self, head: &[u8], body: &[u8]) -> io::Result<usize> {
         match self {
@@ -171,9 +184,7 @@ impl Transport {
                 use std::os::fd::AsRawFd;
                 send_more(s.as_raw_fd(), head, body)
             }
-            _ if body.is_empty() => self.write(head),
-            _ if head.is_empty() => self.write(body),
-            _ => self.write_pair(head, body),
+            _ => self.write_parts(head, body),
         }
     }
 
